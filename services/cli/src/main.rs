@@ -1,0 +1,96 @@
+//! `agl`: one command line for the agl services.
+//!
+//! `agl store` runs the LightningStore server; `agl agentops` and `agl vllm` follow the
+//! product reference and are served by their own crates as they land.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Agent Lightning CLI
+#[derive(Debug, Parser)]
+#[command(
+    name = "agl",
+    version,
+    about,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the vLLM CLI with Agent Lightning instrumentation
+    #[command(disable_help_flag = true)]
+    Vllm {
+        /// Options passed through to the vLLM CLI
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "vllm-cli-options"
+        )]
+        args: Vec<String>,
+    },
+    /// Run a LightningStore server
+    Store(agl_store::StoreArgs),
+    /// Start AgentOps server
+    Agentops {
+        /// Run server as a daemon
+        #[arg(long)]
+        daemon: bool,
+        /// Port to run the server on (default: 8002)
+        #[arg(
+            long,
+            value_name = "PORT",
+            default_value_t = 8002,
+            hide_default_value = true
+        )]
+        port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Store(args) => run_store(&args),
+        Command::Vllm { .. } => not_built("vllm"),
+        Command::Agentops { .. } => not_built("agentops"),
+    }
+}
+
+fn not_built(name: &str) -> ExitCode {
+    eprintln!("agl {name}: not built yet in this version of agl");
+    ExitCode::from(2)
+}
+
+fn run_store(args: &agl_store::StoreArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("agl store: failed to start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let telemetry = match agl_common::telemetry::init("agl-store", &args.log) {
+        Ok(t) => t,
+        Err(err) => {
+            eprintln!("agl store: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let app = agl_store::App::build(args).await?;
+        app.run_until(agl_common::shutdown::signal()).await
+    });
+    telemetry.shutdown();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("agl store: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

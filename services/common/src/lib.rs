@@ -1,0 +1,15 @@
+//! Shared plumbing for every agl service.
+//!
+//! * [`telemetry`]: the tracing subscriber (terminal or JSON logs, level from flags or
+//!   `RUST_LOG`) and the optional OTLP/HTTP span exporter driven by the standard `OTEL_*`
+//!   variables.
+//! * [`shutdown`]: the SIGINT/SIGTERM future services hand to `axum::serve`.
+//! * [`http`]: JSON error bodies and the `application/json` helpers all services answer with.
+//! * [`cli`]: flags every service binary shares (log level and format).
+//!
+//! Nothing service-specific lives here.
+
+pub mod cli;
+pub mod http;
+pub mod shutdown;
+pub mod telemetry;

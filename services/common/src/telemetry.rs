@@ -1,0 +1,127 @@
+//! Logging and tracing set-up shared by every service.
+//!
+//! Logs go to stderr, as text or JSON. Spans are exported over OTLP/HTTP (protobuf) only
+//! when the standard variables ask for it (`OTEL_EXPORTER_OTLP_ENDPOINT` or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`); `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`
+//! and `OTEL_TRACES_SAMPLER`/`_ARG` are read by the OpenTelemetry SDK itself.
+
+use anyhow::Context as _;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+use crate::cli::{LogArgs, LogFormat};
+
+/// Keeps the exporter alive; call [`Telemetry::shutdown`] last, so buffered spans are sent.
+#[must_use = "dropping the handle without shutdown() may lose buffered spans"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are being exported over OTLP.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Flushes and stops the span exporter.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("failed to flush otlp spans: {err}");
+        }
+    }
+}
+
+/// Whether the environment asks for OTLP span export.
+pub fn otlp_requested() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+        || std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v.trim() == "none");
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+/// Installs the global subscriber for `service` (used as `service.name` unless
+/// `OTEL_SERVICE_NAME` says otherwise).
+pub fn init(service: &'static str, args: &LogArgs) -> anyhow::Result<Telemetry> {
+    let default_directive = args.log_level.clone().unwrap_or_else(|| {
+        std::env::var("RUST_LOG")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| "info".to_owned())
+    });
+    let filter = EnvFilter::try_new(expand_level(&default_directive))
+        .with_context(|| format!("invalid log level {default_directive:?}"))?;
+
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match args.log_format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .boxed(),
+    };
+
+    let provider = if otlp_requested() {
+        let exporter = SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .build()
+            .context("failed to build the otlp span exporter")?;
+        let mut resource = Resource::builder();
+        if std::env::var("OTEL_SERVICE_NAME").is_err() {
+            resource = resource.with_service_name(service);
+        }
+        Some(
+            SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(resource.build())
+                .build(),
+        )
+    } else {
+        None
+    };
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .context("failed to install the tracing subscriber")?;
+    Ok(Telemetry { provider })
+}
+
+/// Accepts Python-style level names (`INFO`, `WARNING`) as upstream's `--log-level` does.
+fn expand_level(level: &str) -> String {
+    match level.trim().to_ascii_lowercase().as_str() {
+        "warning" => "warn".to_owned(),
+        "critical" | "fatal" => "error".to_owned(),
+        l @ ("error" | "warn" | "info" | "debug" | "trace" | "off") => l.to_owned(),
+        _ => level.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_level;
+
+    #[test]
+    fn python_level_names_map_to_tracing_levels() {
+        assert_eq!(expand_level("WARNING"), "warn");
+        assert_eq!(expand_level("DEBUG"), "debug");
+        assert_eq!(expand_level("CRITICAL"), "error");
+        assert_eq!(expand_level("agl_store=debug"), "agl_store=debug");
+    }
+}

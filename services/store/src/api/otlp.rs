@@ -1,0 +1,118 @@
+//! OTLP/HTTP trace ingestion (`POST /v1/traces`), and the 501s of the other OTLP signals.
+
+use axum::Router;
+use axum::body::Body as HttpBody;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
+use prost::Message as _;
+
+use super::{ApiError, AppState, Body};
+use crate::core::UnsequencedSpan;
+use crate::otlp;
+use crate::span::SpanInput;
+
+/// `/v1/traces` and the unimplemented OTLP signals.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/traces", post(traces))
+        .route("/v1/metrics", post(not_implemented))
+        .route("/v1/logs", post(not_implemented))
+        .route("/v1/development/profiles", post(not_implemented))
+}
+
+async fn not_implemented() -> StatusCode {
+    StatusCode::NOT_IMPLEMENTED
+}
+
+fn protobuf(status: StatusCode, body: Vec<u8>, encoding: Option<&'static str>) -> Response {
+    let mut response = (status, HttpBody::from(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-protobuf"),
+    );
+    if let Some(encoding) = encoding {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+    }
+    response
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn traces(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Body, ApiError>,
+) -> Response {
+    let Body(bytes) = match body {
+        Ok(b) => b,
+        Err(err) => {
+            let status = match err {
+                ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            return protobuf(status, otlp::status_body(&err.to_string()), None);
+        }
+    };
+    let decoded = match otlp::decode_traces(
+        header_str(&headers, header::CONTENT_TYPE),
+        header_str(&headers, header::CONTENT_ENCODING),
+        &bytes,
+    ) {
+        Ok(d) => d,
+        Err(err) => {
+            tracing::debug!(error = %err, "rejected otlp payload");
+            return protobuf(
+                StatusCode::BAD_REQUEST,
+                otlp::status_body(&err.to_string()),
+                None,
+            );
+        }
+    };
+    if decoded.dropped > 0 {
+        tracing::warn!(
+            dropped = decoded.dropped,
+            "otlp spans without agentlightning.rollout_id or attempt_id were dropped"
+        );
+    }
+    let spans: Vec<UnsequencedSpan> = decoded
+        .spans
+        .into_iter()
+        .map(|d| UnsequencedSpan {
+            sequence_id: d.sequence_id,
+            span: SpanInput {
+                rollout_id: d.rollout_id,
+                attempt_id: d.attempt_id,
+                sequence_id: 0,
+                doc: d.span,
+            },
+        })
+        .collect();
+    let outcome = s.store.add_spans_bulk(spans);
+    let accept = header_str(&headers, header::ACCEPT_ENCODING);
+    if outcome.rejected == 0 && decoded.dropped == 0 {
+        let (body, encoding) = otlp::success_body(accept);
+        return protobuf(StatusCode::OK, body, encoding);
+    }
+    // Upstream fails the whole request with a 500 when one span names an unknown rollout;
+    // OTLP's partial success keeps the good spans and tells the exporter what was refused.
+    let rejected = outcome.rejected + decoded.dropped;
+    let message = format!(
+        "{} span(s) rejected: {} without agentlightning rollout/attempt ids, {} for unknown rollouts or attempts",
+        rejected, decoded.dropped, outcome.rejected
+    );
+    let response = ExportTraceServiceResponse {
+        partial_success: Some(ExportTracePartialSuccess {
+            rejected_spans: i64::try_from(rejected).unwrap_or(i64::MAX),
+            error_message: message,
+        }),
+    };
+    protobuf(StatusCode::OK, response.encode_to_vec(), None)
+}

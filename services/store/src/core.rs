@@ -1,0 +1,1580 @@
+//! The store's semantics, written once: rollout and attempt status machines, the FIFO
+//! queue, retries, the watchdog, workers, versioned resources, spans with per-rollout
+//! sequence ids, and waiting for rollouts to finish.
+//!
+//! All state sits behind one mutex that is held only for the mutation itself: request
+//! bodies are parsed before it is taken and responses are serialized after it is released
+//! (stored documents are shared `Arc`s, so reads copy pointers, not data). Every hot path
+//! touches one rollout's entry through a hash lookup; nothing scans the whole store except
+//! the queries that are defined as scans (listing rollouts, workers, resources), and the
+//! watchdog, which only visits rollouts that are preparing or running.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::time::Duration;
+
+use indexmap::{IndexMap, IndexSet};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::model::{
+    Attempt, AttemptStatus, Json, NamedResources, Page, ResourcesUpdate, Rollout, RolloutConfig,
+    RolloutMode, RolloutStatus, RolloutView, StoredSpan, Worker, WorkerStatus,
+};
+use crate::span::SpanInput;
+
+/// What a store operation can fail with. Messages follow upstream's wording.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum StoreError {
+    #[error("Rollout {0} not found")]
+    RolloutNotFound(String),
+    #[error("No attempts found for rollout {0}")]
+    NoAttempts(String),
+    #[error("Attempt {attempt_id} not found for rollout {rollout_id}")]
+    AttemptNotFound {
+        rollout_id: String,
+        attempt_id: String,
+    },
+    #[error("cannot sort by {field}: its values are not comparable")]
+    Unsortable { field: String },
+}
+
+/// Tunables of the semantics layer.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Minimum seconds between two watchdog scans triggered by calls; 0 scans on every call.
+    pub scan_debounce_seconds: f64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            scan_debounce_seconds: 10.0,
+        }
+    }
+}
+
+/// A rollout to create.
+#[derive(Debug, Clone)]
+pub struct NewRollout {
+    pub input: Json,
+    pub mode: Option<RolloutMode>,
+    pub resources_id: Option<String>,
+    pub config: Option<RolloutConfig>,
+    pub metadata: Option<Json>,
+}
+
+/// Fields of a rollout update; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct RolloutPatch {
+    pub input: Option<Json>,
+    pub mode: Option<Option<RolloutMode>>,
+    pub resources_id: Option<Option<String>>,
+    pub status: Option<RolloutStatus>,
+    pub config: Option<RolloutConfig>,
+    pub metadata: Option<Option<Json>>,
+}
+
+/// Fields of an attempt update; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptPatch {
+    pub status: Option<AttemptStatus>,
+    pub worker_id: Option<String>,
+    pub last_heartbeat_time: Option<f64>,
+    pub metadata: Option<Json>,
+}
+
+/// Pagination and ordering of a query.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    /// `-1` for everything.
+    pub limit: i64,
+    pub offset: i64,
+    pub sort_by: Option<String>,
+    pub descending: bool,
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        Self {
+            limit: -1,
+            offset: 0,
+            sort_by: None,
+            descending: false,
+        }
+    }
+}
+
+/// Filters of a rollout query.
+#[derive(Debug, Clone, Default)]
+pub struct RolloutQuery {
+    pub status_in: Option<Vec<RolloutStatus>>,
+    pub rollout_id_in: Option<Vec<String>>,
+    pub rollout_id_contains: Option<String>,
+    /// Combine the filters with OR instead of AND.
+    pub any: bool,
+    pub page: PageRequest,
+}
+
+/// Filters of a worker query.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerQuery {
+    pub status_in: Option<Vec<WorkerStatus>>,
+    pub worker_id_contains: Option<String>,
+    pub any: bool,
+    pub page: PageRequest,
+}
+
+/// Filters of a resources query.
+#[derive(Debug, Clone, Default)]
+pub struct ResourcesQuery {
+    pub resources_id: Option<String>,
+    pub resources_id_contains: Option<String>,
+    pub page: PageRequest,
+}
+
+/// Filters of a span query; `rollout_id` (and `attempt_id`, `"latest"` allowed) always apply.
+#[derive(Debug, Clone, Default)]
+pub struct SpanQuery {
+    pub rollout_id: String,
+    pub attempt_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub trace_id_contains: Option<String>,
+    pub span_id: Option<String>,
+    pub span_id_contains: Option<String>,
+    pub parent_id: Option<String>,
+    pub parent_id_contains: Option<String>,
+    pub name: Option<String>,
+    pub name_contains: Option<String>,
+    pub any: bool,
+    pub page: PageRequest,
+}
+
+/// A span waiting to be stored with a sequence id the store assigns (OTLP ingestion).
+#[derive(Debug)]
+pub struct UnsequencedSpan {
+    pub span: SpanInput,
+    /// The explicit sequence id, if the span carried one.
+    pub sequence_id: Option<i64>,
+}
+
+/// Outcome of a bulk span insert.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BulkOutcome {
+    pub stored: usize,
+    pub duplicates: usize,
+    /// Spans naming a rollout or attempt the store does not know.
+    pub rejected: usize,
+}
+
+/// Numbers of `GET /statistics`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Statistics {
+    pub name: &'static str,
+    pub total_rollouts: usize,
+    pub total_attempts: usize,
+    pub total_spans: usize,
+    pub total_resources: usize,
+    pub total_workers: usize,
+    pub uptime: f64,
+    pub total_span_bytes: usize,
+    pub queue_length: usize,
+}
+
+/// Gauges for the metrics endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    pub rollouts_by_status: Vec<(RolloutStatus, usize)>,
+    pub attempts_by_status: Vec<(AttemptStatus, usize)>,
+    pub workers_by_status: Vec<(WorkerStatus, usize)>,
+    pub queue_depth: usize,
+    pub spans: usize,
+    pub waiting_calls: usize,
+}
+
+struct Entry {
+    rollout: Rollout,
+    /// Index `i` holds the attempt with sequence id `i + 1`.
+    attempts: Vec<Attempt>,
+    spans: Vec<Arc<StoredSpan>>,
+    /// `(attempt_id, span_id)` of every stored span, for duplicate detection.
+    span_keys: HashSet<(String, String)>,
+}
+
+impl Entry {
+    fn view(&self) -> RolloutView {
+        RolloutView {
+            rollout: self.rollout.clone(),
+            attempt: self.attempts.last().cloned(),
+        }
+    }
+
+    fn attempt_index(&self, attempt_id: &str) -> Option<usize> {
+        if attempt_id == "latest" {
+            return self.attempts.len().checked_sub(1);
+        }
+        self.attempts
+            .iter()
+            .rposition(|a| a.attempt_id == attempt_id)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    rollouts: HashMap<String, Entry>,
+    /// Rollout ids in creation order (the natural order of unsorted queries).
+    order: IndexSet<String>,
+    queue: VecDeque<String>,
+    queued: HashSet<String>,
+    /// Rollouts the watchdog watches: those preparing or running.
+    active: IndexSet<String>,
+    workers: IndexMap<String, Worker>,
+    resources: IndexMap<String, ResourcesUpdate>,
+    latest_resources: Option<String>,
+    sequence: HashMap<String, i64>,
+    waiters: HashMap<String, Arc<Notify>>,
+    waiting_calls: usize,
+    last_scan: Option<f64>,
+    total_attempts: usize,
+    total_spans: usize,
+    span_bytes: usize,
+}
+
+/// The LightningStore: cheap to share behind an `Arc`.
+pub struct Store {
+    state: Mutex<State>,
+    clock: Arc<dyn Clock>,
+    config: StoreConfig,
+    created: f64,
+    started: std::time::Instant,
+    draining: AtomicBool,
+    drain: Notify,
+}
+
+fn random_hex(len: usize) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    id[..len].to_owned()
+}
+
+fn empty_object() -> Json {
+    Arc::from(RawValue::from_string("{}".to_owned()).expect("valid json"))
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new(config: StoreConfig, clock: Arc<dyn Clock>) -> Self {
+        let created = clock.now();
+        Self {
+            state: Mutex::new(State::default()),
+            clock,
+            config,
+            created,
+            started: std::time::Instant::now(),
+            draining: AtomicBool::new(false),
+            drain: Notify::new(),
+        }
+    }
+
+    /// The store's clock.
+    pub fn now(&self) -> f64 {
+        self.clock.now()
+    }
+
+    /// The watchdog debounce in seconds.
+    pub fn scan_debounce_seconds(&self) -> f64 {
+        self.config.scan_debounce_seconds
+    }
+
+    /// Ends every pending `wait_for_rollouts` now with what it has (used on shutdown).
+    pub fn drain_waiters(&self) {
+        self.draining.store(true, AtomicOrdering::SeqCst);
+        self.drain.notify_waiters();
+    }
+
+    // ----- rollouts -------------------------------------------------------------------
+
+    /// Creates a rollout with its first attempt, claimed at once (not queued).
+    pub fn start_rollout(&self, new: NewRollout, worker_id: Option<String>) -> RolloutView {
+        let now = self.now();
+        let mut st = self.state.lock();
+        self.scan_if_due(&mut st, now);
+        let rollout_id = st.insert_rollout(new, RolloutStatus::Preparing, now);
+        let attempt = st.create_attempt(&rollout_id, worker_id, now, now);
+        st.set_active(&rollout_id, true);
+        if attempt.worker_id.is_some() {
+            st.sync_worker(&attempt, now, false);
+        }
+        RolloutView {
+            rollout: st.rollouts[&rollout_id].rollout.clone(),
+            attempt: Some(attempt),
+        }
+    }
+
+    /// Creates rollouts and appends them to the queue, in order.
+    pub fn enqueue_rollouts(&self, news: Vec<NewRollout>) -> Vec<Rollout> {
+        let now = self.now();
+        let mut st = self.state.lock();
+        self.scan_if_due(&mut st, now);
+        news.into_iter()
+            .map(|new| {
+                let id = st.insert_rollout(new, RolloutStatus::Queuing, now);
+                st.push_queue(&id);
+                st.rollouts[&id].rollout.clone()
+            })
+            .collect()
+    }
+
+    /// Claims up to `limit` queued rollouts, creating a new attempt for each.
+    pub fn dequeue(&self, limit: usize, worker_id: Option<String>) -> Vec<RolloutView> {
+        let now = self.now();
+        let mut st = self.state.lock();
+        self.scan_if_due(&mut st, now);
+        let mut claimed = Vec::new();
+        while claimed.len() < limit {
+            let Some(id) = st.queue.pop_front() else {
+                break;
+            };
+            st.queued.remove(&id);
+            let Some(entry) = st.rollouts.get(&id) else {
+                continue;
+            };
+            if !entry.rollout.status.is_queuing() {
+                tracing::debug!(rollout_id = %id, status = %entry.rollout.status, "skipping stale queue entry");
+                continue;
+            }
+            let attempt = st.create_attempt(&id, worker_id.clone(), now, now);
+            st.set_rollout_status(&id, RolloutStatus::Preparing, now);
+            claimed.push(RolloutView {
+                rollout: st.rollouts[&id].rollout.clone(),
+                attempt: Some(attempt),
+            });
+        }
+        if let Some(worker_id) = worker_id {
+            match claimed.last().and_then(|v| v.attempt.as_ref()) {
+                Some(attempt) => {
+                    st.sync_worker(attempt, now, true);
+                }
+                None => {
+                    let worker = st.worker_mut(&worker_id);
+                    if worker.status != WorkerStatus::Idle {
+                        worker.status = WorkerStatus::Idle;
+                        worker.last_idle_time = Some(now);
+                    }
+                    worker.last_dequeue_time = Some(now);
+                }
+            }
+        }
+        claimed
+    }
+
+    /// Starts a new attempt of an existing rollout, whatever its status.
+    pub fn start_attempt(
+        &self,
+        rollout_id: &str,
+        worker_id: Option<String>,
+    ) -> Result<RolloutView, StoreError> {
+        let now = self.now();
+        let mut st = self.state.lock();
+        self.scan_if_due(&mut st, now);
+        if !st.rollouts.contains_key(rollout_id) {
+            return Err(StoreError::RolloutNotFound(rollout_id.to_owned()));
+        }
+        let attempt = st.create_attempt(rollout_id, worker_id, now, now);
+        st.set_rollout_status(rollout_id, RolloutStatus::Preparing, now);
+        if attempt.worker_id.is_some() {
+            st.sync_worker(&attempt, now, false);
+        }
+        Ok(RolloutView {
+            rollout: st.rollouts[rollout_id].rollout.clone(),
+            attempt: Some(attempt),
+        })
+    }
+
+    /// One rollout with its latest attempt, or `None`.
+    pub fn get_rollout(&self, rollout_id: &str) -> Option<RolloutView> {
+        let now = self.now();
+        let mut st = self.state.lock();
+        self.scan_if_due(&mut st, now);
+        st.rollouts.get(rollout_id).map(Entry::view)
+    }
+
+    /// Rollouts matching `q`, each with its latest attempt.
+    pub fn query_rollouts(&self, q: &RolloutQuery) -> Result<Page<RolloutView>, StoreError> {
+        let now = self.now();
+        let mut st = self.state.lock();
+        self.scan_if_due(&mut st, now);
+        let status_set: Option<HashSet<RolloutStatus>> =
+            q.status_in.as_ref().map(|s| s.iter().copied().collect());
+        let id_set: Option<HashSet<&str>> = q
+            .rollout_id_in
+            .as_ref()
+            .map(|ids| ids.iter().map(String::as_str).collect());
+        let matches: Vec<&Entry> = match (&id_set, q.any) {
+            // Only the listed ids can match: look them up instead of walking everything.
+            (Some(ids), false) => st
+                .order
+                .iter()
+                .filter(|id| ids.contains(id.as_str()))
+                .filter_map(|id| st.rollouts.get(id))
+                .collect(),
+            _ => st
+                .order
+                .iter()
+                .filter_map(|id| st.rollouts.get(id))
+                .collect(),
+        };
+        let matches: Vec<&Entry> = matches
+            .into_iter()
+            .filter(|e| {
+                let r = &e.rollout;
+                let conds = [
+                    status_set.as_ref().map(|s| s.contains(&r.status)),
+                    id_set.as_ref().map(|s| s.contains(r.rollout_id.as_str())),
+                    q.rollout_id_contains
+                        .as_ref()
+                        .map(|c| r.rollout_id.contains(c.as_str())),
+                ];
+                combine(&conds, q.any)
+            })
+            .collect();
+        let page = paginate(matches, &q.page, |e, field| rollout_key(&e.rollout, field))?;
+        Ok(page.map(|e| e.view()))
+    }
+
+    /// Applies an update to a rollout.
+    pub fn update_rollout(
+        &self,
+        rollout_id: &str,
+        patch: RolloutPatch,
+    ) -> Result<Rollout, StoreError> {
+        let now = self.now();
+        let mut st = self.state.lock();
+        self.scan_if_due(&mut st, now);
+        let entry = st
+            .rollouts
+            .get_mut(rollout_id)
+            .ok_or_else(|| StoreError::RolloutNotFound(rollout_id.to_owned()))?;
+        let r = &mut entry.rollout;
+        if let Some(input) = patch.input {
+            r.input = input;
+        }
+        if let Some(mode) = patch.mode {
+            r.mode = mode;
+        }
+        if let Some(resources_id) = patch.resources_id {
+            r.resources_id = resources_id;
+        }
+        if let Some(config) = patch.config {
+            r.config = config;
+        }
+        if let Some(metadata) = patch.metadata {
+            r.metadata = metadata;
+        }
+        if let Some(status) = patch.status {
+            st.set_rollout_status(rollout_id, status, now);
+        }
+        Ok(st.rollouts[rollout_id].rollout.clone())
+    }
+
+    /// Blocks until each listed rollout has finished or `timeout` seconds passed (`None`:
+    /// no limit), then returns the finished ones in the order asked.
+    pub async fn wait_for_rollouts(&self, ids: &[String], timeout: Option<f64>) -> Vec<Rollout> {
+        let now = self.now();
+        let mut pending = Vec::new();
+        {
+            let mut st = self.state.lock();
+            self.scan_if_due(&mut st, now);
+            if timeout.is_none_or(|t| t > 0.0) && !self.draining.load(AtomicOrdering::SeqCst) {
+                for id in ids {
+                    if let Some(e) = st.rollouts.get(id)
+                        && !e.rollout.status.is_finished()
+                    {
+                        let notify = st.waiters.entry(id.clone()).or_default().clone();
+                        // Created under the lock, so a finish right after unlocking is seen.
+                        pending.push(notify.notified_owned());
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                st.waiting_calls += 1;
+            }
+        }
+        if !pending.is_empty() {
+            let all = futures::future::join_all(pending);
+            let drain = self.drain.notified();
+            let limit = timeout.map(|t| Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX));
+            tokio::select! {
+                _ = all => {}
+                () = drain => {}
+                () = sleep_or_forever(limit) => {}
+            }
+            let mut st = self.state.lock();
+            st.waiting_calls -= 1;
+            for id in ids {
+                if st
+                    .waiters
+                    .get(id)
+                    .is_some_and(|n| Arc::strong_count(n) == 1)
+                {
+                    st.waiters.remove(id);
+                }
+            }
+        }
+        let st = self.state.lock();
+        ids.iter()
+            .filter_map(|id| st.rollouts.get(id))
+            .filter(|e| e.rollout.status.is_finished())
+            .map(|e| e.rollout.clone())
+            .collect()
+    }
+
+    // ----- attempts -------------------------------------------------------------------
+
+    /// Applies an update to an attempt (`"latest"` names the newest), propagating its
+    /// status to the rollout when it is the latest attempt.
+    pub fn update_attempt(
+        &self,
+        rollout_id: &str,
+        attempt_id: &str,
+        patch: AttemptPatch,
+    ) -> Result<Attempt, StoreError> {
+        let now = self.now();
+        let mut st = self.state.lock();
+        self.scan_if_due(&mut st, now);
+        let entry = st
+            .rollouts
+            .get(rollout_id)
+            .ok_or_else(|| StoreError::RolloutNotFound(rollout_id.to_owned()))?;
+        if entry.attempts.is_empty() {
+            return Err(StoreError::NoAttempts(rollout_id.to_owned()));
+        }
+        let idx = entry
+            .attempt_index(attempt_id)
+            .ok_or_else(|| StoreError::AttemptNotFound {
+                rollout_id: rollout_id.to_owned(),
+                attempt_id: attempt_id.to_owned(),
+            })?;
+        Ok(st.apply_attempt_patch(rollout_id, idx, patch, now))
+    }
+
+    /// Attempts of a rollout (none for an unknown rollout).
+    pub fn query_attempts(
+        &self,
+        rollout_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Attempt>, StoreError> {
+        let now = self.now();
+        let mut st = self.state.lock();
+        self.scan_if_due(&mut st, now);
+        let attempts: Vec<&Attempt> = st
+            .rollouts
+            .get(rollout_id)
+            .map(|e| e.attempts.iter().collect())
+            .unwrap_or_default();
+        let mut page_req = page.clone();
+        page_req
+            .sort_by
+            .get_or_insert_with(|| "sequence_id".to_owned());
+        Ok(paginate(attempts, &page_req, attempt_key)?.map(Clone::clone))
+    }
+
+    /// The newest attempt of a rollout, if any.
+    pub fn latest_attempt(&self, rollout_id: &str) -> Option<Attempt> {
+        let now = self.now();
+        let mut st = self.state.lock();
+        self.scan_if_due(&mut st, now);
+        st.rollouts
+            .get(rollout_id)
+            .and_then(|e| e.attempts.last().cloned())
+    }
+
+    // ----- resources ------------------------------------------------------------------
+
+    /// Stores a new resources version under a fresh id; it becomes the latest.
+    pub fn add_resources(&self, resources: NamedResources) -> ResourcesUpdate {
+        let now = self.now();
+        let mut st = self.state.lock();
+        let mut id = format!("rs-{}", random_hex(12));
+        while st.resources.contains_key(&id) {
+            id = format!("rs-{}", random_hex(12));
+        }
+        st.upsert_resources(id, resources, now)
+    }
+
+    /// Replaces (or creates) the resources under `id`, bumping its version.
+    pub fn update_resources(&self, id: &str, resources: NamedResources) -> ResourcesUpdate {
+        let now = self.now();
+        let mut st = self.state.lock();
+        self.scan_if_due(&mut st, now);
+        st.upsert_resources(id.to_owned(), resources, now)
+    }
+
+    /// Resources by id.
+    pub fn get_resources(&self, id: &str) -> Option<ResourcesUpdate> {
+        self.state.lock().resources.get(id).cloned()
+    }
+
+    /// The latest resources.
+    pub fn latest_resources(&self) -> Option<ResourcesUpdate> {
+        let st = self.state.lock();
+        st.latest_resources_id()
+            .and_then(|id| st.resources.get(&id).cloned())
+    }
+
+    /// Resources matching `q`.
+    pub fn query_resources(&self, q: &ResourcesQuery) -> Result<Page<ResourcesUpdate>, StoreError> {
+        let st = self.state.lock();
+        let matches: Vec<&ResourcesUpdate> = st
+            .resources
+            .values()
+            .filter(|r| {
+                q.resources_id
+                    .as_ref()
+                    .is_none_or(|id| &r.resources_id == id)
+                    && q.resources_id_contains
+                        .as_ref()
+                        .is_none_or(|c| r.resources_id.contains(c.as_str()))
+            })
+            .collect();
+        Ok(paginate(matches, &q.page, resources_key)?.map(Clone::clone))
+    }
+
+    // ----- spans ----------------------------------------------------------------------
+
+    /// Issues the next span sequence id of a rollout (known or not, as upstream does).
+    pub fn next_sequence_id(&self, rollout_id: &str) -> i64 {
+        let mut st = self.state.lock();
+        let counter = st.sequence.entry(rollout_id.to_owned()).or_insert(0);
+        *counter += 1;
+        *counter
+    }
+
+    /// Stores one span; `Ok(None)` when a span with the same attempt and span id exists.
+    pub fn add_span(&self, span: SpanInput) -> Result<Option<Arc<StoredSpan>>, StoreError> {
+        let now = self.now();
+        let mut st = self.state.lock();
+        st.bump_sequence(&span.rollout_id, span.sequence_id);
+        st.check_attempt(&span.rollout_id, &span.attempt_id)?;
+        let rollout_id = span.rollout_id.clone();
+        let attempt_id = span.attempt_id.clone();
+        let stored = st.insert_span(&rollout_id, span.into_stored());
+        if stored.is_some() {
+            st.heartbeat(&rollout_id, &attempt_id, now);
+        }
+        Ok(stored)
+    }
+
+    /// Stores spans that may lack sequence ids (OTLP): missing ids are issued per rollout in
+    /// order of appearance. Spans of unknown rollouts or attempts are counted as rejected
+    /// rather than failing the whole batch.
+    pub fn add_spans_bulk(&self, spans: Vec<UnsequencedSpan>) -> BulkOutcome {
+        let now = self.now();
+        let mut st = self.state.lock();
+        let mut outcome = BulkOutcome::default();
+        // Reserve implicit ids per rollout in one step, as upstream's bulk issue does.
+        let mut implicit: HashMap<&str, i64> = HashMap::new();
+        for s in &spans {
+            if s.sequence_id.is_none() {
+                *implicit.entry(s.span.rollout_id.as_str()).or_default() += 1;
+            }
+        }
+        let mut next: HashMap<String, i64> = HashMap::new();
+        for (rollout_id, count) in implicit {
+            let counter = st.sequence.entry(rollout_id.to_owned()).or_insert(0);
+            next.insert(rollout_id.to_owned(), *counter + 1);
+            *counter += count;
+        }
+        let mut touched: IndexSet<(String, String)> = IndexSet::new();
+        for UnsequencedSpan {
+            mut span,
+            sequence_id,
+        } in spans
+        {
+            span.sequence_id = match sequence_id {
+                Some(id) => id,
+                None => {
+                    let n = next.get_mut(&span.rollout_id).expect("reserved above");
+                    *n += 1;
+                    *n - 1
+                }
+            };
+            st.bump_sequence(&span.rollout_id, span.sequence_id);
+            if st
+                .check_attempt(&span.rollout_id, &span.attempt_id)
+                .is_err()
+            {
+                outcome.rejected += 1;
+                continue;
+            }
+            let key = (span.rollout_id.clone(), span.attempt_id.clone());
+            if st.insert_span(&key.0, span.into_stored()).is_some() {
+                outcome.stored += 1;
+                touched.insert(key);
+            } else {
+                outcome.duplicates += 1;
+            }
+        }
+        for (rollout_id, attempt_id) in touched {
+            st.heartbeat(&rollout_id, &attempt_id, now);
+        }
+        outcome
+    }
+
+    /// Spans of one rollout matching `q`.
+    pub fn query_spans(&self, q: &SpanQuery) -> Result<Page<Arc<StoredSpan>>, StoreError> {
+        let now = self.now();
+        let mut st = self.state.lock();
+        self.scan_if_due(&mut st, now);
+        let empty = || Page {
+            items: Vec::new(),
+            limit: q.page.limit,
+            offset: q.page.offset,
+            total: 0,
+        };
+        let Some(entry) = st.rollouts.get(&q.rollout_id) else {
+            return Ok(empty());
+        };
+        let attempt_filter = match q.attempt_id.as_deref() {
+            Some("latest") => match entry.attempts.last() {
+                Some(a) => Some(a.attempt_id.as_str()),
+                None => return Ok(empty()),
+            },
+            other => other,
+        };
+        let pool = |s: &StoredSpan| {
+            let exact = |f: &str, v: &Option<String>| v.as_ref().map(|v| f == v);
+            let opt_exact =
+                |f: &Option<String>, v: &Option<String>| v.as_ref().map(|v| f.as_ref() == Some(v));
+            let contains = |f: &str, v: &Option<String>| v.as_ref().map(|v| f.contains(v.as_str()));
+            let opt_contains = |f: &Option<String>, v: &Option<String>| {
+                v.as_ref()
+                    .map(|v| f.as_ref().is_some_and(|f| f.contains(v.as_str())))
+            };
+            let conds = [
+                exact(&s.trace_id, &q.trace_id),
+                contains(&s.trace_id, &q.trace_id_contains),
+                exact(&s.span_id, &q.span_id),
+                contains(&s.span_id, &q.span_id_contains),
+                opt_exact(&s.parent_id, &q.parent_id),
+                opt_contains(&s.parent_id, &q.parent_id_contains),
+                exact(&s.name, &q.name),
+                contains(&s.name, &q.name_contains),
+            ];
+            combine(&conds, q.any)
+        };
+        let matches: Vec<&Arc<StoredSpan>> = entry
+            .spans
+            .iter()
+            .filter(|s| attempt_filter.is_none_or(|a| s.attempt_id == a))
+            .filter(|s| pool(s))
+            .collect();
+        let mut page_req = q.page.clone();
+        page_req
+            .sort_by
+            .get_or_insert_with(|| "sequence_id".to_owned());
+        let rollout_id = q.rollout_id.as_str();
+        Ok(paginate(matches, &page_req, |s, f| span_key(rollout_id, s, f))?.map(Arc::clone))
+    }
+
+    // ----- workers --------------------------------------------------------------------
+
+    /// Records a heartbeat of a worker (created if unknown), replacing its stats if given.
+    pub fn update_worker(&self, worker_id: &str, stats: Option<Json>) -> Worker {
+        let now = self.now();
+        let mut st = self.state.lock();
+        let w = st.worker_mut(worker_id);
+        w.last_heartbeat_time = Some(now);
+        if let Some(stats) = stats {
+            w.heartbeat_stats = Some(stats);
+        }
+        w.clone()
+    }
+
+    /// A worker by id.
+    pub fn get_worker(&self, worker_id: &str) -> Option<Worker> {
+        self.state.lock().workers.get(worker_id).cloned()
+    }
+
+    /// Workers matching `q`.
+    pub fn query_workers(&self, q: &WorkerQuery) -> Result<Page<Worker>, StoreError> {
+        let now = self.now();
+        let mut st = self.state.lock();
+        self.scan_if_due(&mut st, now);
+        let matches: Vec<&Worker> = st
+            .workers
+            .values()
+            .filter(|w| {
+                let conds = [
+                    q.status_in.as_ref().map(|s| s.contains(&w.status)),
+                    q.worker_id_contains
+                        .as_ref()
+                        .map(|c| w.worker_id.contains(c.as_str())),
+                ];
+                combine(&conds, q.any)
+            })
+            .collect();
+        Ok(paginate(matches, &q.page, worker_key)?.map(Clone::clone))
+    }
+
+    // ----- housekeeping ---------------------------------------------------------------
+
+    /// Runs the watchdog now unless the debounce says a scan ran too recently.
+    pub fn watchdog_tick(&self) {
+        let now = self.now();
+        let mut st = self.state.lock();
+        self.scan_if_due(&mut st, now);
+    }
+
+    /// Collection sizes and uptime.
+    pub fn statistics(&self) -> Statistics {
+        let st = self.state.lock();
+        Statistics {
+            name: "InMemoryLightningStore",
+            total_rollouts: st.rollouts.len(),
+            total_attempts: st.total_attempts,
+            total_spans: st.total_spans,
+            total_resources: st.resources.len(),
+            total_workers: st.workers.len(),
+            uptime: self.started.elapsed().as_secs_f64(),
+            total_span_bytes: st.span_bytes,
+            queue_length: st.queue.len(),
+        }
+    }
+
+    /// Current gauge values for metrics.
+    pub fn gauges(&self) -> Gauges {
+        let st = self.state.lock();
+        let mut rollouts: HashMap<RolloutStatus, usize> = HashMap::new();
+        let mut attempts: HashMap<AttemptStatus, usize> = HashMap::new();
+        for e in st.rollouts.values() {
+            *rollouts.entry(e.rollout.status).or_default() += 1;
+            for a in &e.attempts {
+                *attempts.entry(a.status).or_default() += 1;
+            }
+        }
+        let mut workers: HashMap<WorkerStatus, usize> = HashMap::new();
+        for w in st.workers.values() {
+            *workers.entry(w.status).or_default() += 1;
+        }
+        Gauges {
+            rollouts_by_status: RolloutStatus::ALL
+                .iter()
+                .map(|s| (*s, rollouts.get(s).copied().unwrap_or(0)))
+                .collect(),
+            attempts_by_status: AttemptStatus::ALL
+                .iter()
+                .map(|s| (*s, attempts.get(s).copied().unwrap_or(0)))
+                .collect(),
+            workers_by_status: WorkerStatus::ALL
+                .iter()
+                .map(|s| (*s, workers.get(s).copied().unwrap_or(0)))
+                .collect(),
+            queue_depth: st.queue.len(),
+            spans: st.total_spans,
+            waiting_calls: st.waiting_calls,
+        }
+    }
+
+    /// Seconds since the store was created, by its clock.
+    pub fn created_at(&self) -> f64 {
+        self.created
+    }
+
+    fn scan_if_due(&self, st: &mut State, now: f64) {
+        let debounce = self.config.scan_debounce_seconds;
+        if debounce > 0.0 && st.last_scan.is_some_and(|last| now - last < debounce) {
+            return;
+        }
+        st.last_scan = Some(now);
+        st.scan(now);
+    }
+}
+
+async fn sleep_or_forever(limit: Option<Duration>) {
+    match limit {
+        Some(d) if d < Duration::from_secs(10 * 365 * 24 * 3600) => tokio::time::sleep(d).await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// Combines filter results; `None` entries are filters that were not given.
+fn combine(conds: &[Option<bool>], any: bool) -> bool {
+    let mut given = conds.iter().flatten().peekable();
+    if given.peek().is_none() {
+        return true;
+    }
+    if any {
+        given.copied().any(|b| b)
+    } else {
+        given.copied().all(|b| b)
+    }
+}
+
+impl State {
+    fn insert_rollout(&mut self, new: NewRollout, status: RolloutStatus, now: f64) -> String {
+        let mut id = format!("ro-{}", random_hex(12));
+        while self.rollouts.contains_key(&id) {
+            id = format!("ro-{}", random_hex(12));
+        }
+        let resources_id = new.resources_id.or_else(|| self.latest_resources_id());
+        let rollout = Rollout {
+            rollout_id: id.clone(),
+            input: new.input,
+            start_time: now,
+            end_time: None,
+            mode: new.mode,
+            resources_id,
+            status,
+            config: new.config.unwrap_or_default(),
+            metadata: Some(new.metadata.unwrap_or_else(empty_object)),
+        };
+        self.rollouts.insert(
+            id.clone(),
+            Entry {
+                rollout,
+                attempts: Vec::new(),
+                spans: Vec::new(),
+                span_keys: HashSet::new(),
+            },
+        );
+        self.order.insert(id.clone());
+        id
+    }
+
+    fn latest_resources_id(&self) -> Option<String> {
+        if let Some(id) = &self.latest_resources {
+            return Some(id.clone());
+        }
+        self.resources
+            .values()
+            .max_by(|a, b| a.update_time.total_cmp(&b.update_time))
+            .map(|r| r.resources_id.clone())
+    }
+
+    fn upsert_resources(
+        &mut self,
+        id: String,
+        resources: NamedResources,
+        now: f64,
+    ) -> ResourcesUpdate {
+        let resources = Arc::new(resources);
+        let updated = match self.resources.get_mut(&id) {
+            Some(existing) => {
+                existing.resources = resources;
+                existing.update_time = now;
+                existing.version += 1;
+                existing.clone()
+            }
+            None => {
+                let update = ResourcesUpdate {
+                    resources_id: id.clone(),
+                    create_time: now,
+                    update_time: now,
+                    version: 1,
+                    resources,
+                };
+                self.resources.insert(id.clone(), update.clone());
+                update
+            }
+        };
+        self.latest_resources = Some(id);
+        updated
+    }
+
+    fn create_attempt(
+        &mut self,
+        rollout_id: &str,
+        worker_id: Option<String>,
+        start_time: f64,
+        _now: f64,
+    ) -> Attempt {
+        let entry = self.rollouts.get_mut(rollout_id).expect("caller checked");
+        let mut attempt_id = format!("at-{}", random_hex(8));
+        while entry.attempts.iter().any(|a| a.attempt_id == attempt_id) {
+            attempt_id = format!("at-{}", random_hex(8));
+        }
+        let attempt = Attempt {
+            rollout_id: rollout_id.to_owned(),
+            attempt_id,
+            sequence_id: i64::try_from(entry.attempts.len()).unwrap_or(i64::MAX - 1) + 1,
+            start_time,
+            end_time: None,
+            status: AttemptStatus::Preparing,
+            worker_id,
+            last_heartbeat_time: None,
+            metadata: None,
+        };
+        entry.attempts.push(attempt.clone());
+        self.total_attempts += 1;
+        attempt
+    }
+
+    fn push_queue(&mut self, id: &str) {
+        if self.queued.insert(id.to_owned()) {
+            self.queue.push_back(id.to_owned());
+        }
+    }
+
+    fn set_active(&mut self, id: &str, active: bool) {
+        if active {
+            self.active.insert(id.to_owned());
+        } else {
+            self.active.swap_remove(id);
+        }
+    }
+
+    /// The one place a rollout's status changes: end time, queue, watchdog set, waiters.
+    fn set_rollout_status(&mut self, id: &str, status: RolloutStatus, now: f64) {
+        let entry = self.rollouts.get_mut(id).expect("caller checked");
+        entry.rollout.status = status;
+        if status.is_finished() {
+            entry.rollout.end_time = Some(now);
+        }
+        if status.is_queuing() {
+            self.push_queue(id);
+        }
+        self.set_active(id, status.is_running());
+        if status.is_finished()
+            && let Some(notify) = self.waiters.remove(id)
+        {
+            notify.notify_waiters();
+        }
+    }
+
+    fn apply_attempt_patch(
+        &mut self,
+        rollout_id: &str,
+        idx: usize,
+        patch: AttemptPatch,
+        now: f64,
+    ) -> Attempt {
+        let entry = self.rollouts.get_mut(rollout_id).expect("caller checked");
+        let is_latest = idx + 1 == entry.attempts.len();
+        let attempt = &mut entry.attempts[idx];
+        let worker_given = patch.worker_id.as_ref().is_some_and(|w| !w.is_empty());
+        let status_given = patch.status.is_some();
+        if let Some(worker_id) = patch.worker_id {
+            attempt.worker_id = Some(worker_id);
+        }
+        if let Some(status) = patch.status {
+            attempt.status = status;
+            if matches!(status, AttemptStatus::Failed | AttemptStatus::Succeeded) {
+                attempt.end_time = Some(now);
+            }
+        }
+        if let Some(t) = patch.last_heartbeat_time {
+            attempt.last_heartbeat_time = Some(t);
+        }
+        if let Some(metadata) = patch.metadata {
+            attempt.metadata = Some(metadata);
+        }
+        let attempt = attempt.clone();
+        if is_latest {
+            let target = rollout_status_from_attempt(&attempt, &entry.rollout.config);
+            if target != entry.rollout.status {
+                self.set_rollout_status(rollout_id, target, now);
+            }
+        }
+        if worker_given || (status_given && attempt.worker_id.is_some()) {
+            self.sync_worker(&attempt, now, false);
+        }
+        attempt
+    }
+
+    fn worker_mut(&mut self, worker_id: &str) -> &mut Worker {
+        self.workers
+            .entry(worker_id.to_owned())
+            .or_insert_with(|| Worker::new(worker_id))
+    }
+
+    /// Derives a worker's status from the attempt it runs.
+    fn sync_worker(&mut self, attempt: &Attempt, now: f64, dequeued: bool) {
+        let Some(worker_id) = attempt.worker_id.as_deref().filter(|w| !w.is_empty()) else {
+            return;
+        };
+        let w = self.worker_mut(worker_id);
+        match attempt.status {
+            AttemptStatus::Succeeded | AttemptStatus::Failed => {
+                w.status = WorkerStatus::Idle;
+                w.last_idle_time = Some(now);
+                w.current_rollout_id = None;
+                w.current_attempt_id = None;
+            }
+            AttemptStatus::Timeout | AttemptStatus::Unresponsive => {
+                w.status = WorkerStatus::Unknown;
+                w.last_idle_time = Some(now);
+                w.current_rollout_id = None;
+                w.current_attempt_id = None;
+            }
+            AttemptStatus::Preparing | AttemptStatus::Running => {
+                w.status = WorkerStatus::Busy;
+                w.last_busy_time = Some(now);
+                w.current_rollout_id = Some(attempt.rollout_id.clone());
+                w.current_attempt_id = Some(attempt.attempt_id.clone());
+            }
+        }
+        if dequeued {
+            w.last_dequeue_time = Some(now);
+        }
+    }
+
+    fn bump_sequence(&mut self, rollout_id: &str, sequence_id: i64) {
+        match self.sequence.get_mut(rollout_id) {
+            Some(c) => *c = (*c).max(sequence_id),
+            None => {
+                self.sequence
+                    .insert(rollout_id.to_owned(), sequence_id.max(0));
+            }
+        }
+    }
+
+    fn check_attempt(&self, rollout_id: &str, attempt_id: &str) -> Result<(), StoreError> {
+        let entry = self
+            .rollouts
+            .get(rollout_id)
+            .ok_or_else(|| StoreError::RolloutNotFound(rollout_id.to_owned()))?;
+        if entry.attempts.iter().any(|a| a.attempt_id == attempt_id) {
+            Ok(())
+        } else {
+            Err(StoreError::AttemptNotFound {
+                rollout_id: rollout_id.to_owned(),
+                attempt_id: attempt_id.to_owned(),
+            })
+        }
+    }
+
+    fn insert_span(&mut self, rollout_id: &str, span: StoredSpan) -> Option<Arc<StoredSpan>> {
+        let entry = self.rollouts.get_mut(rollout_id)?;
+        if !entry
+            .span_keys
+            .insert((span.attempt_id.clone(), span.span_id.clone()))
+        {
+            return None;
+        }
+        self.span_bytes += span.json.get().len();
+        self.total_spans += 1;
+        let span = Arc::new(span);
+        entry.spans.push(Arc::clone(&span));
+        Some(span)
+    }
+
+    /// A stored span is a sign of life: the attempt runs, and so does its rollout.
+    fn heartbeat(&mut self, rollout_id: &str, attempt_id: &str, now: f64) {
+        let Some(entry) = self.rollouts.get_mut(rollout_id) else {
+            return;
+        };
+        let Some(idx) = entry.attempt_index(attempt_id) else {
+            return;
+        };
+        let is_latest = idx + 1 == entry.attempts.len();
+        let attempt = &mut entry.attempts[idx];
+        attempt.last_heartbeat_time = Some(now);
+        if matches!(
+            attempt.status,
+            AttemptStatus::Preparing | AttemptStatus::Unresponsive
+        ) {
+            attempt.status = AttemptStatus::Running;
+        }
+        if is_latest
+            && matches!(
+                entry.rollout.status,
+                RolloutStatus::Preparing | RolloutStatus::Requeuing
+            )
+        {
+            self.set_rollout_status(rollout_id, RolloutStatus::Running, now);
+        }
+    }
+
+    /// Times out or flags unresponsive the latest attempts of running rollouts.
+    fn scan(&mut self, now: f64) {
+        let active: Vec<String> = self.active.iter().cloned().collect();
+        for id in active {
+            let Some(entry) = self.rollouts.get(&id) else {
+                continue;
+            };
+            let Some(attempt) = entry.attempts.last() else {
+                continue;
+            };
+            let cfg = &entry.rollout.config;
+            let verdict = if cfg
+                .timeout_seconds
+                .is_some_and(|t| now - attempt.start_time > t)
+            {
+                Some(AttemptStatus::Timeout)
+            } else if let Some(u) = cfg.unresponsive_seconds {
+                let since = attempt.last_heartbeat_time.unwrap_or(attempt.start_time);
+                (now - since > u).then_some(AttemptStatus::Unresponsive)
+            } else {
+                None
+            };
+            // Re-flagging an attempt that already carries the verdict would only rewrite it.
+            if let Some(status) = verdict.filter(|s| *s != attempt.status) {
+                let idx = entry.attempts.len() - 1;
+                tracing::info!(rollout_id = %id, attempt_id = %attempt.attempt_id, status = %status, "watchdog flagged attempt");
+                self.apply_attempt_patch(
+                    &id,
+                    idx,
+                    AttemptPatch {
+                        status: Some(status),
+                        ..AttemptPatch::default()
+                    },
+                    now,
+                );
+            }
+        }
+    }
+}
+
+/// The rollout status an attempt's status implies under the rollout's retry policy.
+pub fn rollout_status_from_attempt(attempt: &Attempt, config: &RolloutConfig) -> RolloutStatus {
+    match attempt.status {
+        AttemptStatus::Preparing => RolloutStatus::Preparing,
+        AttemptStatus::Running => RolloutStatus::Running,
+        AttemptStatus::Succeeded => RolloutStatus::Succeeded,
+        AttemptStatus::Failed | AttemptStatus::Timeout | AttemptStatus::Unresponsive => {
+            if config.retry_condition.contains(&attempt.status)
+                && attempt.sequence_id < config.max_attempts
+            {
+                RolloutStatus::Requeuing
+            } else {
+                RolloutStatus::Failed
+            }
+        }
+    }
+}
+
+// ----- sorting and pagination ---------------------------------------------------------
+
+/// A value to sort by. `None` from a key function means "not comparable" (a JSON object).
+#[derive(Debug, Clone, PartialEq)]
+enum SortKey {
+    Num(f64),
+    Str(String),
+}
+
+impl SortKey {
+    fn cmp(&self, other: &Self) -> Option<Ordering> {
+        match (self, other) {
+            (Self::Num(a), Self::Num(b)) => Some(a.total_cmp(b)),
+            (Self::Str(a), Self::Str(b)) => Some(a.cmp(b)),
+            _ => None,
+        }
+    }
+}
+
+fn time_key(t: Option<f64>) -> Option<SortKey> {
+    Some(SortKey::Num(t.unwrap_or(f64::INFINITY)))
+}
+
+fn str_key(s: Option<&str>) -> Option<SortKey> {
+    Some(SortKey::Str(s.unwrap_or_default().to_owned()))
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn int_key(i: i64) -> Option<SortKey> {
+    Some(SortKey::Num(i as f64))
+}
+
+fn json_key(j: Option<&RawValue>) -> Option<SortKey> {
+    let Some(j) = j else {
+        return Some(SortKey::Str(String::new()));
+    };
+    match serde_json::from_str::<serde_json::Value>(j.get()).ok()? {
+        serde_json::Value::Number(n) => n.as_f64().map(SortKey::Num),
+        serde_json::Value::String(s) => Some(SortKey::Str(s)),
+        serde_json::Value::Bool(b) => Some(SortKey::Num(f64::from(u8::from(b)))),
+        serde_json::Value::Null => Some(SortKey::Str(String::new())),
+        _ => None,
+    }
+}
+
+fn rollout_key(r: &Rollout, field: &str) -> Option<SortKey> {
+    match field {
+        "rollout_id" => str_key(Some(&r.rollout_id)),
+        "start_time" => time_key(Some(r.start_time)),
+        "end_time" => time_key(r.end_time),
+        "mode" => str_key(r.mode.map(RolloutMode::as_str)),
+        "resources_id" => str_key(r.resources_id.as_deref()),
+        "status" => str_key(Some(r.status.as_str())),
+        "input" => json_key(Some(&r.input)),
+        _ => None,
+    }
+}
+
+fn attempt_key(a: &&Attempt, field: &str) -> Option<SortKey> {
+    match field {
+        "rollout_id" => str_key(Some(&a.rollout_id)),
+        "attempt_id" => str_key(Some(&a.attempt_id)),
+        "sequence_id" => int_key(a.sequence_id),
+        "start_time" => time_key(Some(a.start_time)),
+        "end_time" => time_key(a.end_time),
+        "status" => str_key(Some(a.status.as_str())),
+        "worker_id" => str_key(a.worker_id.as_deref()),
+        "last_heartbeat_time" => time_key(a.last_heartbeat_time),
+        _ => None,
+    }
+}
+
+fn resources_key(r: &&ResourcesUpdate, field: &str) -> Option<SortKey> {
+    match field {
+        "resources_id" => str_key(Some(&r.resources_id)),
+        "create_time" => time_key(Some(r.create_time)),
+        "update_time" => time_key(Some(r.update_time)),
+        "version" => int_key(r.version),
+        _ => None,
+    }
+}
+
+fn worker_key(w: &&Worker, field: &str) -> Option<SortKey> {
+    match field {
+        "worker_id" => str_key(Some(&w.worker_id)),
+        "status" => str_key(Some(w.status.as_str())),
+        "last_heartbeat_time" => time_key(w.last_heartbeat_time),
+        "last_dequeue_time" => time_key(w.last_dequeue_time),
+        "last_busy_time" => time_key(w.last_busy_time),
+        "last_idle_time" => time_key(w.last_idle_time),
+        "current_rollout_id" => str_key(w.current_rollout_id.as_deref()),
+        "current_attempt_id" => str_key(w.current_attempt_id.as_deref()),
+        _ => None,
+    }
+}
+
+fn span_key(rollout_id: &str, s: &&Arc<StoredSpan>, field: &str) -> Option<SortKey> {
+    match field {
+        "rollout_id" => str_key(Some(rollout_id)),
+        "attempt_id" => str_key(Some(&s.attempt_id)),
+        "sequence_id" => int_key(s.sequence_id),
+        "trace_id" => str_key(Some(&s.trace_id)),
+        "span_id" => str_key(Some(&s.span_id)),
+        "parent_id" => str_key(s.parent_id.as_deref()),
+        "name" => str_key(Some(&s.name)),
+        "start_time" => time_key(s.start_time),
+        "end_time" => time_key(s.end_time),
+        _ => None,
+    }
+}
+
+trait PageExt<T> {
+    fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U>;
+}
+
+impl<T> PageExt<T> for Page<T> {
+    fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            limit: self.limit,
+            offset: self.offset,
+            total: self.total,
+        }
+    }
+}
+
+/// Sorts (stable; `desc` keeps equal items in their original order, as Python's
+/// `sorted(reverse=True)` does) and cuts one page out of `items`.
+fn paginate<T>(
+    mut items: Vec<T>,
+    page: &PageRequest,
+    key: impl Fn(&T, &str) -> Option<SortKey>,
+) -> Result<Page<T>, StoreError> {
+    if let Some(field) = &page.sort_by {
+        let keys: Vec<Option<SortKey>> = items.iter().map(|it| key(it, field)).collect();
+        let unsortable = || StoreError::Unsortable {
+            field: field.clone(),
+        };
+        if items.len() > 1 {
+            let mut order: Vec<usize> = (0..items.len()).collect();
+            let mut failed = false;
+            order.sort_by(|&a, &b| {
+                let ord = match (&keys[a], &keys[b]) {
+                    (Some(x), Some(y)) => x.cmp(y).unwrap_or_else(|| {
+                        failed = true;
+                        Ordering::Equal
+                    }),
+                    _ => {
+                        failed = true;
+                        Ordering::Equal
+                    }
+                };
+                if page.descending { ord.reverse() } else { ord }
+            });
+            if failed {
+                return Err(unsortable());
+            }
+            let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+            items = order
+                .into_iter()
+                .map(|i| slots[i].take().expect("each index once"))
+                .collect();
+        }
+    }
+    let total = items.len();
+    let offset = usize::try_from(page.offset.max(0)).unwrap_or(usize::MAX);
+    let items: Vec<T> = if page.limit < 0 {
+        items.into_iter().skip(offset).collect()
+    } else {
+        let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+        items.into_iter().skip(offset).take(limit).collect()
+    };
+    Ok(Page {
+        items,
+        limit: page.limit,
+        offset: page.offset,
+        total,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn store(clock: Arc<ManualClock>) -> Store {
+        Store::new(
+            StoreConfig {
+                scan_debounce_seconds: 0.0,
+            },
+            clock,
+        )
+    }
+
+    fn raw(s: &str) -> Json {
+        Arc::from(RawValue::from_string(s.to_owned()).unwrap())
+    }
+
+    fn new_rollout(config: Option<RolloutConfig>) -> NewRollout {
+        NewRollout {
+            input: raw("1"),
+            mode: None,
+            resources_id: None,
+            config,
+            metadata: None,
+        }
+    }
+
+    #[test]
+    fn retry_then_fail_follows_max_attempts() {
+        let clock = Arc::new(ManualClock::new(1000.0));
+        let s = store(clock);
+        let cfg = RolloutConfig {
+            max_attempts: 2,
+            retry_condition: vec![AttemptStatus::Failed],
+            ..RolloutConfig::default()
+        };
+        let r = &s.enqueue_rollouts(vec![new_rollout(Some(cfg))])[0];
+        let first = s.dequeue(1, Some("w".into()));
+        assert_eq!(first[0].attempt.as_ref().unwrap().sequence_id, 1);
+        let fail = AttemptPatch {
+            status: Some(AttemptStatus::Failed),
+            ..AttemptPatch::default()
+        };
+        s.update_attempt(&r.rollout_id, "latest", fail.clone())
+            .unwrap();
+        assert_eq!(
+            s.get_rollout(&r.rollout_id).unwrap().rollout.status,
+            RolloutStatus::Requeuing
+        );
+        let second = s.dequeue(1, None);
+        assert_eq!(second[0].attempt.as_ref().unwrap().sequence_id, 2);
+        s.update_attempt(&r.rollout_id, "latest", fail).unwrap();
+        let done = s.get_rollout(&r.rollout_id).unwrap().rollout;
+        assert_eq!(done.status, RolloutStatus::Failed);
+        assert!(done.end_time.is_some());
+        assert!(s.dequeue(1, None).is_empty());
+    }
+
+    #[test]
+    fn watchdog_times_out_from_attempt_start_and_marks_worker_unknown() {
+        let clock = Arc::new(ManualClock::new(1000.0));
+        let s = store(Arc::clone(&clock));
+        let cfg = RolloutConfig {
+            timeout_seconds: Some(5.0),
+            max_attempts: 2,
+            retry_condition: vec![AttemptStatus::Timeout],
+            ..RolloutConfig::default()
+        };
+        let r = &s.enqueue_rollouts(vec![new_rollout(Some(cfg))])[0];
+        s.dequeue(1, Some("w1".into()));
+        clock.advance(5.0);
+        s.watchdog_tick();
+        assert_eq!(
+            s.latest_attempt(&r.rollout_id).unwrap().status,
+            AttemptStatus::Preparing
+        );
+        clock.advance(0.5);
+        s.watchdog_tick();
+        let attempt = s.latest_attempt(&r.rollout_id).unwrap();
+        assert_eq!(attempt.status, AttemptStatus::Timeout);
+        assert_eq!(attempt.end_time, None);
+        assert_eq!(
+            s.get_rollout(&r.rollout_id).unwrap().rollout.status,
+            RolloutStatus::Requeuing
+        );
+        let w = s.get_worker("w1").unwrap();
+        assert_eq!(w.status, WorkerStatus::Unknown);
+        assert_eq!(w.current_rollout_id, None);
+    }
+
+    #[test]
+    fn debounce_limits_scans() {
+        let clock = Arc::new(ManualClock::new(1000.0));
+        let s = Store::new(
+            StoreConfig {
+                scan_debounce_seconds: 10.0,
+            },
+            Arc::clone(&clock) as Arc<dyn Clock>,
+        );
+        let cfg = RolloutConfig {
+            timeout_seconds: Some(1.0),
+            ..RolloutConfig::default()
+        };
+        // First call scans (nothing to do), arming the debounce.
+        let r = &s.enqueue_rollouts(vec![new_rollout(Some(cfg))])[0];
+        s.dequeue(1, None);
+        clock.advance(2.0);
+        s.watchdog_tick();
+        assert_eq!(
+            s.latest_attempt(&r.rollout_id).unwrap().status,
+            AttemptStatus::Preparing
+        );
+        clock.advance(8.5);
+        s.watchdog_tick();
+        assert_eq!(
+            s.latest_attempt(&r.rollout_id).unwrap().status,
+            AttemptStatus::Timeout
+        );
+    }
+
+    #[test]
+    fn sorting_nulls_and_desc() {
+        let items = vec![(1, Some(2.0)), (2, None), (3, Some(1.0))];
+        let page = PageRequest {
+            sort_by: Some("t".into()),
+            ..PageRequest::default()
+        };
+        let key = |it: &(i32, Option<f64>), _: &str| time_key(it.1);
+        let asc = paginate(items.clone(), &page, key).unwrap();
+        assert_eq!(asc.items.iter().map(|i| i.0).collect::<Vec<_>>(), [3, 1, 2]);
+        let desc = PageRequest {
+            descending: true,
+            limit: 2,
+            offset: 0,
+            ..page
+        };
+        let d = paginate(items, &desc, key).unwrap();
+        assert_eq!(d.items.iter().map(|i| i.0).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(d.total, 3);
+    }
+
+    #[test]
+    fn combine_treats_missing_filters_as_match_all() {
+        assert!(combine(&[None, None], false));
+        assert!(combine(&[None, None], true));
+        assert!(combine(&[Some(true), Some(false)], true));
+        assert!(!combine(&[Some(true), Some(false)], false));
+    }
+}

@@ -1,0 +1,21 @@
+//! `agl-store`: a LightningStore server the official Agent Lightning clients cannot tell
+//! apart from the Python one.
+//!
+//! * [`model`]: the wire types (rollouts, attempts, workers, resources, spans);
+//! * [`core`]: the semantics, written once: status machines, queue, retries, watchdog,
+//!   sequence ids, waiting; [`clock`] gives it time;
+//! * [`span`] and [`validate`]: request validation with FastAPI-shaped 422 errors;
+//! * [`otlp`]: decoding OTLP/HTTP trace payloads into spans;
+//! * [`api`]: the three HTTP protocols (`/v1/agl`, `/agl/v1`, flat 0.2.2) and `/v1/traces`;
+//! * [`server`]: configuration, binding, the watchdog ticker and graceful shutdown.
+
+pub mod api;
+pub mod clock;
+pub mod core;
+pub mod model;
+pub mod otlp;
+pub mod server;
+pub mod span;
+pub mod validate;
+
+pub use server::{App, StoreArgs};

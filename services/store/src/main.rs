@@ -1,0 +1,29 @@
+//! `agl-store`: the LightningStore server on its own.
+//!
+//! Run with `cargo run -p agl-store -- --port 4747`.
+
+use clap::Parser;
+
+/// Run a LightningStore server
+#[derive(Debug, Parser)]
+#[command(name = "agl-store", version, about)]
+struct Cli {
+    #[command(flatten)]
+    args: agl_store::StoreArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let telemetry = agl_common::telemetry::init("agl-store", &cli.args.log)?;
+    let result = async {
+        let app = agl_store::App::build(&cli.args).await?;
+        app.run_until(agl_common::shutdown::signal()).await
+    }
+    .await;
+    if let Err(err) = &result {
+        tracing::error!(error = format!("{err:#}"), "agl-store failed");
+    }
+    telemetry.shutdown();
+    result
+}

@@ -1,0 +1,211 @@
+//! Configuration, binding and the serve loop of `agl-store` / `agl store`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use clap::Args;
+use tokio::net::TcpListener;
+
+use agl_common::cli::LogArgs;
+
+use crate::api::{self, HttpConfig};
+use crate::clock::{Clock, SystemClock};
+use crate::core::{Store, StoreConfig};
+
+/// Flags and environment of `agl store` (and the `agl-store` binary).
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Port to run the server on (default: 4747)
+    #[arg(
+        long,
+        value_name = "PORT",
+        env = "AGL_SERVER_PORT",
+        default_value_t = 4747,
+        hide_default_value = true
+    )]
+    pub port: u16,
+
+    /// Address to bind (default: 0.0.0.0, all interfaces, as upstream binds)
+    #[arg(
+        long,
+        value_name = "HOST",
+        env = "AGL_SERVER_HOST",
+        default_value = "0.0.0.0",
+        hide_default_value = true
+    )]
+    pub host: String,
+
+    /// Allow browser requests from this origin (repeatable; `*` allows any). CORS is off
+    /// unless at least one origin is given.
+    #[arg(
+        long = "cors-origin",
+        value_name = "ORIGIN",
+        env = "AGL_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Minimum seconds between two watchdog scans (timeouts, unresponsive attempts); 0
+    /// scans on every call
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "AGL_SCAN_DEBOUNCE_SECONDS",
+        default_value_t = 10.0
+    )]
+    pub scan_debounce_seconds: f64,
+
+    /// Largest accepted request body in bytes; larger bodies get a 413 JSON error
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "AGL_MAX_BODY_BYTES",
+        default_value_t = agl_common::http::DEFAULT_BODY_LIMIT
+    )]
+    pub max_body_bytes: usize,
+
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT before the server
+    /// exits anyway
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "AGL_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 10.0
+    )]
+    pub shutdown_grace_seconds: f64,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl Default for StoreArgs {
+    fn default() -> Self {
+        Self {
+            port: 4747,
+            host: "0.0.0.0".into(),
+            cors_origins: Vec::new(),
+            scan_debounce_seconds: 10.0,
+            max_body_bytes: agl_common::http::DEFAULT_BODY_LIMIT,
+            shutdown_grace_seconds: 10.0,
+            log: LogArgs::default(),
+        }
+    }
+}
+
+/// A bound, ready-to-run store server.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    store: Arc<Store>,
+    grace: Duration,
+}
+
+impl App {
+    /// Binds the listener and builds the store with the system clock.
+    pub async fn build(args: &StoreArgs) -> anyhow::Result<Self> {
+        Self::build_with_clock(args, Arc::new(SystemClock)).await
+    }
+
+    /// Binds the listener and builds the store on `clock` (tests move time by hand).
+    pub async fn build_with_clock(args: &StoreArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            args.scan_debounce_seconds.is_finite() && args.scan_debounce_seconds >= 0.0,
+            "--scan-debounce-seconds must be a non-negative number"
+        );
+        anyhow::ensure!(args.max_body_bytes > 0, "--max-body-bytes must be positive");
+        let addr = format!("{}:{}", args.host, args.port);
+        let listener = TcpListener::bind(&addr).await.map_err(|err| {
+            if err.kind() == std::io::ErrorKind::AddrInUse {
+                anyhow::anyhow!("cannot listen on {addr}: the address is already in use")
+            } else {
+                anyhow::Error::new(err).context(format!("cannot listen on {addr}"))
+            }
+        })?;
+        let store = Arc::new(Store::new(
+            StoreConfig {
+                scan_debounce_seconds: args.scan_debounce_seconds,
+            },
+            clock,
+        ));
+        let router = api::router(
+            Arc::clone(&store),
+            &HttpConfig {
+                cors_origins: args.cors_origins.clone(),
+                max_body_bytes: args.max_body_bytes,
+            },
+        );
+        Ok(Self {
+            listener,
+            router,
+            store,
+            grace: Duration::try_from_secs_f64(args.shutdown_grace_seconds.max(0.0))
+                .unwrap_or(Duration::from_secs(10)),
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .context("failed to read the bound address")
+    }
+
+    /// The store behind the server.
+    pub fn store(&self) -> Arc<Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// Serves until `shutdown` resolves, then drains: pending `wait_for_rollouts` calls are
+    /// answered with what they have, in-flight requests get the grace period to finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            router,
+            store,
+            grace,
+        } = self;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "lightning store listening");
+
+        let ticker = tokio::spawn(watchdog(Arc::clone(&store)));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let drain_store = Arc::clone(&store);
+        let signal = async move {
+            shutdown.await;
+            drain_store.drain_waiters();
+            let _ = stop_tx.send(true);
+        };
+        let server = axum::serve(listener, router).with_graceful_shutdown(signal);
+        let mut stop_rx = stop_rx;
+        let deadline = async move {
+            let _ = stop_rx.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            res = server => res.context("server failed")?,
+            () = deadline => tracing::warn!(grace_seconds = grace.as_secs_f64(), "in-flight requests outlived the grace period"),
+        }
+        ticker.abort();
+        tracing::info!("lightning store stopped");
+        Ok(())
+    }
+}
+
+/// Upstream only scans when a call arrives; a ticker also catches timeouts while every
+/// client is idle or blocked in a long poll.
+async fn watchdog(store: Arc<Store>) {
+    let period = Duration::from_secs_f64(store.scan_debounce_seconds().clamp(1.0, 60.0));
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        store.watchdog_tick();
+    }
+}
