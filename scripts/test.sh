@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every test of the project, in the order a failure is cheapest to find:
+# formatting and lints, Rust unit and integration tests, then the compatibility suites
+# that drive agl-store with the official Python clients from PyPI.
+# Usage: ./scripts/test.sh            (from anywhere; CI runs it through .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "python compatibility (official agentlightning clients)"
+cargo build --locked -p agl-store --bin agl-store
+AGL_STORE_BIN="$PWD/target/debug/agl-store" ./scripts/compat.sh
+
+step "all tests passed"

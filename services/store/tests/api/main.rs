@@ -1,0 +1,11 @@
+//! Integration tests: each test starts a real `agl-store` on 127.0.0.1:0 and drives it
+//! over HTTP. One test binary, modules by topic.
+
+mod helpers;
+
+mod errors;
+mod legacy;
+mod otlp;
+mod rollouts;
+mod spans;
+mod watchdog;
