@@ -15,7 +15,7 @@ pub type Timestamp = f64;
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         pub enum $name {
             $(#[serde(rename = $text)] $variant,)+
         }
@@ -94,7 +94,7 @@ string_enum!(
 );
 
 /// Timeouts and retry policy of a rollout.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RolloutConfig {
     #[serde(default)]
     pub timeout_seconds: Option<f64>,
@@ -122,9 +122,10 @@ impl Default for RolloutConfig {
 }
 
 /// A unit of work: one task input to run through the agent.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Rollout {
     pub rollout_id: String,
+    #[schema(value_type = Object)]
     pub input: Json,
     pub start_time: Timestamp,
     pub end_time: Option<Timestamp>,
@@ -132,11 +133,12 @@ pub struct Rollout {
     pub resources_id: Option<String>,
     pub status: RolloutStatus,
     pub config: RolloutConfig,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Json>,
 }
 
 /// One try at running a rollout.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub rollout_id: String,
     pub attempt_id: String,
@@ -146,6 +148,7 @@ pub struct Attempt {
     pub status: AttemptStatus,
     pub worker_id: Option<String>,
     pub last_heartbeat_time: Option<Timestamp>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Json>,
 }
 
@@ -153,7 +156,7 @@ pub struct Attempt {
 ///
 /// Serialized flat; the `attempt` key is absent, not `null`, for a rollout without
 /// attempts: the official client tells the two kinds apart by that key alone.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RolloutView {
     #[serde(flatten)]
     pub rollout: Rollout,
@@ -162,10 +165,11 @@ pub struct RolloutView {
 }
 
 /// What the store knows of one runner process.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Worker {
     pub worker_id: String,
     pub status: WorkerStatus,
+    #[schema(value_type = Option<Object>)]
     pub heartbeat_stats: Option<Json>,
     pub last_heartbeat_time: Option<Timestamp>,
     pub last_dequeue_time: Option<Timestamp>,
@@ -192,7 +196,7 @@ impl Worker {
 }
 
 /// Prompt template engines the official `PromptTemplate` accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum TemplateEngine {
     #[serde(rename = "jinja")]
     Jinja,
@@ -203,25 +207,26 @@ pub enum TemplateEngine {
 }
 
 /// The fields of an `LLM` or `ProxyLLM` resource.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LlmResource {
     pub endpoint: String,
     pub model: String,
     #[serde(default)]
     pub api_key: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub sampling_parameters: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The fields of a `PromptTemplate` resource.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PromptTemplateResource {
     pub template: String,
     pub engine: TemplateEngine,
 }
 
 /// One training resource, tagged by `resource_type` as upstream's union is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "resource_type")]
 pub enum Resource {
     #[serde(rename = "llm")]
@@ -236,17 +241,18 @@ pub enum Resource {
 pub type NamedResources = indexmap::IndexMap<String, Resource>;
 
 /// A versioned set of named resources.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ResourcesUpdate {
     pub resources_id: String,
     pub create_time: Timestamp,
     pub update_time: Timestamp,
     pub version: i64,
+    #[schema(value_type = std::collections::HashMap<String, Resource>)]
     pub resources: Arc<NamedResources>,
 }
 
 /// The `{items, limit, offset, total}` page every query returns.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub limit: i64,

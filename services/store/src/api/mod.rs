@@ -7,6 +7,7 @@
 //! Errors of all three map to HTTP once, in [`ApiError`].
 
 pub mod legacy;
+pub mod openapi;
 pub mod otlp;
 pub mod params;
 pub mod v3;
@@ -164,6 +165,7 @@ pub fn router(store: Arc<Store>, config: &HttpConfig) -> Router {
         .nest("/agl/v1", legacy::current_routes())
         .merge(legacy::flat_routes())
         .merge(otlp::routes())
+        .route("/openapi.json", axum::routing::get(openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
@@ -172,6 +174,11 @@ pub fn router(store: Arc<Store>, config: &HttpConfig) -> Router {
         Some(cors) => router.layer(cors),
         None => router,
     }
+}
+
+async fn openapi_json() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    raw_json(StatusCode::OK, DOC.get_or_init(openapi::document).clone())
 }
 
 async fn not_found() -> Response {

@@ -46,7 +46,8 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn traces(
+#[utoipa::path(post, path = "/v1/traces", tag = "otlp", request_body(content = Vec<u8>, content_type = "application/x-protobuf", description = "OTLP ExportTraceServiceRequest, optionally gzip-encoded"), responses((status = 200, description = "ExportTraceServiceResponse (with partial_success when spans were refused)"), (status = 400, description = "google.rpc.Status: unsupported content type or unparseable payload")))]
+pub(super) async fn traces(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: Result<Body, ApiError>,

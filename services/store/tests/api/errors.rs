@@ -269,3 +269,60 @@ async fn cors_only_for_configured_origins() {
         .unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn openapi_document_describes_every_current_route() {
+    let app = spawn().await;
+    let doc = expect_json(app.get("/openapi.json").await, StatusCode::OK).await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    let expected = [
+        ("/v1/agl/health", "get"),
+        ("/v1/agl/queues/rollouts/enqueue", "post"),
+        ("/v1/agl/queues/rollouts/dequeue", "post"),
+        ("/v1/agl/rollouts", "post"),
+        ("/v1/agl/rollouts", "get"),
+        ("/v1/agl/rollouts/search", "post"),
+        ("/v1/agl/rollouts/{rollout_id}", "get"),
+        ("/v1/agl/rollouts/{rollout_id}", "post"),
+        ("/v1/agl/rollouts/{rollout_id}/attempts", "post"),
+        ("/v1/agl/rollouts/{rollout_id}/attempts", "get"),
+        ("/v1/agl/rollouts/{rollout_id}/attempts/search", "post"),
+        ("/v1/agl/rollouts/{rollout_id}/attempts/latest", "get"),
+        (
+            "/v1/agl/rollouts/{rollout_id}/attempts/{attempt_id}",
+            "post",
+        ),
+        ("/v1/agl/workers", "get"),
+        ("/v1/agl/workers/search", "post"),
+        ("/v1/agl/workers/{worker_id}", "get"),
+        ("/v1/agl/workers/{worker_id}", "post"),
+        ("/v1/agl/statistics", "get"),
+        ("/v1/agl/resources", "get"),
+        ("/v1/agl/resources", "post"),
+        ("/v1/agl/resources/latest", "get"),
+        ("/v1/agl/resources/{resources_id}", "get"),
+        ("/v1/agl/resources/{resources_id}", "post"),
+        ("/v1/agl/spans", "post"),
+        ("/v1/agl/spans", "get"),
+        ("/v1/agl/spans/search", "post"),
+        ("/v1/agl/spans/next", "post"),
+        ("/v1/agl/waits/rollouts", "post"),
+        ("/v1/traces", "post"),
+    ];
+    for (path, method) in expected {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
+    }
+    assert_eq!(
+        paths
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum::<usize>(),
+        expected.len()
+    );
+    let create = &paths["/v1/agl/rollouts"]["post"]["responses"];
+    assert!(create.get("201").is_some());
+}
