@@ -3,6 +3,8 @@
 //! * [`telemetry`]: the tracing subscriber (terminal or JSON logs, level from flags or
 //!   `RUST_LOG`) and the optional OTLP/HTTP span exporter driven by the standard `OTEL_*`
 //!   variables.
+//! * [`ops`]: per-request server spans and metrics, `/metrics`, `/livez`, `/readyz`, and
+//!   the serve loop that drains on shutdown.
 //! * [`shutdown`]: the SIGINT/SIGTERM future services hand to `axum::serve`.
 //! * [`http`]: JSON error bodies and the `application/json` helpers all services answer with.
 //! * [`cli`]: flags every service binary shares (log level and format).
@@ -11,5 +13,6 @@
 
 pub mod cli;
 pub mod http;
+pub mod ops;
 pub mod shutdown;
 pub mod telemetry;

@@ -12,7 +12,7 @@
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use indexmap::{IndexMap, IndexSet};
@@ -186,6 +186,28 @@ pub struct Statistics {
     pub queue_length: usize,
 }
 
+/// Monotonic counters of what the store did, for metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Spans stored, through any route.
+    pub spans_stored: AtomicU64,
+    /// Spans stored from OTLP payloads.
+    pub otlp_spans_stored: AtomicU64,
+    /// OTLP spans refused (unknown rollout or attempt).
+    pub otlp_spans_rejected: AtomicU64,
+    /// OTLP payloads decoded and applied.
+    pub otlp_payloads_accepted: AtomicU64,
+    /// OTLP payloads refused (bad content type, encoding or protobuf).
+    pub otlp_payloads_rejected: AtomicU64,
+    /// Attempts the watchdog marked `timeout`.
+    pub watchdog_timeouts: AtomicU64,
+    /// Attempts the watchdog marked `unresponsive`.
+    pub watchdog_unresponsive: AtomicU64,
+}
+
+/// Told about every rollout that reaches a finished status: status, mode, seconds since start.
+pub type FinishHook = Box<dyn Fn(RolloutStatus, Option<RolloutMode>, f64) + Send + Sync>;
+
 /// Gauges for the metrics endpoint.
 #[derive(Debug, Clone, Default)]
 pub struct Gauges {
@@ -243,7 +265,14 @@ struct State {
     total_attempts: usize,
     total_spans: usize,
     span_bytes: usize,
+    /// Rollouts per status, by `RolloutStatus::index`, kept as statuses change.
+    rollout_counts: [usize; 7],
+    /// Attempts per status, by `AttemptStatus::index`.
+    attempt_counts: [usize; 6],
+    finish_hook: Option<FinishHookRef>,
 }
+
+type FinishHookRef = Arc<FinishHook>;
 
 /// The LightningStore: cheap to share behind an `Arc`.
 pub struct Store {
@@ -254,6 +283,7 @@ pub struct Store {
     started: std::time::Instant,
     draining: AtomicBool,
     drain: Notify,
+    counters: Counters,
 }
 
 fn random_hex(len: usize) -> String {
@@ -277,7 +307,18 @@ impl Store {
             started: std::time::Instant::now(),
             draining: AtomicBool::new(false),
             drain: Notify::new(),
+            counters: Counters::default(),
         }
+    }
+
+    /// Calls `hook` whenever a rollout finishes.
+    pub fn set_finish_hook(&self, hook: FinishHook) {
+        self.state.lock().finish_hook = Some(Arc::new(hook));
+    }
+
+    /// What the store has done so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// The store's clock.
@@ -665,6 +706,9 @@ impl Store {
         let stored = st.insert_span(&rollout_id, span.into_stored());
         if stored.is_some() {
             st.heartbeat(&rollout_id, &attempt_id, now);
+            self.counters
+                .spans_stored
+                .fetch_add(1, AtomicOrdering::Relaxed);
         }
         Ok(stored)
     }
@@ -722,6 +766,9 @@ impl Store {
         for (rollout_id, attempt_id) in touched {
             st.heartbeat(&rollout_id, &attempt_id, now);
         }
+        self.counters
+            .spans_stored
+            .fetch_add(outcome.stored as u64, AtomicOrdering::Relaxed);
         outcome
     }
 
@@ -846,33 +893,25 @@ impl Store {
         }
     }
 
-    /// Current gauge values for metrics.
+    /// Current gauge values for metrics (kept incrementally: no scan).
     pub fn gauges(&self) -> Gauges {
         let st = self.state.lock();
-        let mut rollouts: HashMap<RolloutStatus, usize> = HashMap::new();
-        let mut attempts: HashMap<AttemptStatus, usize> = HashMap::new();
-        for e in st.rollouts.values() {
-            *rollouts.entry(e.rollout.status).or_default() += 1;
-            for a in &e.attempts {
-                *attempts.entry(a.status).or_default() += 1;
-            }
-        }
-        let mut workers: HashMap<WorkerStatus, usize> = HashMap::new();
+        let mut workers = [0usize; 3];
         for w in st.workers.values() {
-            *workers.entry(w.status).or_default() += 1;
+            workers[w.status.index()] += 1;
         }
         Gauges {
             rollouts_by_status: RolloutStatus::ALL
                 .iter()
-                .map(|s| (*s, rollouts.get(s).copied().unwrap_or(0)))
+                .map(|s| (*s, st.rollout_counts[s.index()]))
                 .collect(),
             attempts_by_status: AttemptStatus::ALL
                 .iter()
-                .map(|s| (*s, attempts.get(s).copied().unwrap_or(0)))
+                .map(|s| (*s, st.attempt_counts[s.index()]))
                 .collect(),
             workers_by_status: WorkerStatus::ALL
                 .iter()
-                .map(|s| (*s, workers.get(s).copied().unwrap_or(0)))
+                .map(|s| (*s, workers[s.index()]))
                 .collect(),
             queue_depth: st.queue.len(),
             spans: st.total_spans,
@@ -891,7 +930,13 @@ impl Store {
             return;
         }
         st.last_scan = Some(now);
-        st.scan(now);
+        let (timeouts, unresponsive) = st.scan(now);
+        self.counters
+            .watchdog_timeouts
+            .fetch_add(timeouts, AtomicOrdering::Relaxed);
+        self.counters
+            .watchdog_unresponsive
+            .fetch_add(unresponsive, AtomicOrdering::Relaxed);
     }
 }
 
@@ -943,6 +988,7 @@ impl State {
             },
         );
         self.order.insert(id.clone());
+        self.rollout_counts[status.index()] += 1;
         id
     }
 
@@ -1011,6 +1057,7 @@ impl State {
         };
         entry.attempts.push(attempt.clone());
         self.total_attempts += 1;
+        self.attempt_counts[AttemptStatus::Preparing.index()] += 1;
         attempt
     }
 
@@ -1031,9 +1078,14 @@ impl State {
     /// The one place a rollout's status changes: end time, queue, watchdog set, waiters.
     fn set_rollout_status(&mut self, id: &str, status: RolloutStatus, now: f64) {
         let entry = self.rollouts.get_mut(id).expect("caller checked");
+        self.rollout_counts[entry.rollout.status.index()] -= 1;
+        self.rollout_counts[status.index()] += 1;
         entry.rollout.status = status;
         if status.is_finished() {
             entry.rollout.end_time = Some(now);
+            if let Some(hook) = &self.finish_hook {
+                hook(status, entry.rollout.mode, now - entry.rollout.start_time);
+            }
         }
         if status.is_queuing() {
             self.push_queue(id);
@@ -1062,6 +1114,8 @@ impl State {
             attempt.worker_id = Some(worker_id);
         }
         if let Some(status) = patch.status {
+            self.attempt_counts[attempt.status.index()] -= 1;
+            self.attempt_counts[status.index()] += 1;
             attempt.status = status;
             if matches!(status, AttemptStatus::Failed | AttemptStatus::Succeeded) {
                 attempt.end_time = Some(now);
@@ -1178,6 +1232,8 @@ impl State {
             attempt.status,
             AttemptStatus::Preparing | AttemptStatus::Unresponsive
         ) {
+            self.attempt_counts[attempt.status.index()] -= 1;
+            self.attempt_counts[AttemptStatus::Running.index()] += 1;
             attempt.status = AttemptStatus::Running;
         }
         if is_latest
@@ -1190,8 +1246,10 @@ impl State {
         }
     }
 
-    /// Times out or flags unresponsive the latest attempts of running rollouts.
-    fn scan(&mut self, now: f64) {
+    /// Times out or flags unresponsive the latest attempts of running rollouts; returns how
+    /// many of each it flagged.
+    fn scan(&mut self, now: f64) -> (u64, u64) {
+        let mut flagged = (0, 0);
         let active: Vec<String> = self.active.iter().cloned().collect();
         for id in active {
             let Some(entry) = self.rollouts.get(&id) else {
@@ -1215,6 +1273,11 @@ impl State {
             // Re-flagging an attempt that already carries the verdict would only rewrite it.
             if let Some(status) = verdict.filter(|s| *s != attempt.status) {
                 let idx = entry.attempts.len() - 1;
+                if status == AttemptStatus::Timeout {
+                    flagged.0 += 1;
+                } else {
+                    flagged.1 += 1;
+                }
                 tracing::info!(rollout_id = %id, attempt_id = %attempt.attempt_id, status = %status, "watchdog flagged attempt");
                 self.apply_attempt_patch(
                     &id,
@@ -1227,6 +1290,7 @@ impl State {
                 );
             }
         }
+        flagged
     }
 }
 

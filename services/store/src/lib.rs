@@ -5,6 +5,7 @@
 //! * [`core`]: the semantics, written once: status machines, queue, retries, watchdog,
 //!   sequence ids, waiting; [`clock`] gives it time;
 //! * [`span`] and [`validate`]: request validation with FastAPI-shaped 422 errors;
+//! * [`metrics`]: the store's Prometheus metrics, ours and upstream's names;
 //! * [`otlp`]: decoding OTLP/HTTP trace payloads into spans;
 //! * [`api`]: the three HTTP protocols (`/v1/agl`, `/agl/v1`, flat 0.2.2) and `/v1/traces`;
 //! * [`server`]: configuration, binding, the watchdog ticker and graceful shutdown.
@@ -12,6 +13,7 @@
 pub mod api;
 pub mod clock;
 pub mod core;
+pub mod metrics;
 pub mod model;
 pub mod otlp;
 pub mod server;

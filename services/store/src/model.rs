@@ -22,6 +22,10 @@ macro_rules! string_enum {
         impl $name {
             /// Every value, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// Position in [`Self::ALL`], for per-status counters.
+            pub fn index(self) -> usize {
+                self as usize
+            }
             /// The wire name.
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text,)+ }

@@ -11,10 +11,15 @@ use clap::Args;
 use tokio::net::TcpListener;
 
 use agl_common::cli::LogArgs;
+use agl_common::ops::{Health, Ops, RequestObserver, serve};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 
 use crate::api::{self, HttpConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::core::{Store, StoreConfig};
+use crate::metrics::{StoreCollector, UpstreamMetrics};
 
 /// Flags and environment of `agl store` (and the `agl-store` binary).
 #[derive(Debug, Clone, Args)]
@@ -101,6 +106,7 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     store: Arc<Store>,
+    health: Arc<Health>,
     grace: Duration,
 }
 
@@ -131,17 +137,31 @@ impl App {
             },
             clock,
         ));
-        let router = api::router(
+
+        let mut ops = Ops::new("agl-store")?;
+        ops.registry()
+            .register(Box::new(StoreCollector::new(Arc::clone(&store))?))?;
+        let upstream = UpstreamMetrics::new(&store)?;
+        ops.observe_with(Arc::clone(&upstream) as Arc<dyn RequestObserver>);
+        let health = ops.health();
+
+        let upstream_routes = Router::new()
+            .route("/v1/prometheus", get(upstream_metrics))
+            .route("/v1/prometheus/", get(upstream_metrics))
+            .with_state(upstream);
+        let app = api::router(
             Arc::clone(&store),
             &HttpConfig {
                 cors_origins: args.cors_origins.clone(),
                 max_body_bytes: args.max_body_bytes,
             },
-        );
+        )
+        .merge(upstream_routes);
         Ok(Self {
             listener,
-            router,
+            router: ops.wrap(app),
             store,
+            health,
             grace: Duration::try_from_secs_f64(args.shutdown_grace_seconds.max(0.0))
                 .unwrap_or(Duration::from_secs(10)),
         })
@@ -159,43 +179,41 @@ impl App {
         Arc::clone(&self.store)
     }
 
-    /// Serves until `shutdown` resolves, then drains: pending `wait_for_rollouts` calls are
-    /// answered with what they have, in-flight requests get the grace period to finish.
+    /// Serves until `shutdown` resolves, then drains: readiness turns 503, pending
+    /// `wait_for_rollouts` calls are answered with what they have, in-flight requests get
+    /// the grace period to finish.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Self {
-            listener,
-            router,
-            store,
-            grace,
-        } = self;
-        let addr = listener.local_addr()?;
+        let addr = self.local_addr()?;
         tracing::info!(%addr, "lightning store listening");
-
-        let ticker = tokio::spawn(watchdog(Arc::clone(&store)));
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let drain_store = Arc::clone(&store);
-        let signal = async move {
-            shutdown.await;
-            drain_store.drain_waiters();
-            let _ = stop_tx.send(true);
-        };
-        let server = axum::serve(listener, router).with_graceful_shutdown(signal);
-        let mut stop_rx = stop_rx;
-        let deadline = async move {
-            let _ = stop_rx.wait_for(|stopped| *stopped).await;
-            tokio::time::sleep(grace).await;
-        };
-        tokio::select! {
-            res = server => res.context("server failed")?,
-            () = deadline => tracing::warn!(grace_seconds = grace.as_secs_f64(), "in-flight requests outlived the grace period"),
-        }
+        let ticker = tokio::spawn(watchdog(Arc::clone(&self.store)));
+        let store = Arc::clone(&self.store);
+        let result = serve(
+            self.listener,
+            self.router,
+            self.health,
+            shutdown,
+            self.grace,
+            move || store.drain_waiters(),
+        )
+        .await;
         ticker.abort();
         tracing::info!("lightning store stopped");
-        Ok(())
+        result
     }
+}
+
+async fn upstream_metrics(State(m): State<Arc<UpstreamMetrics>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.render(),
+    )
+        .into_response()
 }
 
 /// Upstream only scans when a call arrives; a ticker also catches timeouts while every

@@ -9,6 +9,8 @@ use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
+use std::sync::atomic::Ordering;
+
 use prost::Message as _;
 
 use super::{ApiError, AppState, Body};
@@ -70,6 +72,10 @@ pub(super) async fn traces(
         Ok(d) => d,
         Err(err) => {
             tracing::debug!(error = %err, "rejected otlp payload");
+            s.store
+                .counters()
+                .otlp_payloads_rejected
+                .fetch_add(1, Ordering::Relaxed);
             return protobuf(
                 StatusCode::BAD_REQUEST,
                 otlp::status_body(&err.to_string()),
@@ -97,6 +103,17 @@ pub(super) async fn traces(
         })
         .collect();
     let outcome = s.store.add_spans_bulk(spans);
+    let counters = s.store.counters();
+    counters
+        .otlp_payloads_accepted
+        .fetch_add(1, Ordering::Relaxed);
+    counters
+        .otlp_spans_stored
+        .fetch_add(outcome.stored as u64, Ordering::Relaxed);
+    counters.otlp_spans_rejected.fetch_add(
+        (outcome.rejected + decoded.dropped) as u64,
+        Ordering::Relaxed,
+    );
     let accept = header_str(&headers, header::ACCEPT_ENCODING);
     if outcome.rejected == 0 && decoded.dropped == 0 {
         let (body, encoding) = otlp::success_body(accept);
