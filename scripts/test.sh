@@ -14,6 +14,19 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "tools: promtool and prometheus (Debian package prometheus)"
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
+fi
+if command -v promtool >/dev/null && command -v prometheus >/dev/null; then
+  export AGL_REQUIRE_PROMETHEUS=1
+else
+  echo "skipped: the Prometheus scrape test (install Debian's prometheus package to run it)"
+fi
+
 step "cargo test"
 cargo test --workspace --locked
 

@@ -245,7 +245,8 @@ async fn observe(State(ops): State<Arc<Ops>>, req: Request, next: Next) -> Respo
     ops.in_flight.dec();
 
     let status = response.status().as_u16();
-    span.record("http.response.status_code", status);
+    // Recorded as i64: tracing-opentelemetry exports u64 values as strings.
+    span.record("http.response.status_code", i64::from(status));
     if status >= 500 {
         span.record("otel.status_code", "ERROR");
     }

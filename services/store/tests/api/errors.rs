@@ -326,3 +326,45 @@ async fn openapi_document_describes_every_current_route() {
     let create = &paths["/v1/agl/rollouts"]["post"]["responses"];
     assert!(create.get("201").is_some());
 }
+
+#[tokio::test]
+async fn health_and_metrics_endpoints() {
+    let app = spawn().await;
+    let live = expect_json(app.get("/livez").await, StatusCode::OK).await;
+    assert_eq!(live["status"], "alive");
+    let ready = expect_json(app.get("/readyz").await, StatusCode::OK).await;
+    assert_eq!(ready["status"], "ready");
+    app.enqueue(json!([{"input": 1}, {"input": 2}])).await;
+    app.dequeue(1, Some("w")).await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    for line in [
+        "agl_store_rollouts{status=\"queuing\"} 1",
+        "agl_store_rollouts{status=\"preparing\"} 1",
+        "agl_store_attempts{status=\"preparing\"} 1",
+        "agl_store_workers{status=\"busy\"} 1",
+        "agl_store_queue_depth 1",
+        "http_requests_total{method=\"POST\",route=\"/v1/agl/queues/rollouts/enqueue\",status=\"201\"} 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(text.contains("process_resident_memory_bytes"));
+    assert!(text.contains("agl_build_info{"));
+    let rid = app.dequeue(1, None).await[0]["rollout_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.v3_post(
+        &format!("/rollouts/{rid}"),
+        json!({"status": "succeeded"}),
+        StatusCode::OK,
+    )
+    .await;
+    let upstream = app.get("/v1/prometheus/").await.text().await.unwrap();
+    for line in [
+        "agl_http_total{method=\"POST\",path=\"/v1/agl/queues/rollouts/dequeue\",status=\"200\"} 2",
+        "agl_store_total{method=\"dequeue_many_rollouts\",status=\"OK\",store_pubmeth=\"dequeue_many_rollouts\"} 2",
+        "agl_rollouts_total{mode=\"unknown\",status=\"succeeded\"} 1",
+    ] {
+        assert!(upstream.contains(line), "missing {line:?} in\n{upstream}");
+    }
+}
