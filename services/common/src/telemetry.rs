@@ -46,6 +46,19 @@ pub fn otlp_requested() -> bool {
     !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
+/// The URL spans are exported to, when export is on: the traces-specific variable, else
+/// the generic one with `/v1/traces` appended (the OTLP/HTTP convention).
+pub fn otlp_traces_endpoint() -> Option<String> {
+    if !otlp_requested() {
+        return None;
+    }
+    let get = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| {
+        get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
+    })
+}
+
 /// Installs the global subscriber for `service` (used as `service.name` unless
 /// `OTEL_SERVICE_NAME` says otherwise).
 pub fn init(service: &'static str, args: &LogArgs) -> anyhow::Result<Telemetry> {

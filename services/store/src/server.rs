@@ -131,6 +131,16 @@ impl App {
                 anyhow::Error::new(err).context(format!("cannot listen on {addr}"))
             }
         })?;
+        let bound = listener.local_addr()?;
+        if let Some(endpoint) = agl_common::telemetry::otlp_traces_endpoint()
+            && exports_to_self(&endpoint, bound)
+        {
+            anyhow::bail!(
+                "the OTLP exporter points at this store's own /v1/traces ({endpoint}): every \
+                 exported request span would cause another request; send the store's own spans \
+                 to an OpenTelemetry collector instead"
+            );
+        }
         let store = Arc::new(Store::new(
             StoreConfig {
                 scan_debounce_seconds: args.scan_debounce_seconds,
@@ -205,6 +215,35 @@ impl App {
     }
 }
 
+/// Whether `endpoint` is this very server: same port on a loopback, unspecified or bound
+/// address. (A different host name that resolves here is not caught; the README says so.)
+fn exports_to_self(endpoint: &str, bound: SocketAddr) -> bool {
+    let Some(rest) = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().ok()),
+        None => (authority, None),
+    };
+    let port = port.unwrap_or(if endpoint.starts_with("https") {
+        443
+    } else {
+        80
+    });
+    if port != bound.port() {
+        return false;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified() || ip == bound.ip())
+}
+
 async fn upstream_metrics(State(m): State<Arc<UpstreamMetrics>>) -> Response {
     (
         [(
@@ -225,5 +264,24 @@ async fn watchdog(store: Arc<Store>) {
     loop {
         interval.tick().await;
         store.watchdog_tick();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exports_to_self;
+
+    #[test]
+    fn self_export_is_detected() {
+        let bound = "0.0.0.0:4747".parse().unwrap();
+        assert!(exports_to_self("http://localhost:4747/v1/traces", bound));
+        assert!(exports_to_self("http://127.0.0.1:4747/v1/traces", bound));
+        assert!(exports_to_self("http://[::1]:4747/v1/traces", bound));
+        assert!(!exports_to_self("http://localhost:4318/v1/traces", bound));
+        assert!(!exports_to_self(
+            "http://otel-collector:4747/v1/traces",
+            bound
+        ));
+        assert!(!exports_to_self("http://127.0.0.1/v1/traces", bound));
     }
 }
