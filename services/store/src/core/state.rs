@@ -1,0 +1,436 @@
+//! The mutable state behind the store's lock and the transitions that change it. Every
+//! status change of a rollout goes through [`State::set_rollout_status`], every attempt
+//! change through [`State::apply_attempt_patch`]: the status machines live here, once.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use indexmap::{IndexMap, IndexSet};
+use tokio::sync::Notify;
+
+use super::{AttemptPatch, FinishHook, NewRollout, StoreError, empty_object, random_hex};
+use crate::model::{
+    Attempt, AttemptStatus, NamedResources, ResourcesUpdate, Rollout, RolloutConfig, RolloutStatus,
+    RolloutView, StoredSpan, Worker, WorkerStatus,
+};
+
+pub(super) struct Entry {
+    pub(super) rollout: Rollout,
+    /// Index `i` holds the attempt with sequence id `i + 1`.
+    pub(super) attempts: Vec<Attempt>,
+    pub(super) spans: Vec<Arc<StoredSpan>>,
+    /// `(attempt_id, span_id)` of every stored span, for duplicate detection.
+    pub(super) span_keys: HashSet<(String, String)>,
+}
+
+impl Entry {
+    pub(super) fn view(&self) -> RolloutView {
+        RolloutView {
+            rollout: self.rollout.clone(),
+            attempt: self.attempts.last().cloned(),
+        }
+    }
+
+    pub(super) fn attempt_index(&self, attempt_id: &str) -> Option<usize> {
+        if attempt_id == "latest" {
+            return self.attempts.len().checked_sub(1);
+        }
+        self.attempts
+            .iter()
+            .rposition(|a| a.attempt_id == attempt_id)
+    }
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) rollouts: HashMap<String, Entry>,
+    /// Rollout ids in creation order (the natural order of unsorted queries).
+    pub(super) order: IndexSet<String>,
+    pub(super) queue: VecDeque<String>,
+    pub(super) queued: HashSet<String>,
+    /// Rollouts the watchdog watches: those preparing or running.
+    pub(super) active: IndexSet<String>,
+    pub(super) workers: IndexMap<String, Worker>,
+    pub(super) resources: IndexMap<String, ResourcesUpdate>,
+    pub(super) latest_resources: Option<String>,
+    pub(super) sequence: HashMap<String, i64>,
+    pub(super) waiters: HashMap<String, Arc<Notify>>,
+    pub(super) waiting_calls: usize,
+    pub(super) last_scan: Option<f64>,
+    pub(super) total_attempts: usize,
+    pub(super) total_spans: usize,
+    pub(super) span_bytes: usize,
+    /// Rollouts per status, by `RolloutStatus::index`, kept as statuses change.
+    pub(super) rollout_counts: [usize; 7],
+    /// Attempts per status, by `AttemptStatus::index`.
+    pub(super) attempt_counts: [usize; 6],
+    pub(super) finish_hook: Option<FinishHookRef>,
+}
+
+pub(super) type FinishHookRef = Arc<FinishHook>;
+
+/// The LightningStore: cheap to share behind an `Arc`.
+impl State {
+    pub(super) fn insert_rollout(
+        &mut self,
+        new: NewRollout,
+        status: RolloutStatus,
+        now: f64,
+    ) -> String {
+        let mut id = format!("ro-{}", random_hex(12));
+        while self.rollouts.contains_key(&id) {
+            id = format!("ro-{}", random_hex(12));
+        }
+        let resources_id = new.resources_id.or_else(|| self.latest_resources_id());
+        let rollout = Rollout {
+            rollout_id: id.clone(),
+            input: new.input,
+            start_time: now,
+            end_time: None,
+            mode: new.mode,
+            resources_id,
+            status,
+            config: new.config.unwrap_or_default(),
+            metadata: Some(new.metadata.unwrap_or_else(empty_object)),
+        };
+        self.rollouts.insert(
+            id.clone(),
+            Entry {
+                rollout,
+                attempts: Vec::new(),
+                spans: Vec::new(),
+                span_keys: HashSet::new(),
+            },
+        );
+        self.order.insert(id.clone());
+        self.rollout_counts[status.index()] += 1;
+        id
+    }
+
+    pub(super) fn latest_resources_id(&self) -> Option<String> {
+        if let Some(id) = &self.latest_resources {
+            return Some(id.clone());
+        }
+        self.resources
+            .values()
+            .max_by(|a, b| a.update_time.total_cmp(&b.update_time))
+            .map(|r| r.resources_id.clone())
+    }
+
+    pub(super) fn upsert_resources(
+        &mut self,
+        id: String,
+        resources: NamedResources,
+        now: f64,
+    ) -> ResourcesUpdate {
+        let resources = Arc::new(resources);
+        let updated = match self.resources.get_mut(&id) {
+            Some(existing) => {
+                existing.resources = resources;
+                existing.update_time = now;
+                existing.version += 1;
+                existing.clone()
+            }
+            None => {
+                let update = ResourcesUpdate {
+                    resources_id: id.clone(),
+                    create_time: now,
+                    update_time: now,
+                    version: 1,
+                    resources,
+                };
+                self.resources.insert(id.clone(), update.clone());
+                update
+            }
+        };
+        self.latest_resources = Some(id);
+        updated
+    }
+
+    pub(super) fn create_attempt(
+        &mut self,
+        rollout_id: &str,
+        worker_id: Option<String>,
+        start_time: f64,
+        _now: f64,
+    ) -> Attempt {
+        let entry = self.rollouts.get_mut(rollout_id).expect("caller checked");
+        let mut attempt_id = format!("at-{}", random_hex(8));
+        while entry.attempts.iter().any(|a| a.attempt_id == attempt_id) {
+            attempt_id = format!("at-{}", random_hex(8));
+        }
+        let attempt = Attempt {
+            rollout_id: rollout_id.to_owned(),
+            attempt_id,
+            sequence_id: i64::try_from(entry.attempts.len()).unwrap_or(i64::MAX - 1) + 1,
+            start_time,
+            end_time: None,
+            status: AttemptStatus::Preparing,
+            worker_id,
+            last_heartbeat_time: None,
+            metadata: None,
+        };
+        entry.attempts.push(attempt.clone());
+        self.total_attempts += 1;
+        self.attempt_counts[AttemptStatus::Preparing.index()] += 1;
+        attempt
+    }
+
+    pub(super) fn push_queue(&mut self, id: &str) {
+        if self.queued.insert(id.to_owned()) {
+            self.queue.push_back(id.to_owned());
+        }
+    }
+
+    pub(super) fn set_active(&mut self, id: &str, active: bool) {
+        if active {
+            self.active.insert(id.to_owned());
+        } else {
+            self.active.swap_remove(id);
+        }
+    }
+
+    /// The one place a rollout's status changes: end time, queue, watchdog set, waiters.
+    pub(super) fn set_rollout_status(&mut self, id: &str, status: RolloutStatus, now: f64) {
+        let entry = self.rollouts.get_mut(id).expect("caller checked");
+        self.rollout_counts[entry.rollout.status.index()] -= 1;
+        self.rollout_counts[status.index()] += 1;
+        entry.rollout.status = status;
+        if status.is_finished() {
+            entry.rollout.end_time = Some(now);
+            if let Some(hook) = &self.finish_hook {
+                hook(status, entry.rollout.mode, now - entry.rollout.start_time);
+            }
+        }
+        if status.is_queuing() {
+            self.push_queue(id);
+        }
+        self.set_active(id, status.is_running());
+        if status.is_finished()
+            && let Some(notify) = self.waiters.remove(id)
+        {
+            notify.notify_waiters();
+        }
+    }
+
+    pub(super) fn apply_attempt_patch(
+        &mut self,
+        rollout_id: &str,
+        idx: usize,
+        patch: AttemptPatch,
+        now: f64,
+    ) -> Attempt {
+        let entry = self.rollouts.get_mut(rollout_id).expect("caller checked");
+        let is_latest = idx + 1 == entry.attempts.len();
+        let attempt = &mut entry.attempts[idx];
+        let worker_given = patch.worker_id.as_ref().is_some_and(|w| !w.is_empty());
+        let status_given = patch.status.is_some();
+        if let Some(worker_id) = patch.worker_id {
+            attempt.worker_id = Some(worker_id);
+        }
+        if let Some(status) = patch.status {
+            self.attempt_counts[attempt.status.index()] -= 1;
+            self.attempt_counts[status.index()] += 1;
+            attempt.status = status;
+            if matches!(status, AttemptStatus::Failed | AttemptStatus::Succeeded) {
+                attempt.end_time = Some(now);
+            }
+        }
+        if let Some(t) = patch.last_heartbeat_time {
+            attempt.last_heartbeat_time = Some(t);
+        }
+        if let Some(metadata) = patch.metadata {
+            attempt.metadata = Some(metadata);
+        }
+        let attempt = attempt.clone();
+        if is_latest {
+            let target = rollout_status_from_attempt(&attempt, &entry.rollout.config);
+            if target != entry.rollout.status {
+                self.set_rollout_status(rollout_id, target, now);
+            }
+        }
+        if worker_given || (status_given && attempt.worker_id.is_some()) {
+            self.sync_worker(&attempt, now, false);
+        }
+        attempt
+    }
+
+    pub(super) fn worker_mut(&mut self, worker_id: &str) -> &mut Worker {
+        self.workers
+            .entry(worker_id.to_owned())
+            .or_insert_with(|| Worker::new(worker_id))
+    }
+
+    /// Derives a worker's status from the attempt it runs.
+    pub(super) fn sync_worker(&mut self, attempt: &Attempt, now: f64, dequeued: bool) {
+        let Some(worker_id) = attempt.worker_id.as_deref().filter(|w| !w.is_empty()) else {
+            return;
+        };
+        let w = self.worker_mut(worker_id);
+        match attempt.status {
+            AttemptStatus::Succeeded | AttemptStatus::Failed => {
+                w.status = WorkerStatus::Idle;
+                w.last_idle_time = Some(now);
+                w.current_rollout_id = None;
+                w.current_attempt_id = None;
+            }
+            AttemptStatus::Timeout | AttemptStatus::Unresponsive => {
+                w.status = WorkerStatus::Unknown;
+                w.last_idle_time = Some(now);
+                w.current_rollout_id = None;
+                w.current_attempt_id = None;
+            }
+            AttemptStatus::Preparing | AttemptStatus::Running => {
+                w.status = WorkerStatus::Busy;
+                w.last_busy_time = Some(now);
+                w.current_rollout_id = Some(attempt.rollout_id.clone());
+                w.current_attempt_id = Some(attempt.attempt_id.clone());
+            }
+        }
+        if dequeued {
+            w.last_dequeue_time = Some(now);
+        }
+    }
+
+    pub(super) fn bump_sequence(&mut self, rollout_id: &str, sequence_id: i64) {
+        match self.sequence.get_mut(rollout_id) {
+            Some(c) => *c = (*c).max(sequence_id),
+            None => {
+                self.sequence
+                    .insert(rollout_id.to_owned(), sequence_id.max(0));
+            }
+        }
+    }
+
+    pub(super) fn check_attempt(
+        &self,
+        rollout_id: &str,
+        attempt_id: &str,
+    ) -> Result<(), StoreError> {
+        let entry = self
+            .rollouts
+            .get(rollout_id)
+            .ok_or_else(|| StoreError::RolloutNotFound(rollout_id.to_owned()))?;
+        if entry.attempts.iter().any(|a| a.attempt_id == attempt_id) {
+            Ok(())
+        } else {
+            Err(StoreError::AttemptNotFound {
+                rollout_id: rollout_id.to_owned(),
+                attempt_id: attempt_id.to_owned(),
+            })
+        }
+    }
+
+    pub(super) fn insert_span(
+        &mut self,
+        rollout_id: &str,
+        span: StoredSpan,
+    ) -> Option<Arc<StoredSpan>> {
+        let entry = self.rollouts.get_mut(rollout_id)?;
+        if !entry
+            .span_keys
+            .insert((span.attempt_id.clone(), span.span_id.clone()))
+        {
+            return None;
+        }
+        self.span_bytes += span.json.get().len();
+        self.total_spans += 1;
+        let span = Arc::new(span);
+        entry.spans.push(Arc::clone(&span));
+        Some(span)
+    }
+
+    /// A stored span is a sign of life: the attempt runs, and so does its rollout.
+    pub(super) fn heartbeat(&mut self, rollout_id: &str, attempt_id: &str, now: f64) {
+        let Some(entry) = self.rollouts.get_mut(rollout_id) else {
+            return;
+        };
+        let Some(idx) = entry.attempt_index(attempt_id) else {
+            return;
+        };
+        let is_latest = idx + 1 == entry.attempts.len();
+        let attempt = &mut entry.attempts[idx];
+        attempt.last_heartbeat_time = Some(now);
+        if matches!(
+            attempt.status,
+            AttemptStatus::Preparing | AttemptStatus::Unresponsive
+        ) {
+            self.attempt_counts[attempt.status.index()] -= 1;
+            self.attempt_counts[AttemptStatus::Running.index()] += 1;
+            attempt.status = AttemptStatus::Running;
+        }
+        if is_latest
+            && matches!(
+                entry.rollout.status,
+                RolloutStatus::Preparing | RolloutStatus::Requeuing
+            )
+        {
+            self.set_rollout_status(rollout_id, RolloutStatus::Running, now);
+        }
+    }
+
+    /// Times out or flags unresponsive the latest attempts of running rollouts; returns how
+    /// many of each it flagged.
+    pub(super) fn scan(&mut self, now: f64) -> (u64, u64) {
+        let mut flagged = (0, 0);
+        let active: Vec<String> = self.active.iter().cloned().collect();
+        for id in active {
+            let Some(entry) = self.rollouts.get(&id) else {
+                continue;
+            };
+            let Some(attempt) = entry.attempts.last() else {
+                continue;
+            };
+            let cfg = &entry.rollout.config;
+            let verdict = if cfg
+                .timeout_seconds
+                .is_some_and(|t| now - attempt.start_time > t)
+            {
+                Some(AttemptStatus::Timeout)
+            } else if let Some(u) = cfg.unresponsive_seconds {
+                let since = attempt.last_heartbeat_time.unwrap_or(attempt.start_time);
+                (now - since > u).then_some(AttemptStatus::Unresponsive)
+            } else {
+                None
+            };
+            // Re-flagging an attempt that already carries the verdict would only rewrite it.
+            if let Some(status) = verdict.filter(|s| *s != attempt.status) {
+                let idx = entry.attempts.len() - 1;
+                if status == AttemptStatus::Timeout {
+                    flagged.0 += 1;
+                } else {
+                    flagged.1 += 1;
+                }
+                tracing::info!(rollout_id = %id, attempt_id = %attempt.attempt_id, status = %status, "watchdog flagged attempt");
+                self.apply_attempt_patch(
+                    &id,
+                    idx,
+                    AttemptPatch {
+                        status: Some(status),
+                        ..AttemptPatch::default()
+                    },
+                    now,
+                );
+            }
+        }
+        flagged
+    }
+}
+
+/// The rollout status an attempt's status implies under the rollout's retry policy.
+pub fn rollout_status_from_attempt(attempt: &Attempt, config: &RolloutConfig) -> RolloutStatus {
+    match attempt.status {
+        AttemptStatus::Preparing => RolloutStatus::Preparing,
+        AttemptStatus::Running => RolloutStatus::Running,
+        AttemptStatus::Succeeded => RolloutStatus::Succeeded,
+        AttemptStatus::Failed | AttemptStatus::Timeout | AttemptStatus::Unresponsive => {
+            if config.retry_condition.contains(&attempt.status)
+                && attempt.sequence_id < config.max_attempts
+            {
+                RolloutStatus::Requeuing
+            } else {
+                RolloutStatus::Failed
+            }
+        }
+    }
+}
