@@ -4,6 +4,7 @@
 //! * [`model`]: the wire types (rollouts, attempts, workers, resources, spans);
 //! * [`core`]: the semantics, written once: status machines, queue, retries, watchdog,
 //!   sequence ids, waiting; [`clock`] gives it time;
+//! * [`persist`]: the narrow seam to durable storage; [`sqlite`]: the SQLite backend;
 //! * [`span`] and [`validate`]: request validation with FastAPI-shaped 422 errors;
 //! * [`metrics`]: the store's Prometheus metrics, ours and upstream's names;
 //! * [`otlp`]: decoding OTLP/HTTP trace payloads into spans;
@@ -16,8 +17,10 @@ pub mod core;
 pub mod metrics;
 pub mod model;
 pub mod otlp;
+pub mod persist;
 pub mod server;
 pub mod span;
+pub mod sqlite;
 pub mod validate;
 
 pub use server::{App, StoreArgs};

@@ -126,7 +126,7 @@ impl Default for RolloutConfig {
 }
 
 /// A unit of work: one task input to run through the agent.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rollout {
     pub rollout_id: String,
     #[schema(value_type = Object)]
@@ -142,7 +142,7 @@ pub struct Rollout {
 }
 
 /// One try at running a rollout.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub rollout_id: String,
     pub attempt_id: String,
@@ -169,7 +169,7 @@ pub struct RolloutView {
 }
 
 /// What the store knows of one runner process.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Worker {
     pub worker_id: String,
     pub status: WorkerStatus,
@@ -245,7 +245,7 @@ pub enum Resource {
 pub type NamedResources = indexmap::IndexMap<String, Resource>;
 
 /// A versioned set of named resources.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResourcesUpdate {
     pub resources_id: String,
     pub create_time: Timestamp,

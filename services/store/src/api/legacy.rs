@@ -122,10 +122,10 @@ fn all_rollouts(
 
 /// Stores a span and answers with it; a duplicate is answered with the span as posted
 /// (the older protocols never answer `null` here).
-fn add_span_echo(s: &AppState, bytes: &[u8], status: StatusCode) -> ApiResult {
+async fn add_span_echo(s: &AppState, bytes: &[u8], status: StatusCode) -> ApiResult {
     let span = body(bytes, parse_span)?;
     let echo = Value::Object(span.doc.clone());
-    match s.store.add_span(span)? {
+    match s.store.add_span(span).await? {
         Some(stored) => ok(status, &stored),
         None => ok(status, &echo),
     }
@@ -135,12 +135,12 @@ fn add_span_echo(s: &AppState, bytes: &[u8], status: StatusCode) -> ApiResult {
 
 async fn a1_enqueue(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     let (rollout, _) = body(&b, params::new_rollout)?;
-    let created = s.store.enqueue_rollouts(vec![rollout]);
+    let created = s.store.enqueue_rollouts(vec![rollout]).await?;
     ok(StatusCode::CREATED, &created[0])
 }
 
 async fn a1_dequeue(State(s): State<AppState>) -> ApiResult {
-    match s.store.dequeue(1, None).pop() {
+    match s.store.dequeue(1, None).await?.pop() {
         Some(v) => ok(StatusCode::OK, &v),
         None => null(StatusCode::OK),
     }
@@ -148,7 +148,10 @@ async fn a1_dequeue(State(s): State<AppState>) -> ApiResult {
 
 async fn a1_start_rollout(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     let (rollout, _) = body(&b, params::new_rollout)?;
-    ok(StatusCode::CREATED, &s.store.start_rollout(rollout, None))
+    ok(
+        StatusCode::CREATED,
+        &s.store.start_rollout(rollout, None).await?,
+    )
 }
 
 async fn a1_list_rollouts(State(s): State<AppState>) -> ApiResult {
@@ -187,11 +190,14 @@ async fn a1_update_rollout(
     Body(b): Body,
 ) -> ApiResult {
     let (patch, _) = params::rollout_patch(&b, false)?;
-    ok(StatusCode::OK, &s.store.update_rollout(&id, patch)?)
+    ok(StatusCode::OK, &s.store.update_rollout(&id, patch).await?)
 }
 
 async fn a1_start_attempt(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    ok(StatusCode::CREATED, &s.store.start_attempt(&id, None)?)
+    ok(
+        StatusCode::CREATED,
+        &s.store.start_attempt(&id, None).await?,
+    )
 }
 
 async fn a1_list_attempts(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
@@ -222,13 +228,15 @@ async fn a1_update_attempt(
     let (patch, _) = params::attempt_patch(&b, false)?;
     ok(
         StatusCode::OK,
-        &s.store.update_attempt(&rollout_id, &attempt_id, patch)?,
+        &s.store
+            .update_attempt(&rollout_id, &attempt_id, patch)
+            .await?,
     )
 }
 
 async fn a1_add_resources(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     let resources = body(&b, params::named_resources)?;
-    let r = s.store.add_resources(resources);
+    let r = s.store.add_resources(resources).await?;
     ok(
         StatusCode::CREATED,
         &LegacyResources {
@@ -252,11 +260,11 @@ async fn a1_update_resources(
     Body(b): Body,
 ) -> ApiResult {
     let resources = body(&b, params::named_resources)?;
-    legacy_resources(Some(s.store.update_resources(&id, resources)))
+    legacy_resources(Some(s.store.update_resources(&id, resources).await?))
 }
 
 async fn a1_add_span(State(s): State<AppState>, Body(b): Body) -> ApiResult {
-    add_span_echo(&s, &b, StatusCode::CREATED)
+    add_span_echo(&s, &b, StatusCode::CREATED).await
 }
 
 fn spans_list(s: &AppState, rollout_id: String, attempt_id: Option<String>) -> ApiResult {
@@ -288,7 +296,7 @@ async fn a1_next_sequence_id(State(s): State<AppState>, Body(b): Body) -> ApiRes
     let (rollout_id, _) = body(&b, params::sequence_request)?;
     ok(
         StatusCode::OK,
-        &json!({"sequence_id": s.store.next_sequence_id(&rollout_id)}),
+        &json!({"sequence_id": s.store.next_sequence_id(&rollout_id).await?}),
     )
 }
 
@@ -310,7 +318,7 @@ async fn flat(f: impl Future<Output = ApiResult>) -> Result<Response, ApiError> 
 async fn v2_start_rollout(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     flat(async {
         let (rollout, _) = body(&b, params::new_rollout)?;
-        ok(StatusCode::OK, &s.store.start_rollout(rollout, None))
+        ok(StatusCode::OK, &s.store.start_rollout(rollout, None).await?)
     })
     .await
 }
@@ -318,13 +326,16 @@ async fn v2_start_rollout(State(s): State<AppState>, Body(b): Body) -> ApiResult
 async fn v2_enqueue_rollout(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     flat(async {
         let (rollout, _) = body(&b, params::new_rollout)?;
-        ok(StatusCode::OK, &s.store.enqueue_rollouts(vec![rollout])[0])
+        ok(
+            StatusCode::OK,
+            &s.store.enqueue_rollouts(vec![rollout]).await?[0],
+        )
     })
     .await
 }
 
 async fn v2_dequeue_rollout(State(s): State<AppState>) -> ApiResult {
-    match s.store.dequeue(1, None).pop() {
+    match s.store.dequeue(1, None).await?.pop() {
         Some(v) => ok(StatusCode::OK, &v),
         None => null(StatusCode::OK),
     }
@@ -342,7 +353,7 @@ async fn v2_start_attempt(State(s): State<AppState>, Body(b): Body) -> ApiResult
                 validate::STRING_NULL,
             )
         })?;
-        ok(StatusCode::OK, &s.store.start_attempt(&id, None)?)
+        ok(StatusCode::OK, &s.store.start_attempt(&id, None).await?)
     })
     .await
 }
@@ -387,7 +398,7 @@ fn wrapped_resources(v: &Value, errs: &mut Errors) -> Option<(Option<String>, Na
 async fn v2_add_resources(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     flat(async {
         let (_, resources) = body(&b, wrapped_resources)?;
-        legacy_resources(Some(s.store.add_resources(resources)))
+        legacy_resources(Some(s.store.add_resources(resources).await?))
     })
     .await
 }
@@ -403,7 +414,7 @@ async fn v2_update_resources(State(s): State<AppState>, Body(b): Body) -> ApiRes
                 input: Value::Null,
             }]));
         };
-        legacy_resources(Some(s.store.update_resources(&id, resources)))
+        legacy_resources(Some(s.store.update_resources(&id, resources).await?))
     })
     .await
 }
@@ -417,14 +428,17 @@ async fn v2_latest_resources(State(s): State<AppState>) -> ApiResult {
 }
 
 async fn v2_add_span(State(s): State<AppState>, Body(b): Body) -> ApiResult {
-    flat(async { add_span_echo(&s, &b, StatusCode::OK) }).await
+    flat(async { add_span_echo(&s, &b, StatusCode::OK).await }).await
 }
 
 async fn v2_next_sequence_id(
     State(s): State<AppState>,
     Path((rollout_id, _attempt_id)): Path<(String, String)>,
 ) -> ApiResult {
-    ok(StatusCode::OK, &s.store.next_sequence_id(&rollout_id))
+    ok(
+        StatusCode::OK,
+        &s.store.next_sequence_id(&rollout_id).await?,
+    )
 }
 
 async fn v2_wait(State(s): State<AppState>, Body(b): Body) -> ApiResult {
@@ -465,7 +479,7 @@ async fn v2_update_rollout(State(s): State<AppState>, Body(b): Body) -> ApiResul
     flat(async {
         let (patch, map) = params::rollout_patch(&b, true)?;
         let id = id_field(&map, "rollout_id")?;
-        ok(StatusCode::OK, &s.store.update_rollout(&id, patch)?)
+        ok(StatusCode::OK, &s.store.update_rollout(&id, patch).await?)
     })
     .await
 }
@@ -477,7 +491,9 @@ async fn v2_update_attempt(State(s): State<AppState>, Body(b): Body) -> ApiResul
         let attempt_id = id_field(&map, "attempt_id")?;
         ok(
             StatusCode::OK,
-            &s.store.update_attempt(&rollout_id, &attempt_id, patch)?,
+            &s.store
+                .update_attempt(&rollout_id, &attempt_id, patch)
+                .await?,
         )
     })
     .await

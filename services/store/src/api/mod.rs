@@ -98,6 +98,10 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => {
                 error_json(StatusCode::PAYLOAD_TOO_LARGE, &self.to_string())
             }
+            Self::Store(StoreError::Storage(err)) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({ "detail": err.to_string(), "error_type": "StorageError" }),
+            ),
             Self::Store(err) => {
                 let (status, error_type) = match (&err, protocol) {
                     (_, Protocol::Flat) => (StatusCode::BAD_REQUEST, "ValueError"),

@@ -102,7 +102,17 @@ pub(super) async fn traces(
             },
         })
         .collect();
-    let outcome = s.store.add_spans_bulk(spans);
+    let outcome = match s.store.add_spans_bulk(spans).await {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            // A storage failure is the server's problem: the exporter should retry later.
+            return protobuf(
+                StatusCode::SERVICE_UNAVAILABLE,
+                otlp::status_body(&err.to_string()),
+                None,
+            );
+        }
+    };
     let counters = s.store.counters();
     counters
         .otlp_payloads_accepted

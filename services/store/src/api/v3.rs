@@ -70,7 +70,10 @@ pub(super) async fn health() -> ApiResult {
 #[utoipa::path(post, path = "/v1/agl/queues/rollouts/enqueue", tag = "rollouts", request_body = openapi::EnqueueManyRolloutsRequest, responses((status = 201, description = "the new rollouts, in request order", body = Vec<Rollout>), (status = 422, description = "invalid body")))]
 pub(super) async fn enqueue(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     let rollouts = body(&b, params::enqueue_many)?;
-    ok(StatusCode::CREATED, &s.store.enqueue_rollouts(rollouts))
+    ok(
+        StatusCode::CREATED,
+        &s.store.enqueue_rollouts(rollouts).await?,
+    )
 }
 
 #[utoipa::path(post, path = "/v1/agl/queues/rollouts/dequeue", tag = "rollouts", request_body(content = Option<openapi::DequeueManyRolloutsRequest>, description = "optional"), responses((status = 200, description = "claimed rollouts with their new attempts", body = Vec<RolloutView>)))]
@@ -80,7 +83,7 @@ pub(super) async fn dequeue(State(s): State<AppState>, Body(b): Body) -> ApiResu
         return ok(StatusCode::OK, &Vec::<RolloutView>::new());
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    ok(StatusCode::OK, &s.store.dequeue(limit, worker_id))
+    ok(StatusCode::OK, &s.store.dequeue(limit, worker_id).await?)
 }
 
 #[utoipa::path(post, path = "/v1/agl/rollouts", tag = "rollouts", request_body = openapi::RolloutRequest, responses((status = 201, body = RolloutView)))]
@@ -88,7 +91,7 @@ pub(super) async fn start_rollout(State(s): State<AppState>, Body(b): Body) -> A
     let (rollout, worker_id) = body(&b, params::new_rollout)?;
     ok(
         StatusCode::CREATED,
-        &s.store.start_rollout(rollout, worker_id),
+        &s.store.start_rollout(rollout, worker_id).await?,
     )
 }
 
@@ -127,7 +130,7 @@ pub(super) async fn update_rollout(
     Body(b): Body,
 ) -> ApiResult {
     let (patch, _) = params::rollout_patch(&b, false)?;
-    ok(StatusCode::OK, &s.store.update_rollout(&id, patch)?)
+    ok(StatusCode::OK, &s.store.update_rollout(&id, patch).await?)
 }
 
 #[utoipa::path(post, path = "/v1/agl/rollouts/{rollout_id}/attempts", tag = "attempts", params(("rollout_id" = String, Path)), request_body(content = Option<openapi::StartAttemptRequest>, description = "optional"), responses((status = 201, body = RolloutView), (status = 404, description = "unknown rollout")))]
@@ -137,7 +140,10 @@ pub(super) async fn start_attempt(
     Body(b): Body,
 ) -> ApiResult {
     let worker_id = optional_body(&b, params::worker_id)?;
-    ok(StatusCode::CREATED, &s.store.start_attempt(&id, worker_id)?)
+    ok(
+        StatusCode::CREATED,
+        &s.store.start_attempt(&id, worker_id).await?,
+    )
 }
 
 #[utoipa::path(get, path = "/v1/agl/rollouts/{rollout_id}/attempts", tag = "attempts", params(("rollout_id" = String, Path), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query), ("sort_by" = Option<String>, Query), ("sort_order" = Option<String>, Query)), responses((status = 200, body = Page<Attempt>)))]
@@ -187,7 +193,9 @@ pub(super) async fn update_attempt(
     let (patch, _) = params::attempt_patch(&b, false)?;
     ok(
         StatusCode::OK,
-        &s.store.update_attempt(&rollout_id, &attempt_id, patch)?,
+        &s.store
+            .update_attempt(&rollout_id, &attempt_id, patch)
+            .await?,
     )
 }
 
@@ -220,7 +228,7 @@ pub(super) async fn update_worker(
     Body(b): Body,
 ) -> ApiResult {
     let stats = params::worker_update(&b)?;
-    ok(StatusCode::OK, &s.store.update_worker(&id, stats))
+    ok(StatusCode::OK, &s.store.update_worker(&id, stats).await?)
 }
 
 #[utoipa::path(get, path = "/v1/agl/statistics", tag = "store", responses((status = 200, body = Object)))]
@@ -238,7 +246,10 @@ pub(super) async fn list_resources(State(s): State<AppState>, RawQuery(q): RawQu
 #[utoipa::path(post, path = "/v1/agl/resources", tag = "resources", request_body = std::collections::HashMap<String, Resource>, responses((status = 201, body = ResourcesUpdate)))]
 pub(super) async fn add_resources(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     let resources = body(&b, params::named_resources)?;
-    ok(StatusCode::CREATED, &s.store.add_resources(resources))
+    ok(
+        StatusCode::CREATED,
+        &s.store.add_resources(resources).await?,
+    )
 }
 
 #[utoipa::path(get, path = "/v1/agl/resources/latest", tag = "resources", responses((status = 200, description = "the latest resources, or null", body = Option<ResourcesUpdate>)))]
@@ -270,13 +281,16 @@ pub(super) async fn update_resources(
     Body(b): Body,
 ) -> ApiResult {
     let resources = body(&b, params::named_resources)?;
-    ok(StatusCode::OK, &s.store.update_resources(&id, resources))
+    ok(
+        StatusCode::OK,
+        &s.store.update_resources(&id, resources).await?,
+    )
 }
 
 #[utoipa::path(post, path = "/v1/agl/spans", tag = "spans", request_body = openapi::Span, responses((status = 201, description = "the stored span, or null for a duplicate", body = Option<openapi::Span>), (status = 404, description = "unknown rollout or attempt")))]
 pub(super) async fn add_span(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     let span = body(&b, parse_span)?;
-    match s.store.add_span(span)? {
+    match s.store.add_span(span).await? {
         Some(stored) => ok(StatusCode::CREATED, &stored),
         None => null(StatusCode::CREATED),
     }
@@ -301,7 +315,7 @@ pub(super) async fn next_sequence_id(State(s): State<AppState>, Body(b): Body) -
     let (rollout_id, _attempt_id) = body(&b, params::sequence_request)?;
     ok(
         StatusCode::OK,
-        &json!({"sequence_id": s.store.next_sequence_id(&rollout_id)}),
+        &json!({"sequence_id": s.store.next_sequence_id(&rollout_id).await?}),
     )
 }
 

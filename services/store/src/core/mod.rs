@@ -25,6 +25,7 @@ use crate::model::{
     Attempt, AttemptStatus, Json, NamedResources, Page, ResourcesUpdate, Rollout, RolloutConfig,
     RolloutMode, RolloutStatus, RolloutView, StoredSpan, Worker, WorkerStatus,
 };
+use crate::persist::{Backend, Durable, Memory, StorageError};
 use crate::span::SpanInput;
 
 mod query;
@@ -49,6 +50,9 @@ pub enum StoreError {
     },
     #[error("cannot sort by {field}: its values are not comparable")]
     Unsortable { field: String },
+    /// The backend failed; the store refuses writes until it is restarted.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 /// Tunables of the semantics layer.
@@ -235,6 +239,9 @@ pub struct Store {
     draining: AtomicBool,
     drain: Notify,
     counters: Counters,
+    backend: Arc<dyn Backend>,
+    /// Set after a failed commit: memory may be ahead of the disk, so no more writes.
+    storage_failed: AtomicBool,
 }
 
 fn random_hex(len: usize) -> String {
@@ -247,11 +254,22 @@ fn empty_object() -> Json {
 }
 
 impl Store {
-    /// An empty store.
+    /// An empty in-memory store.
     pub fn new(config: StoreConfig, clock: Arc<dyn Clock>) -> Self {
+        Self::open(config, clock, Arc::new(Memory)).expect("the memory backend cannot fail")
+    }
+
+    /// A store over `backend`, resuming from what it holds.
+    pub fn open(
+        config: StoreConfig,
+        clock: Arc<dyn Clock>,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Self, StorageError> {
+        let snapshot = backend.load()?;
+        let state = State::restore(snapshot, backend.journaling());
         let created = clock.now();
-        Self {
-            state: Mutex::new(State::default()),
+        Ok(Self {
+            state: Mutex::new(state),
             clock,
             config,
             created,
@@ -259,6 +277,91 @@ impl Store {
             draining: AtomicBool::new(false),
             drain: Notify::new(),
             counters: Counters::default(),
+            backend,
+            storage_failed: AtomicBool::new(false),
+        })
+    }
+
+    /// The backend's name (`memory`, `sqlite`).
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Writes a consistent copy of the store to `path` (SQLite only).
+    pub async fn backup(&self, path: std::path::PathBuf) -> Result<(), StoreError> {
+        let durable = self.backend.backup(path);
+        self.wait_durable(Some(durable)).await
+    }
+
+    /// Whether writes are refused after a storage failure.
+    pub fn storage_failed(&self) -> bool {
+        self.storage_failed.load(AtomicOrdering::SeqCst)
+    }
+
+    /// Runs a mutation under the lock (after a watchdog scan if `scan`), hands its changes
+    /// to the backend in order, and returns once they are durable.
+    async fn try_write<T>(
+        &self,
+        scan: bool,
+        f: impl FnOnce(&mut State, f64) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.storage_failed() {
+            return Err(StoreError::Storage(StorageError(
+                "an earlier write failed; restart the store to resume from its last durable state"
+                    .into(),
+            )));
+        }
+        let (out, durable) = {
+            let now = self.now();
+            let mut st = self.state.lock();
+            if scan {
+                self.scan_if_due(&mut st, now);
+            }
+            let out = f(&mut st, now);
+            (out, self.submit(&mut st))
+        };
+        self.wait_durable(durable).await?;
+        out
+    }
+
+    /// [`Self::try_write`] for mutations that cannot fail.
+    async fn write<T>(
+        &self,
+        scan: bool,
+        f: impl FnOnce(&mut State, f64) -> T,
+    ) -> Result<T, StoreError> {
+        self.try_write(scan, |st, now| Ok(f(st, now))).await
+    }
+
+    /// Hands the recorded changes to the backend (called with the lock held, so batches
+    /// reach it in the order they were applied).
+    fn submit(&self, st: &mut State) -> Option<Durable> {
+        let changes = st.take_changes();
+        (!changes.is_empty()).then(|| self.backend.submit(changes))
+    }
+
+    async fn wait_durable(&self, durable: Option<Durable>) -> Result<(), StoreError> {
+        let Some(durable) = durable else {
+            return Ok(());
+        };
+        let result = durable
+            .await
+            .unwrap_or_else(|_| Err(StorageError("the storage writer stopped".into())));
+        if let Err(err) = result {
+            self.storage_failed.store(true, AtomicOrdering::SeqCst);
+            return Err(StoreError::Storage(err));
+        }
+        Ok(())
+    }
+
+    /// The watchdog scan of a read: its changes are persisted, without the read waiting.
+    fn scan_and_submit(&self, st: &mut State, now: f64) {
+        if self.storage_failed() {
+            return;
+        }
+        self.scan_if_due(st, now);
+        if let Some(durable) = self.submit(st) {
+            drop(durable);
         }
     }
 
@@ -291,47 +394,55 @@ impl Store {
     // ----- rollouts -------------------------------------------------------------------
 
     /// Creates a rollout with its first attempt, claimed at once (not queued).
-    pub fn start_rollout(&self, new: NewRollout, worker_id: Option<String>) -> RolloutView {
-        let now = self.now();
-        let mut st = self.state.lock();
-        self.scan_if_due(&mut st, now);
-        let rollout_id = st.insert_rollout(new, RolloutStatus::Preparing, now);
-        let attempt = st.create_attempt(&rollout_id, worker_id, now, now);
-        st.set_active(&rollout_id, true);
-        if attempt.worker_id.is_some() {
-            st.sync_worker(&attempt, now, false);
-        }
-        RolloutView {
-            rollout: st.rollouts[&rollout_id].rollout.clone(),
-            attempt: Some(attempt),
-        }
+    pub async fn start_rollout(
+        &self,
+        new: NewRollout,
+        worker_id: Option<String>,
+    ) -> Result<RolloutView, StoreError> {
+        self.write(true, |st, now| {
+            let rollout_id = st.insert_rollout(new, RolloutStatus::Preparing, now);
+            let attempt = st.create_attempt(&rollout_id, worker_id, now, now);
+            st.set_active(&rollout_id, true);
+            if attempt.worker_id.is_some() {
+                st.sync_worker(&attempt, now, false);
+            }
+            RolloutView {
+                rollout: st.rollouts[&rollout_id].rollout.clone(),
+                attempt: Some(attempt),
+            }
+        })
+        .await
     }
 
     /// Creates rollouts and appends them to the queue, in order.
-    pub fn enqueue_rollouts(&self, news: Vec<NewRollout>) -> Vec<Rollout> {
-        let now = self.now();
-        let mut st = self.state.lock();
-        self.scan_if_due(&mut st, now);
-        news.into_iter()
-            .map(|new| {
-                let id = st.insert_rollout(new, RolloutStatus::Queuing, now);
-                st.push_queue(&id);
-                st.rollouts[&id].rollout.clone()
-            })
-            .collect()
+    pub async fn enqueue_rollouts(
+        &self,
+        news: Vec<NewRollout>,
+    ) -> Result<Vec<Rollout>, StoreError> {
+        self.write(true, |st, now| {
+            news.into_iter()
+                .map(|new| {
+                    let id = st.insert_rollout(new, RolloutStatus::Queuing, now);
+                    st.push_queue(&id);
+                    st.rollouts[&id].rollout.clone()
+                })
+                .collect()
+        })
+        .await
     }
 
     /// Claims up to `limit` queued rollouts, creating a new attempt for each.
-    pub fn dequeue(&self, limit: usize, worker_id: Option<String>) -> Vec<RolloutView> {
-        let now = self.now();
-        let mut st = self.state.lock();
-        self.scan_if_due(&mut st, now);
+    pub async fn dequeue(
+        &self,
+        limit: usize,
+        worker_id: Option<String>,
+    ) -> Result<Vec<RolloutView>, StoreError> {
+        self.write(true, |st, now| {
         let mut claimed = Vec::new();
         while claimed.len() < limit {
-            let Some(id) = st.queue.pop_front() else {
+            let Some(id) = st.pop_queue() else {
                 break;
             };
-            st.queued.remove(&id);
             let Some(entry) = st.rollouts.get(&id) else {
                 continue;
             };
@@ -362,36 +473,38 @@ impl Store {
             }
         }
         claimed
+        })
+        .await
     }
 
     /// Starts a new attempt of an existing rollout, whatever its status.
-    pub fn start_attempt(
+    pub async fn start_attempt(
         &self,
         rollout_id: &str,
         worker_id: Option<String>,
     ) -> Result<RolloutView, StoreError> {
-        let now = self.now();
-        let mut st = self.state.lock();
-        self.scan_if_due(&mut st, now);
-        if !st.rollouts.contains_key(rollout_id) {
-            return Err(StoreError::RolloutNotFound(rollout_id.to_owned()));
-        }
-        let attempt = st.create_attempt(rollout_id, worker_id, now, now);
-        st.set_rollout_status(rollout_id, RolloutStatus::Preparing, now);
-        if attempt.worker_id.is_some() {
-            st.sync_worker(&attempt, now, false);
-        }
-        Ok(RolloutView {
-            rollout: st.rollouts[rollout_id].rollout.clone(),
-            attempt: Some(attempt),
+        self.try_write(true, |st, now| {
+            if !st.rollouts.contains_key(rollout_id) {
+                return Err(StoreError::RolloutNotFound(rollout_id.to_owned()));
+            }
+            let attempt = st.create_attempt(rollout_id, worker_id, now, now);
+            st.set_rollout_status(rollout_id, RolloutStatus::Preparing, now);
+            if attempt.worker_id.is_some() {
+                st.sync_worker(&attempt, now, false);
+            }
+            Ok(RolloutView {
+                rollout: st.rollouts[rollout_id].rollout.clone(),
+                attempt: Some(attempt),
+            })
         })
+        .await
     }
 
     /// One rollout with its latest attempt, or `None`.
     pub fn get_rollout(&self, rollout_id: &str) -> Option<RolloutView> {
         let now = self.now();
         let mut st = self.state.lock();
-        self.scan_if_due(&mut st, now);
+        self.scan_and_submit(&mut st, now);
         st.rollouts.get(rollout_id).map(Entry::view)
     }
 
@@ -399,7 +512,7 @@ impl Store {
     pub fn query_rollouts(&self, q: &RolloutQuery) -> Result<Page<RolloutView>, StoreError> {
         let now = self.now();
         let mut st = self.state.lock();
-        self.scan_if_due(&mut st, now);
+        self.scan_and_submit(&mut st, now);
         let status_set: Option<HashSet<RolloutStatus>> =
             q.status_in.as_ref().map(|s| s.iter().copied().collect());
         let id_set: Option<HashSet<&str>> = q
@@ -439,38 +552,39 @@ impl Store {
     }
 
     /// Applies an update to a rollout.
-    pub fn update_rollout(
+    pub async fn update_rollout(
         &self,
         rollout_id: &str,
         patch: RolloutPatch,
     ) -> Result<Rollout, StoreError> {
-        let now = self.now();
-        let mut st = self.state.lock();
-        self.scan_if_due(&mut st, now);
-        let entry = st
-            .rollouts
-            .get_mut(rollout_id)
-            .ok_or_else(|| StoreError::RolloutNotFound(rollout_id.to_owned()))?;
-        let r = &mut entry.rollout;
-        if let Some(input) = patch.input {
-            r.input = input;
-        }
-        if let Some(mode) = patch.mode {
-            r.mode = mode;
-        }
-        if let Some(resources_id) = patch.resources_id {
-            r.resources_id = resources_id;
-        }
-        if let Some(config) = patch.config {
-            r.config = config;
-        }
-        if let Some(metadata) = patch.metadata {
-            r.metadata = metadata;
-        }
-        if let Some(status) = patch.status {
-            st.set_rollout_status(rollout_id, status, now);
-        }
-        Ok(st.rollouts[rollout_id].rollout.clone())
+        self.try_write(true, |st, now| {
+            let entry = st
+                .rollouts
+                .get_mut(rollout_id)
+                .ok_or_else(|| StoreError::RolloutNotFound(rollout_id.to_owned()))?;
+            let r = &mut entry.rollout;
+            if let Some(input) = patch.input {
+                r.input = input;
+            }
+            if let Some(mode) = patch.mode {
+                r.mode = mode;
+            }
+            if let Some(resources_id) = patch.resources_id {
+                r.resources_id = resources_id;
+            }
+            if let Some(config) = patch.config {
+                r.config = config;
+            }
+            if let Some(metadata) = patch.metadata {
+                r.metadata = metadata;
+            }
+            st.mark_rollout(rollout_id);
+            if let Some(status) = patch.status {
+                st.set_rollout_status(rollout_id, status, now);
+            }
+            Ok(st.rollouts[rollout_id].rollout.clone())
+        })
+        .await
     }
 
     /// Blocks until each listed rollout has finished or `timeout` seconds passed (`None`:
@@ -480,7 +594,7 @@ impl Store {
         let mut pending = Vec::new();
         {
             let mut st = self.state.lock();
-            self.scan_if_due(&mut st, now);
+            self.scan_and_submit(&mut st, now);
             if timeout.is_none_or(|t| t > 0.0) && !self.draining.load(AtomicOrdering::SeqCst) {
                 for id in ids {
                     if let Some(e) = st.rollouts.get(id)
@@ -529,29 +643,30 @@ impl Store {
 
     /// Applies an update to an attempt (`"latest"` names the newest), propagating its
     /// status to the rollout when it is the latest attempt.
-    pub fn update_attempt(
+    pub async fn update_attempt(
         &self,
         rollout_id: &str,
         attempt_id: &str,
         patch: AttemptPatch,
     ) -> Result<Attempt, StoreError> {
-        let now = self.now();
-        let mut st = self.state.lock();
-        self.scan_if_due(&mut st, now);
-        let entry = st
-            .rollouts
-            .get(rollout_id)
-            .ok_or_else(|| StoreError::RolloutNotFound(rollout_id.to_owned()))?;
-        if entry.attempts.is_empty() {
-            return Err(StoreError::NoAttempts(rollout_id.to_owned()));
-        }
-        let idx = entry
-            .attempt_index(attempt_id)
-            .ok_or_else(|| StoreError::AttemptNotFound {
-                rollout_id: rollout_id.to_owned(),
-                attempt_id: attempt_id.to_owned(),
-            })?;
-        Ok(st.apply_attempt_patch(rollout_id, idx, patch, now))
+        self.try_write(true, |st, now| {
+            let entry = st
+                .rollouts
+                .get(rollout_id)
+                .ok_or_else(|| StoreError::RolloutNotFound(rollout_id.to_owned()))?;
+            if entry.attempts.is_empty() {
+                return Err(StoreError::NoAttempts(rollout_id.to_owned()));
+            }
+            let idx =
+                entry
+                    .attempt_index(attempt_id)
+                    .ok_or_else(|| StoreError::AttemptNotFound {
+                        rollout_id: rollout_id.to_owned(),
+                        attempt_id: attempt_id.to_owned(),
+                    })?;
+            Ok(st.apply_attempt_patch(rollout_id, idx, patch, now))
+        })
+        .await
     }
 
     /// Attempts of a rollout (none for an unknown rollout).
@@ -562,7 +677,7 @@ impl Store {
     ) -> Result<Page<Attempt>, StoreError> {
         let now = self.now();
         let mut st = self.state.lock();
-        self.scan_if_due(&mut st, now);
+        self.scan_and_submit(&mut st, now);
         let attempts: Vec<&Attempt> = st
             .rollouts
             .get(rollout_id)
@@ -579,7 +694,7 @@ impl Store {
     pub fn latest_attempt(&self, rollout_id: &str) -> Option<Attempt> {
         let now = self.now();
         let mut st = self.state.lock();
-        self.scan_if_due(&mut st, now);
+        self.scan_and_submit(&mut st, now);
         st.rollouts
             .get(rollout_id)
             .and_then(|e| e.attempts.last().cloned())
@@ -588,22 +703,30 @@ impl Store {
     // ----- resources ------------------------------------------------------------------
 
     /// Stores a new resources version under a fresh id; it becomes the latest.
-    pub fn add_resources(&self, resources: NamedResources) -> ResourcesUpdate {
-        let now = self.now();
-        let mut st = self.state.lock();
-        let mut id = format!("rs-{}", random_hex(12));
-        while st.resources.contains_key(&id) {
-            id = format!("rs-{}", random_hex(12));
-        }
-        st.upsert_resources(id, resources, now)
+    pub async fn add_resources(
+        &self,
+        resources: NamedResources,
+    ) -> Result<ResourcesUpdate, StoreError> {
+        self.write(false, |st, now| {
+            let mut id = format!("rs-{}", random_hex(12));
+            while st.resources.contains_key(&id) {
+                id = format!("rs-{}", random_hex(12));
+            }
+            st.upsert_resources(id, resources, now)
+        })
+        .await
     }
 
     /// Replaces (or creates) the resources under `id`, bumping its version.
-    pub fn update_resources(&self, id: &str, resources: NamedResources) -> ResourcesUpdate {
-        let now = self.now();
-        let mut st = self.state.lock();
-        self.scan_if_due(&mut st, now);
-        st.upsert_resources(id.to_owned(), resources, now)
+    pub async fn update_resources(
+        &self,
+        id: &str,
+        resources: NamedResources,
+    ) -> Result<ResourcesUpdate, StoreError> {
+        self.write(true, |st, now| {
+            st.upsert_resources(id.to_owned(), resources, now)
+        })
+        .await
     }
 
     /// Resources by id.
@@ -639,95 +762,105 @@ impl Store {
     // ----- spans ----------------------------------------------------------------------
 
     /// Issues the next span sequence id of a rollout (known or not, as upstream does).
-    pub fn next_sequence_id(&self, rollout_id: &str) -> i64 {
-        let mut st = self.state.lock();
-        let counter = st.sequence.entry(rollout_id.to_owned()).or_insert(0);
-        *counter += 1;
-        *counter
+    pub async fn next_sequence_id(&self, rollout_id: &str) -> Result<i64, StoreError> {
+        self.write(false, |st, _now| {
+            let counter = st.sequence.entry(rollout_id.to_owned()).or_insert(0);
+            *counter += 1;
+            let issued = *counter;
+            st.mark_sequence(rollout_id);
+            issued
+        })
+        .await
     }
 
     /// Stores one span; `Ok(None)` when a span with the same attempt and span id exists.
-    pub fn add_span(&self, span: SpanInput) -> Result<Option<Arc<StoredSpan>>, StoreError> {
-        let now = self.now();
-        let mut st = self.state.lock();
-        st.bump_sequence(&span.rollout_id, span.sequence_id);
-        st.check_attempt(&span.rollout_id, &span.attempt_id)?;
-        let rollout_id = span.rollout_id.clone();
-        let attempt_id = span.attempt_id.clone();
-        let stored = st.insert_span(&rollout_id, span.into_stored());
-        if stored.is_some() {
-            st.heartbeat(&rollout_id, &attempt_id, now);
-            self.counters
-                .spans_stored
-                .fetch_add(1, AtomicOrdering::Relaxed);
-        }
-        Ok(stored)
+    pub async fn add_span(&self, span: SpanInput) -> Result<Option<Arc<StoredSpan>>, StoreError> {
+        self.try_write(false, |st, now| {
+            st.bump_sequence(&span.rollout_id, span.sequence_id);
+            st.check_attempt(&span.rollout_id, &span.attempt_id)?;
+            let rollout_id = span.rollout_id.clone();
+            let attempt_id = span.attempt_id.clone();
+            let stored = st.insert_span(&rollout_id, span.into_stored());
+            if stored.is_some() {
+                st.heartbeat(&rollout_id, &attempt_id, now);
+                self.counters
+                    .spans_stored
+                    .fetch_add(1, AtomicOrdering::Relaxed);
+            }
+            Ok(stored)
+        })
+        .await
     }
 
     /// Stores spans that may lack sequence ids (OTLP): missing ids are issued per rollout in
     /// order of appearance. Spans of unknown rollouts or attempts are counted as rejected
     /// rather than failing the whole batch.
-    pub fn add_spans_bulk(&self, spans: Vec<UnsequencedSpan>) -> BulkOutcome {
-        let now = self.now();
-        let mut st = self.state.lock();
-        let mut outcome = BulkOutcome::default();
-        // Reserve implicit ids per rollout in one step, as upstream's bulk issue does.
-        let mut implicit: HashMap<&str, i64> = HashMap::new();
-        for s in &spans {
-            if s.sequence_id.is_none() {
-                *implicit.entry(s.span.rollout_id.as_str()).or_default() += 1;
-            }
-        }
-        let mut next: HashMap<String, i64> = HashMap::new();
-        for (rollout_id, count) in implicit {
-            let counter = st.sequence.entry(rollout_id.to_owned()).or_insert(0);
-            next.insert(rollout_id.to_owned(), *counter + 1);
-            *counter += count;
-        }
-        let mut touched: IndexSet<(String, String)> = IndexSet::new();
-        for UnsequencedSpan {
-            mut span,
-            sequence_id,
-        } in spans
-        {
-            span.sequence_id = match sequence_id {
-                Some(id) => id,
-                None => {
-                    let n = next.get_mut(&span.rollout_id).expect("reserved above");
-                    *n += 1;
-                    *n - 1
+    pub async fn add_spans_bulk(
+        &self,
+        spans: Vec<UnsequencedSpan>,
+    ) -> Result<BulkOutcome, StoreError> {
+        self.write(false, |st, now| {
+            let mut outcome = BulkOutcome::default();
+            // Reserve implicit ids per rollout in one step, as upstream's bulk issue does.
+            let mut implicit: HashMap<&str, i64> = HashMap::new();
+            for s in &spans {
+                if s.sequence_id.is_none() {
+                    *implicit.entry(s.span.rollout_id.as_str()).or_default() += 1;
                 }
-            };
-            st.bump_sequence(&span.rollout_id, span.sequence_id);
-            if st
-                .check_attempt(&span.rollout_id, &span.attempt_id)
-                .is_err()
+            }
+            let mut next: HashMap<String, i64> = HashMap::new();
+            for (rollout_id, count) in implicit {
+                let counter = st.sequence.entry(rollout_id.to_owned()).or_insert(0);
+                next.insert(rollout_id.to_owned(), *counter + 1);
+                *counter += count;
+                st.mark_sequence(rollout_id);
+            }
+            let mut touched: IndexSet<(String, String)> = IndexSet::new();
+            for UnsequencedSpan {
+                mut span,
+                sequence_id,
+            } in spans
             {
-                outcome.rejected += 1;
-                continue;
+                span.sequence_id = match sequence_id {
+                    Some(id) => id,
+                    None => {
+                        let n = next.get_mut(&span.rollout_id).expect("reserved above");
+                        *n += 1;
+                        *n - 1
+                    }
+                };
+                st.bump_sequence(&span.rollout_id, span.sequence_id);
+                if st
+                    .check_attempt(&span.rollout_id, &span.attempt_id)
+                    .is_err()
+                {
+                    outcome.rejected += 1;
+                    continue;
+                }
+                let key = (span.rollout_id.clone(), span.attempt_id.clone());
+                if st.insert_span(&key.0, span.into_stored()).is_some() {
+                    outcome.stored += 1;
+                    touched.insert(key);
+                } else {
+                    outcome.duplicates += 1;
+                }
             }
-            let key = (span.rollout_id.clone(), span.attempt_id.clone());
-            if st.insert_span(&key.0, span.into_stored()).is_some() {
-                outcome.stored += 1;
-                touched.insert(key);
-            } else {
-                outcome.duplicates += 1;
+            for (rollout_id, attempt_id) in touched {
+                st.heartbeat(&rollout_id, &attempt_id, now);
             }
-        }
-        for (rollout_id, attempt_id) in touched {
-            st.heartbeat(&rollout_id, &attempt_id, now);
-        }
-        self.counters
-            .spans_stored
-            .fetch_add(outcome.stored as u64, AtomicOrdering::Relaxed);
-        outcome
+            self.counters
+                .spans_stored
+                .fetch_add(outcome.stored as u64, AtomicOrdering::Relaxed);
+            outcome
+        })
+        .await
     }
 
     /// Spans of one rollout matching `q`.
     pub fn query_spans(&self, q: &SpanQuery) -> Result<Page<Arc<StoredSpan>>, StoreError> {
         let now = self.now();
         let mut st = self.state.lock();
-        self.scan_if_due(&mut st, now);
+        self.scan_and_submit(&mut st, now);
         let empty = || Page {
             items: Vec::new(),
             limit: q.page.limit,
@@ -782,15 +915,20 @@ impl Store {
     // ----- workers --------------------------------------------------------------------
 
     /// Records a heartbeat of a worker (created if unknown), replacing its stats if given.
-    pub fn update_worker(&self, worker_id: &str, stats: Option<Json>) -> Worker {
-        let now = self.now();
-        let mut st = self.state.lock();
-        let w = st.worker_mut(worker_id);
-        w.last_heartbeat_time = Some(now);
-        if let Some(stats) = stats {
-            w.heartbeat_stats = Some(stats);
-        }
-        w.clone()
+    pub async fn update_worker(
+        &self,
+        worker_id: &str,
+        stats: Option<Json>,
+    ) -> Result<Worker, StoreError> {
+        self.write(false, |st, now| {
+            let w = st.worker_mut(worker_id);
+            w.last_heartbeat_time = Some(now);
+            if let Some(stats) = stats {
+                w.heartbeat_stats = Some(stats);
+            }
+            w.clone()
+        })
+        .await
     }
 
     /// A worker by id.
@@ -802,7 +940,7 @@ impl Store {
     pub fn query_workers(&self, q: &WorkerQuery) -> Result<Page<Worker>, StoreError> {
         let now = self.now();
         let mut st = self.state.lock();
-        self.scan_if_due(&mut st, now);
+        self.scan_and_submit(&mut st, now);
         let matches: Vec<&Worker> = st
             .workers
             .values()
@@ -825,7 +963,7 @@ impl Store {
     pub fn watchdog_tick(&self) {
         let now = self.now();
         let mut st = self.state.lock();
-        self.scan_if_due(&mut st, now);
+        self.scan_and_submit(&mut st, now);
     }
 
     /// Collection sizes and uptime.
@@ -940,8 +1078,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn retry_then_fail_follows_max_attempts() {
+    #[tokio::test]
+    async fn retry_then_fail_follows_max_attempts() {
         let clock = Arc::new(ManualClock::new(1000.0));
         let s = store(clock);
         let cfg = RolloutConfig {
@@ -949,30 +1087,36 @@ mod tests {
             retry_condition: vec![AttemptStatus::Failed],
             ..RolloutConfig::default()
         };
-        let r = &s.enqueue_rollouts(vec![new_rollout(Some(cfg))])[0];
-        let first = s.dequeue(1, Some("w".into()));
+        let r = &s
+            .enqueue_rollouts(vec![new_rollout(Some(cfg))])
+            .await
+            .unwrap()[0];
+        let first = s.dequeue(1, Some("w".into())).await.unwrap();
         assert_eq!(first[0].attempt.as_ref().unwrap().sequence_id, 1);
         let fail = AttemptPatch {
             status: Some(AttemptStatus::Failed),
             ..AttemptPatch::default()
         };
         s.update_attempt(&r.rollout_id, "latest", fail.clone())
+            .await
             .unwrap();
         assert_eq!(
             s.get_rollout(&r.rollout_id).unwrap().rollout.status,
             RolloutStatus::Requeuing
         );
-        let second = s.dequeue(1, None);
+        let second = s.dequeue(1, None).await.unwrap();
         assert_eq!(second[0].attempt.as_ref().unwrap().sequence_id, 2);
-        s.update_attempt(&r.rollout_id, "latest", fail).unwrap();
+        s.update_attempt(&r.rollout_id, "latest", fail)
+            .await
+            .unwrap();
         let done = s.get_rollout(&r.rollout_id).unwrap().rollout;
         assert_eq!(done.status, RolloutStatus::Failed);
         assert!(done.end_time.is_some());
-        assert!(s.dequeue(1, None).is_empty());
+        assert!(s.dequeue(1, None).await.unwrap().is_empty());
     }
 
-    #[test]
-    fn watchdog_times_out_from_attempt_start_and_marks_worker_unknown() {
+    #[tokio::test]
+    async fn watchdog_times_out_from_attempt_start_and_marks_worker_unknown() {
         let clock = Arc::new(ManualClock::new(1000.0));
         let s = store(Arc::clone(&clock));
         let cfg = RolloutConfig {
@@ -981,8 +1125,11 @@ mod tests {
             retry_condition: vec![AttemptStatus::Timeout],
             ..RolloutConfig::default()
         };
-        let r = &s.enqueue_rollouts(vec![new_rollout(Some(cfg))])[0];
-        s.dequeue(1, Some("w1".into()));
+        let r = &s
+            .enqueue_rollouts(vec![new_rollout(Some(cfg))])
+            .await
+            .unwrap()[0];
+        s.dequeue(1, Some("w1".into())).await.unwrap();
         clock.advance(5.0);
         s.watchdog_tick();
         assert_eq!(
@@ -1003,8 +1150,8 @@ mod tests {
         assert_eq!(w.current_rollout_id, None);
     }
 
-    #[test]
-    fn debounce_limits_scans() {
+    #[tokio::test]
+    async fn debounce_limits_scans() {
         let clock = Arc::new(ManualClock::new(1000.0));
         let s = Store::new(
             StoreConfig {
@@ -1017,8 +1164,11 @@ mod tests {
             ..RolloutConfig::default()
         };
         // First call scans (nothing to do), arming the debounce.
-        let r = &s.enqueue_rollouts(vec![new_rollout(Some(cfg))])[0];
-        s.dequeue(1, None);
+        let r = &s
+            .enqueue_rollouts(vec![new_rollout(Some(cfg))])
+            .await
+            .unwrap()[0];
+        s.dequeue(1, None).await.unwrap();
         clock.advance(2.0);
         s.watchdog_tick();
         assert_eq!(

@@ -13,6 +13,7 @@ use crate::model::{
     Attempt, AttemptStatus, NamedResources, ResourcesUpdate, Rollout, RolloutConfig, RolloutStatus,
     RolloutView, StoredSpan, Worker, WorkerStatus,
 };
+use crate::persist::{Change, Snapshot};
 
 pub(super) struct Entry {
     pub(super) rollout: Rollout,
@@ -65,12 +66,164 @@ pub(super) struct State {
     /// Attempts per status, by `AttemptStatus::index`.
     pub(super) attempt_counts: [usize; 6],
     pub(super) finish_hook: Option<FinishHookRef>,
+    /// Present only when the backend persists changes.
+    pub(super) journal: Option<Journal>,
 }
 
 pub(super) type FinishHookRef = Arc<FinishHook>;
 
+/// What changed since the last commit, for a journaling backend. Rows are recorded by key
+/// and read back whole when the batch is taken, so several changes to one row in one call
+/// become one write.
+#[derive(Default)]
+pub(super) struct Journal {
+    rollouts: IndexSet<String>,
+    attempts: IndexSet<(String, usize)>,
+    workers: IndexSet<String>,
+    resources: IndexSet<String>,
+    latest_resources: bool,
+    sequences: IndexSet<String>,
+    spans: Vec<(String, Arc<StoredSpan>)>,
+    /// Queue operations keep their order: a push and a pop of one id may both happen.
+    queue: Vec<Change>,
+}
+
 /// The LightningStore: cheap to share behind an `Arc`.
 impl State {
+    /// Rebuilds the working set from what a backend stored.
+    pub(super) fn restore(snapshot: Snapshot, journaling: bool) -> Self {
+        let mut st = State {
+            journal: journaling.then(Journal::default),
+            ..State::default()
+        };
+        for rollout in snapshot.rollouts {
+            let id = rollout.rollout_id.clone();
+            st.rollout_counts[rollout.status.index()] += 1;
+            if rollout.status.is_running() {
+                st.active.insert(id.clone());
+            }
+            st.order.insert(id.clone());
+            st.rollouts.insert(
+                id,
+                Entry {
+                    rollout,
+                    attempts: Vec::new(),
+                    spans: Vec::new(),
+                    span_keys: HashSet::new(),
+                },
+            );
+        }
+        let mut attempts = snapshot.attempts;
+        attempts.sort_by_key(|a| a.sequence_id);
+        for attempt in attempts {
+            if let Some(entry) = st.rollouts.get_mut(&attempt.rollout_id) {
+                st.attempt_counts[attempt.status.index()] += 1;
+                st.total_attempts += 1;
+                entry.attempts.push(attempt);
+            }
+        }
+        for (rollout_id, span) in snapshot.spans {
+            if let Some(entry) = st.rollouts.get_mut(&rollout_id) {
+                entry
+                    .span_keys
+                    .insert((span.attempt_id.clone(), span.span_id.clone()));
+                st.span_bytes += span.json.get().len();
+                st.total_spans += 1;
+                entry.spans.push(Arc::new(span));
+            }
+        }
+        for worker in snapshot.workers {
+            st.workers.insert(worker.worker_id.clone(), worker);
+        }
+        for resources in snapshot.resources {
+            st.resources
+                .insert(resources.resources_id.clone(), resources);
+        }
+        st.latest_resources = snapshot.latest_resources;
+        st.sequence = snapshot.sequences.into_iter().collect();
+        for id in snapshot.queue {
+            if st.queued.insert(id.clone()) {
+                st.queue.push_back(id);
+            }
+        }
+        st
+    }
+
+    /// Takes the changes recorded since the last call, as whole rows.
+    pub(super) fn take_changes(&mut self) -> Vec<Change> {
+        let Some(journal) = self.journal.as_mut() else {
+            return Vec::new();
+        };
+        let j = std::mem::take(journal);
+        let mut out = Vec::new();
+        for id in j.rollouts {
+            if let Some(e) = self.rollouts.get(&id) {
+                out.push(Change::Rollout(e.rollout.clone()));
+            }
+        }
+        for (id, idx) in j.attempts {
+            if let Some(a) = self.rollouts.get(&id).and_then(|e| e.attempts.get(idx)) {
+                out.push(Change::Attempt(a.clone()));
+            }
+        }
+        for (rollout_id, span) in j.spans {
+            out.push(Change::Span { rollout_id, span });
+        }
+        for id in j.workers {
+            if let Some(w) = self.workers.get(&id) {
+                out.push(Change::Worker(w.clone()));
+            }
+        }
+        for id in j.resources {
+            if let Some(r) = self.resources.get(&id) {
+                out.push(Change::Resources(r.clone()));
+            }
+        }
+        if j.latest_resources
+            && let Some(id) = &self.latest_resources
+        {
+            out.push(Change::LatestResources(id.clone()));
+        }
+        for id in j.sequences {
+            if let Some(v) = self.sequence.get(&id) {
+                out.push(Change::Sequence {
+                    rollout_id: id,
+                    value: *v,
+                });
+            }
+        }
+        out.extend(j.queue);
+        out
+    }
+
+    pub(super) fn mark_rollout(&mut self, id: &str) {
+        if let Some(j) = self.journal.as_mut() {
+            j.rollouts.insert(id.to_owned());
+        }
+    }
+
+    fn mark_attempt(&mut self, id: &str, idx: usize) {
+        if let Some(j) = self.journal.as_mut() {
+            j.attempts.insert((id.to_owned(), idx));
+        }
+    }
+
+    pub(super) fn mark_sequence(&mut self, id: &str) {
+        if let Some(j) = self.journal.as_mut() {
+            j.sequences.insert(id.to_owned());
+        }
+    }
+
+    /// Removes the head of the queue.
+    pub(super) fn pop_queue(&mut self) -> Option<String> {
+        let id = self.queue.pop_front()?;
+        self.queued.remove(&id);
+        if let Some(j) = self.journal.as_mut() {
+            j.queue.push(Change::QueuePop(id.clone()));
+        }
+        Some(id)
+    }
+
     pub(super) fn insert_rollout(
         &mut self,
         new: NewRollout,
@@ -104,6 +257,7 @@ impl State {
         );
         self.order.insert(id.clone());
         self.rollout_counts[status.index()] += 1;
+        self.mark_rollout(&id);
         id
     }
 
@@ -143,6 +297,10 @@ impl State {
                 update
             }
         };
+        if let Some(j) = self.journal.as_mut() {
+            j.resources.insert(id.clone());
+            j.latest_resources = true;
+        }
         self.latest_resources = Some(id);
         updated
     }
@@ -171,14 +329,19 @@ impl State {
             metadata: None,
         };
         entry.attempts.push(attempt.clone());
+        let idx = entry.attempts.len() - 1;
         self.total_attempts += 1;
         self.attempt_counts[AttemptStatus::Preparing.index()] += 1;
+        self.mark_attempt(rollout_id, idx);
         attempt
     }
 
     pub(super) fn push_queue(&mut self, id: &str) {
         if self.queued.insert(id.to_owned()) {
             self.queue.push_back(id.to_owned());
+            if let Some(j) = self.journal.as_mut() {
+                j.queue.push(Change::QueuePush(id.to_owned()));
+            }
         }
     }
 
@@ -202,6 +365,7 @@ impl State {
                 hook(status, entry.rollout.mode, now - entry.rollout.start_time);
             }
         }
+        self.mark_rollout(id);
         if status.is_queuing() {
             self.push_queue(id);
         }
@@ -252,10 +416,14 @@ impl State {
         if worker_given || (status_given && attempt.worker_id.is_some()) {
             self.sync_worker(&attempt, now, false);
         }
+        self.mark_attempt(rollout_id, idx);
         attempt
     }
 
     pub(super) fn worker_mut(&mut self, worker_id: &str) -> &mut Worker {
+        if let Some(j) = self.journal.as_mut() {
+            j.workers.insert(worker_id.to_owned());
+        }
         self.workers
             .entry(worker_id.to_owned())
             .or_insert_with(|| Worker::new(worker_id))
@@ -293,12 +461,20 @@ impl State {
     }
 
     pub(super) fn bump_sequence(&mut self, rollout_id: &str, sequence_id: i64) {
-        match self.sequence.get_mut(rollout_id) {
-            Some(c) => *c = (*c).max(sequence_id),
+        let changed = match self.sequence.get_mut(rollout_id) {
+            Some(c) if *c >= sequence_id => false,
+            Some(c) => {
+                *c = sequence_id;
+                true
+            }
             None => {
                 self.sequence
                     .insert(rollout_id.to_owned(), sequence_id.max(0));
+                true
             }
+        };
+        if changed {
+            self.mark_sequence(rollout_id);
         }
     }
 
@@ -337,6 +513,9 @@ impl State {
         self.total_spans += 1;
         let span = Arc::new(span);
         entry.spans.push(Arc::clone(&span));
+        if let Some(j) = self.journal.as_mut() {
+            j.spans.push((rollout_id.to_owned(), Arc::clone(&span)));
+        }
         Some(span)
     }
 
@@ -351,6 +530,9 @@ impl State {
         let is_latest = idx + 1 == entry.attempts.len();
         let attempt = &mut entry.attempts[idx];
         attempt.last_heartbeat_time = Some(now);
+        if let Some(j) = self.journal.as_mut() {
+            j.attempts.insert((rollout_id.to_owned(), idx));
+        }
         if matches!(
             attempt.status,
             AttemptStatus::Preparing | AttemptStatus::Unresponsive
