@@ -20,6 +20,8 @@ use crate::api::{self, HttpConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::core::{Store, StoreConfig};
 use crate::metrics::{StoreCollector, UpstreamMetrics};
+use crate::persist::{Backend, Memory};
+use crate::sqlite::{Durability, Sqlite};
 
 /// Flags and environment of `agl store` (and the `agl-store` binary).
 #[derive(Debug, Clone, Args)]
@@ -83,8 +85,70 @@ pub struct StoreArgs {
     )]
     pub shutdown_grace_seconds: f64,
 
+    /// Where the store keeps its data: `memory` (lost at exit, the reference's behaviour) or
+    /// `sqlite:PATH` (a durable file; created if missing)
+    #[arg(
+        long,
+        value_name = "BACKEND",
+        env = "AGL_STORAGE",
+        default_value = "memory"
+    )]
+    pub storage: Storage,
+
+    /// With SQLite: `full` fsyncs every commit (acknowledged writes survive power loss);
+    /// `normal` survives process crashes only, and is faster on slow disks
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        env = "AGL_SQLITE_DURABILITY",
+        default_value = "full"
+    )]
+    pub sqlite_durability: DurabilityArg,
+
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// The storage backend choice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// In memory only.
+    Memory,
+    /// An SQLite file.
+    Sqlite(std::path::PathBuf),
+}
+
+impl std::str::FromStr for Storage {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("memory") {
+            return Ok(Self::Memory);
+        }
+        match s.split_once(':') {
+            Some((scheme, path)) if scheme.eq_ignore_ascii_case("sqlite") => {
+                let path = path.strip_prefix("//").unwrap_or(path);
+                if path.is_empty() {
+                    Err("sqlite needs a path: sqlite:/data/agl.db".into())
+                } else {
+                    Ok(Self::Sqlite(path.into()))
+                }
+            }
+            _ => Err(format!(
+                "unknown storage {s:?}: use `memory` or `sqlite:PATH`"
+            )),
+        }
+    }
+}
+
+/// `--sqlite-durability` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// fsync every commit.
+    Full,
+    /// fsync at checkpoints only.
+    Normal,
 }
 
 impl Default for StoreArgs {
@@ -96,6 +160,8 @@ impl Default for StoreArgs {
             scan_debounce_seconds: 10.0,
             max_body_bytes: agl_common::http::DEFAULT_BODY_LIMIT,
             shutdown_grace_seconds: 10.0,
+            storage: Storage::Memory,
+            sqlite_durability: DurabilityArg::Full,
             log: LogArgs::default(),
         }
     }
@@ -141,12 +207,29 @@ impl App {
                  to an OpenTelemetry collector instead"
             );
         }
-        let store = Arc::new(Store::new(
+        let backend: Arc<dyn Backend> = match &args.storage {
+            Storage::Memory => Arc::new(Memory),
+            Storage::Sqlite(path) => {
+                let durability = match args.sqlite_durability {
+                    DurabilityArg::Full => Durability::Full,
+                    DurabilityArg::Normal => Durability::Normal,
+                };
+                Arc::new(Sqlite::open(path, durability)?)
+            }
+        };
+        let store = Arc::new(Store::open(
             StoreConfig {
                 scan_debounce_seconds: args.scan_debounce_seconds,
             },
             clock,
-        ));
+            backend,
+        )?);
+        tracing::info!(
+            backend = store.backend_name(),
+            rollouts = store.statistics().total_rollouts,
+            spans = store.statistics().total_spans,
+            "store opened"
+        );
 
         let mut ops = Ops::new("agl-store")?;
         ops.registry()

@@ -187,6 +187,7 @@ pub struct BulkOutcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct Statistics {
     pub name: &'static str,
+    pub backend: &'static str,
     pub total_rollouts: usize,
     pub total_attempts: usize,
     pub total_spans: usize,
@@ -970,7 +971,11 @@ impl Store {
     pub fn statistics(&self) -> Statistics {
         let st = self.state.lock();
         Statistics {
-            name: "InMemoryLightningStore",
+            name: match self.backend.name() {
+                "sqlite" => "SqliteLightningStore",
+                _ => "InMemoryLightningStore",
+            },
+            backend: self.backend.name(),
             total_rollouts: st.rollouts.len(),
             total_attempts: st.total_attempts,
             total_spans: st.total_spans,

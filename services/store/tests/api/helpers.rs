@@ -4,9 +4,12 @@ use std::sync::Arc;
 
 use agl_store::clock::{Clock, ManualClock, SystemClock};
 use agl_store::core::Store;
+use agl_store::server::Storage;
 use agl_store::{App, StoreArgs};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::oneshot;
 
 pub struct TestApp {
@@ -15,6 +18,7 @@ pub struct TestApp {
     pub store: Arc<Store>,
     pub clock: Option<Arc<ManualClock>>,
     stop: Option<oneshot::Sender<()>>,
+    _file: Option<TempFile>,
     pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -48,9 +52,46 @@ pub async fn spawn_manual_clock(debounce: f64) -> TestApp {
     spawn_with(args, Some(Arc::new(ManualClock::new(1_700_000_000.0)))).await
 }
 
+/// The backend under test: `AGL_TEST_STORAGE=sqlite` runs the whole suite on a fresh SQLite
+/// file per server; anything else (or unset) on memory.
+fn storage_under_test() -> (Storage, Option<TempFile>) {
+    if std::env::var("AGL_TEST_STORAGE").is_ok_and(|v| v == "sqlite") {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "agl-test-{}-{}.db",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        (Storage::Sqlite(path.clone()), Some(TempFile(path)))
+    } else {
+        (Storage::Memory, None)
+    }
+}
+
+/// Removes a test database and its WAL when the test ends.
+pub struct TempFile(pub PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = self.0.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 pub async fn spawn_with(mut args: StoreArgs, clock: Option<Arc<ManualClock>>) -> TestApp {
     args.host = "127.0.0.1".into();
     args.port = 0;
+    // An explicit backend wins; the environment only replaces the default memory store.
+    let file = if args.storage == Storage::Memory {
+        let (storage, file) = storage_under_test();
+        args.storage = storage;
+        file
+    } else {
+        None
+    };
     let dyn_clock: Arc<dyn Clock> = match &clock {
         Some(c) => Arc::clone(c) as Arc<dyn Clock>,
         None => Arc::new(SystemClock),
@@ -71,6 +112,7 @@ pub async fn spawn_with(mut args: StoreArgs, clock: Option<Arc<ManualClock>>) ->
         clock,
         stop: Some(stop),
         server: Some(server),
+        _file: file,
     }
 }
 

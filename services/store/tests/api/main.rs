@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod durable;
 mod errors;
 mod legacy;
 mod otlp;

@@ -485,6 +485,15 @@ async fn queries_filter_sort_and_paginate() {
     assert_eq!(page["items"], json!([]));
     assert_eq!(page["total"], 7);
     let stats = app.v3_get("/statistics").await;
+    let backend = if std::env::var("AGL_TEST_STORAGE").is_ok_and(|v| v == "sqlite") {
+        "sqlite"
+    } else {
+        "memory"
+    };
+    assert_eq!(
+        stats["backend"], backend,
+        "the suite runs on the backend it was asked for"
+    );
     assert_eq!(stats["total_rollouts"], 7);
     assert_eq!(stats["total_attempts"], 3);
     let u1 = stats["uptime"].as_f64().unwrap();
