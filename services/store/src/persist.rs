@@ -76,6 +76,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Writes a consistent copy of the whole store to `path` (an online backup).
     fn backup(&self, path: std::path::PathBuf) -> Durable;
+
+    /// Finishes pending writes and closes the storage cleanly (at shutdown).
+    fn close(&self) -> Durable;
 }
 
 /// No storage: everything lives and dies with the process (the reference's behaviour).
@@ -106,6 +109,12 @@ impl Backend for Memory {
         let _ = tx.send(Err(StorageError(
             "the memory backend has nothing on disk to back up".into(),
         )));
+        rx
+    }
+
+    fn close(&self) -> Durable {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(Ok(()));
         rx
     }
 }

@@ -283,16 +283,20 @@ impl App {
         tracing::info!(%addr, "lightning store listening");
         let ticker = tokio::spawn(watchdog(Arc::clone(&self.store)));
         let store = Arc::clone(&self.store);
+        let drain_store = Arc::clone(&self.store);
         let result = serve(
             self.listener,
             self.router,
             self.health,
             shutdown,
             self.grace,
-            move || store.drain_waiters(),
+            move || drain_store.drain_waiters(),
         )
         .await;
         ticker.abort();
+        if let Err(err) = store.close().await {
+            tracing::warn!(error = %err, "store closed with an error");
+        }
         tracing::info!("lightning store stopped");
         result
     }

@@ -67,6 +67,7 @@ pub enum Durability {
 enum Msg {
     Commit(Vec<Change>, oneshot::Sender<Result<(), StorageError>>),
     Backup(PathBuf, oneshot::Sender<Result<(), StorageError>>),
+    Close(oneshot::Sender<Result<(), StorageError>>),
 }
 
 /// A store file and the thread that writes it.
@@ -117,7 +118,7 @@ impl Sqlite {
         let (done, rx) = oneshot::channel();
         if let Err(mpsc::SendError(msg)) = self.tx.send(msg(done)) {
             let reply = match msg {
-                Msg::Commit(_, r) | Msg::Backup(_, r) => r,
+                Msg::Commit(_, r) | Msg::Backup(_, r) | Msg::Close(r) => r,
             };
             let _ = reply.send(Err(StorageError("the writer thread has stopped".into())));
         }
@@ -144,6 +145,10 @@ impl Backend for Sqlite {
 
     fn backup(&self, path: PathBuf) -> Durable {
         self.send(|done| Msg::Backup(path, done))
+    }
+
+    fn close(&self) -> Durable {
+        self.send(Msg::Close)
     }
 }
 
@@ -401,15 +406,16 @@ fn commit(conn: &mut Connection, batches: &[Vec<Change>]) -> Result<(), StorageE
 fn writer(mut conn: Connection, rx: &mpsc::Receiver<Msg>) {
     let mut failed: Option<StorageError> = None;
     let mut pending: Option<Msg> = None;
-    loop {
+    let closed_by = loop {
         let first = match pending.take() {
             Some(m) => m,
             None => match rx.recv() {
                 Ok(m) => m,
-                Err(_) => break,
+                Err(_) => break None,
             },
         };
         match first {
+            Msg::Close(reply) => break Some(reply),
             Msg::Backup(path, reply) => {
                 let result = match &failed {
                     Some(e) => Err(e.clone()),
@@ -448,6 +454,16 @@ fn writer(mut conn: Connection, rx: &mpsc::Receiver<Msg>) {
                 }
             }
         }
+    };
+    // Closing the last connection checkpoints the WAL into the main file and removes it.
+    let closed = conn
+        .close()
+        .map_err(|(_, e)| StorageError(format!("cannot close the store file: {e}")));
+    if let Err(e) = &closed {
+        tracing::warn!(error = %e, "store file not closed cleanly; the WAL is replayed at next start");
+    }
+    if let Some(reply) = closed_by {
+        let _ = reply.send(closed);
     }
 }
 

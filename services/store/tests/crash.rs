@@ -84,7 +84,12 @@ impl Lcg {
     }
 }
 
-async fn post(client: &reqwest::Client, base: &RwLock<String>, path: &str, body: Value) -> Option<Value> {
+async fn post(
+    client: &reqwest::Client,
+    base: &RwLock<String>,
+    path: &str,
+    body: Value,
+) -> Option<Value> {
     let url = format!("{}{path}", base.read());
     let r = client.post(url).json(&body).send().await.ok()?;
     if !r.status().is_success() {
@@ -102,7 +107,14 @@ async fn runner(
 ) {
     let mut n = 0u64;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        let Some(claimed) = post(&client, &base, "/queues/rollouts/dequeue", json!({"limit": 1, "worker_id": worker})).await else {
+        let Some(claimed) = post(
+            &client,
+            &base,
+            "/queues/rollouts/dequeue",
+            json!({"limit": 1, "worker_id": worker}),
+        )
+        .await
+        else {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
@@ -116,12 +128,24 @@ async fn runner(
         acked.lock().claims.push((rid.clone(), aid.clone(), seq));
         let mut complete = true;
         for _ in 0..3 {
-            let Some(next) = post(&client, &base, "/spans/next", json!({"rollout_id": rid, "attempt_id": aid})).await else {
+            let Some(next) = post(
+                &client,
+                &base,
+                "/spans/next",
+                json!({"rollout_id": rid, "attempt_id": aid}),
+            )
+            .await
+            else {
                 complete = false;
                 break;
             };
             let sid = next["sequence_id"].as_i64().unwrap();
-            acked.lock().sequence_ids.entry(rid.clone()).or_default().push(sid);
+            acked
+                .lock()
+                .sequence_ids
+                .entry(rid.clone())
+                .or_default()
+                .push(sid);
             n += 1;
             let span_id = format!("{:016x}", n);
             let span = json!({
@@ -135,10 +159,20 @@ async fn runner(
                 complete = false;
                 break;
             }
-            acked.lock().spans.insert((rid.clone(), aid.clone(), span_id));
+            acked
+                .lock()
+                .spans
+                .insert((rid.clone(), aid.clone(), span_id));
         }
         if complete
-            && post(&client, &base, &format!("/rollouts/{rid}/attempts/{aid}"), json!({"status": "succeeded"})).await.is_some()
+            && post(
+                &client,
+                &base,
+                &format!("/rollouts/{rid}/attempts/{aid}"),
+                json!({"status": "succeeded"}),
+            )
+            .await
+            .is_some()
         {
             acked.lock().succeeded.insert((rid, aid));
         }
@@ -150,7 +184,10 @@ async fn acknowledged_writes_survive_sigkill() {
     let dir = std::env::temp_dir().join(format!("agl-crash-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("store.db");
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     eprintln!("crash test seed {seed}");
     let mut rng = Lcg(seed);
 
@@ -166,7 +203,12 @@ async fn acknowledged_writes_survive_sigkill() {
 
     // The algorithm: enqueues batches; attempts left behind by a crash time out and retry.
     let algorithm = {
-        let (client, base, acked, stop) = (client.clone(), Arc::clone(&base), Arc::clone(&acked), Arc::clone(&stop));
+        let (client, base, acked, stop) = (
+            client.clone(),
+            Arc::clone(&base),
+            Arc::clone(&acked),
+            Arc::clone(&stop),
+        );
         tokio::spawn(async move {
             let mut batches = 0;
             while batches < 12 && !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -174,11 +216,19 @@ async fn acknowledged_writes_survive_sigkill() {
                     .map(|i| json!({"input": {"batch": batches, "i": i},
                                     "config": {"timeout_seconds": 2, "max_attempts": 100, "retry_condition": ["timeout"]}}))
                     .collect();
-                match post(&client, &base, "/queues/rollouts/enqueue", json!({"rollouts": items})).await {
+                match post(
+                    &client,
+                    &base,
+                    "/queues/rollouts/enqueue",
+                    json!({"rollouts": items}),
+                )
+                .await
+                {
                     Some(list) => {
                         let mut a = acked.lock();
                         for r in list.as_array().unwrap() {
-                            a.rollouts.insert(r["rollout_id"].as_str().unwrap().to_owned());
+                            a.rollouts
+                                .insert(r["rollout_id"].as_str().unwrap().to_owned());
                         }
                         batches += 1;
                     }
@@ -189,7 +239,15 @@ async fn acknowledged_writes_survive_sigkill() {
         })
     };
     let runners: Vec<_> = (0..6)
-        .map(|w| tokio::spawn(runner(format!("w{w}"), client.clone(), Arc::clone(&base), Arc::clone(&acked), Arc::clone(&stop))))
+        .map(|w| {
+            tokio::spawn(runner(
+                format!("w{w}"),
+                client.clone(),
+                Arc::clone(&base),
+                Arc::clone(&acked),
+                Arc::clone(&stop),
+            ))
+        })
         .collect();
 
     for _ in 0..4 {
@@ -206,13 +264,33 @@ async fn acknowledged_writes_survive_sigkill() {
     let ids: Vec<String> = acked.lock().rollouts.iter().cloned().collect();
     assert!(ids.len() >= 8, "the algorithm got batches through");
     loop {
-        let page = post(&client, &base, "/rollouts/search", json!({"rollout_id_in": ids})).await.unwrap();
-        let done = page["items"].as_array().unwrap().iter().filter(|r| r["status"] == "succeeded").count();
-        assert_eq!(page["total"].as_u64().unwrap() as usize, ids.len(), "every acknowledged rollout exists");
+        let page = post(
+            &client,
+            &base,
+            "/rollouts/search",
+            json!({"rollout_id_in": ids}),
+        )
+        .await
+        .unwrap();
+        let done = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["status"] == "succeeded")
+            .count();
+        assert_eq!(
+            page["total"].as_u64().unwrap() as usize,
+            ids.len(),
+            "every acknowledged rollout exists"
+        );
         if done == ids.len() {
             break;
         }
-        assert!(Instant::now() < deadline, "loop did not complete: {done}/{} succeeded", ids.len());
+        assert!(
+            Instant::now() < deadline,
+            "loop did not complete: {done}/{} succeeded",
+            ids.len()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -224,23 +302,58 @@ async fn acknowledged_writes_survive_sigkill() {
     // Claims: each acknowledged claim is a distinct attempt; attempts of a rollout are 1..n.
     let mut claimed = HashSet::new();
     for (rid, aid, _) in &acked.claims {
-        assert!(claimed.insert((rid.clone(), aid.clone())), "attempt {aid} handed out twice");
+        assert!(
+            claimed.insert((rid.clone(), aid.clone())),
+            "attempt {aid} handed out twice"
+        );
     }
     let mut all_spans = 0;
-    for rid in acked.rollouts.iter().chain(acked.claims.iter().map(|c| &c.0)).collect::<HashSet<_>>() {
-        let attempts = post(&client, &base, &format!("/rollouts/{rid}/attempts/search"), json!({})).await.unwrap();
-        let seqs: Vec<i64> = attempts["items"].as_array().unwrap().iter().map(|a| a["sequence_id"].as_i64().unwrap()).collect();
+    for rid in acked
+        .rollouts
+        .iter()
+        .chain(acked.claims.iter().map(|c| &c.0))
+        .collect::<HashSet<_>>()
+    {
+        let attempts = post(
+            &client,
+            &base,
+            &format!("/rollouts/{rid}/attempts/search"),
+            json!({}),
+        )
+        .await
+        .unwrap();
+        let seqs: Vec<i64> = attempts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["sequence_id"].as_i64().unwrap())
+            .collect();
         let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
-        assert_eq!(seqs, expected, "attempts of {rid} are numbered without gaps or repeats");
+        assert_eq!(
+            seqs, expected,
+            "attempts of {rid} are numbered without gaps or repeats"
+        );
         for (crid, aid, seq) in acked.claims.iter().filter(|c| &c.0 == rid) {
-            let a = attempts["items"].as_array().unwrap().iter().find(|a| a["attempt_id"] == aid.as_str());
-            assert!(a.is_some_and(|a| a["sequence_id"] == *seq), "claimed attempt {aid} of {crid} survived");
+            let a = attempts["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["attempt_id"] == aid.as_str());
+            assert!(
+                a.is_some_and(|a| a["sequence_id"] == *seq),
+                "claimed attempt {aid} of {crid} survived"
+            );
         }
-        let spans = post(&client, &base, "/spans/search", json!({"rollout_id": rid})).await.unwrap();
+        let spans = post(&client, &base, "/spans/search", json!({"rollout_id": rid}))
+            .await
+            .unwrap();
         let mut keys = HashSet::new();
         let mut seq_ids = HashSet::new();
         for s in spans["items"].as_array().unwrap() {
-            let key = (s["attempt_id"].as_str().unwrap().to_owned(), s["span_id"].as_str().unwrap().to_owned());
+            let key = (
+                s["attempt_id"].as_str().unwrap().to_owned(),
+                s["span_id"].as_str().unwrap().to_owned(),
+            );
             assert!(keys.insert(key), "duplicate span in {rid}");
             seq_ids.insert(s["sequence_id"].as_i64().unwrap());
             all_spans += 1;
@@ -248,17 +361,46 @@ async fn acknowledged_writes_survive_sigkill() {
         // Issued sequence ids of a rollout are never issued twice, across restarts.
         if let Some(issued) = acked.sequence_ids.get(rid.as_str()) {
             let unique: HashSet<_> = issued.iter().collect();
-            assert_eq!(unique.len(), issued.len(), "sequence id reissued in {rid}: {issued:?}");
+            assert_eq!(
+                unique.len(),
+                issued.len(),
+                "sequence id reissued in {rid}: {issued:?}"
+            );
         }
     }
     for (rid, aid, span_id) in &acked.spans {
-        let found = post(&client, &base, "/spans/search", json!({"rollout_id": rid, "attempt_id": aid, "span_id": span_id})).await.unwrap();
-        assert_eq!(found["total"], 1, "acknowledged span {span_id} of {rid} is there once");
+        let found = post(
+            &client,
+            &base,
+            "/spans/search",
+            json!({"rollout_id": rid, "attempt_id": aid, "span_id": span_id}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            found["total"], 1,
+            "acknowledged span {span_id} of {rid} is there once"
+        );
     }
     for (rid, aid) in &acked.succeeded {
-        let attempts = post(&client, &base, &format!("/rollouts/{rid}/attempts/search"), json!({})).await.unwrap();
-        let a = attempts["items"].as_array().unwrap().iter().find(|a| a["attempt_id"] == aid.as_str()).unwrap();
-        assert_eq!(a["status"], "succeeded", "acknowledged success of {aid} kept");
+        let attempts = post(
+            &client,
+            &base,
+            &format!("/rollouts/{rid}/attempts/search"),
+            json!({}),
+        )
+        .await
+        .unwrap();
+        let a = attempts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["attempt_id"] == aid.as_str())
+            .unwrap();
+        assert_eq!(
+            a["status"], "succeeded",
+            "acknowledged success of {aid} kept"
+        );
     }
     assert!(all_spans >= acked.spans.len());
     eprintln!(

@@ -294,6 +294,17 @@ impl Store {
         self.wait_durable(Some(durable)).await
     }
 
+    /// Finishes pending writes and closes the backend (call once, at shutdown).
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let durable = {
+            let mut st = self.state.lock();
+            let pending = self.submit(&mut st);
+            drop(pending);
+            self.backend.close()
+        };
+        self.wait_durable(Some(durable)).await
+    }
+
     /// Whether writes are refused after a storage failure.
     pub fn storage_failed(&self) -> bool {
         self.storage_failed.load(AtomicOrdering::SeqCst)

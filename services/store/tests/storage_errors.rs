@@ -1,0 +1,224 @@
+//! What the SQLite backend does with files it cannot use: a clear error at start, or a 5xx
+//! JSON error at run time, and never a corrupted store.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+fn command(db: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agl-store"));
+    cmd.args(["--host", "127.0.0.1", "--port", "0", "--log-format", "json"])
+        .arg(format!("--storage=sqlite:{}", db.display()))
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Starts a server that is expected to come up; returns it and its `/v1/agl` base URL.
+fn start(db: &Path) -> (Child, String) {
+    let mut child = command(db).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent
+                && let Ok(v) = serde_json::from_str::<Value>(&line)
+                && let Some(addr) = v.get("addr").and_then(Value::as_str)
+            {
+                let _ = tx.send(addr.to_owned());
+                sent = true;
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("server reports its address");
+    (child, format!("http://{addr}/v1/agl"))
+}
+
+/// Runs a server that is expected to refuse to start; returns its stderr.
+fn refuses(db: &Path) -> String {
+    let out = command(db).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the server started on {}",
+        db.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Waits (bounded) for a child to exit.
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("agl-storage-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn unusable_paths_fail_at_start_with_the_reason() {
+    let err = refuses(Path::new("/nonexistent-dir/agl.db"));
+    assert!(
+        err.contains("directory /nonexistent-dir does not exist"),
+        "{err}"
+    );
+    let err = refuses(Path::new("/proc/agl.db"));
+    assert!(err.contains("cannot"), "{err}");
+
+    let dir = temp("garbage");
+    let garbage = dir.join("garbage.db");
+    std::fs::write(&garbage, vec![b'x'; 8192]).unwrap();
+    let err = refuses(&garbage);
+    assert!(err.contains("not an SQLite database"), "{err}");
+    let before = std::fs::read(&garbage).unwrap();
+    assert_eq!(before, vec![b'x'; 8192], "a refused file is left untouched");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_corrupted_store_file_is_refused_not_served() {
+    let dir = temp("corrupt");
+    let db = dir.join("store.db");
+    let (mut child, base) = start(&db);
+    let client = reqwest::Client::new();
+    let items: Vec<Value> = (0..400)
+        .map(|i| json!({"input": "x".repeat(200) + &i.to_string()}))
+        .collect();
+    let r = client
+        .post(format!("{base}/queues/rollouts/enqueue"))
+        .json(&json!({"rollouts": items}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(wait_exit(&mut child).success(), "clean exit after SIGTERM");
+
+    // Scribble over pages in the middle of the file.
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() > 16 * 1024, "the store file holds the data");
+    for b in &mut bytes[8192..16384] {
+        *b = 0xA5;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let err = refuses(&db);
+    assert!(
+        err.contains("corrupted")
+            || err.contains("not a usable agl-store database")
+            || err.contains("malformed"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_file_in_use_by_another_server_is_refused() {
+    let dir = temp("locked");
+    let db = dir.join("store.db");
+    let (mut first, _) = start(&db);
+    let err = refuses(&db);
+    assert!(err.contains("locked by another process"), "{err}");
+    let _ = first.kill();
+    let _ = first.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_full_disk_gives_503_and_keeps_every_acknowledged_write() {
+    let dir = temp("full");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=384k", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(
+            std::env::var("AGL_REQUIRE_TMPFS").is_err(),
+            "cannot mount a tmpfs for the full-disk test"
+        );
+        eprintln!("skipped: cannot mount a tmpfs (needs root)");
+        return;
+    }
+    let db = dir.join("store.db");
+    let (mut child, base) = start(&db);
+    let client = reqwest::Client::new();
+    let mut acked = Vec::new();
+    let mut refusal = None;
+    for i in 0..2000 {
+        let r = client
+            .post(format!("{base}/queues/rollouts/enqueue"))
+            .json(&json!({"rollouts": [{"input": format!("{i}:{}", "y".repeat(2000))}]}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        if status == 201 {
+            acked.push(body[0]["rollout_id"].as_str().unwrap().to_owned());
+        } else {
+            refusal = Some((status, body));
+            break;
+        }
+    }
+    let (status, body) = refusal.expect("the disk filled up");
+    assert_eq!(status, 503);
+    assert_eq!(body["error_type"], "StorageError");
+    assert!(
+        body["detail"].as_str().unwrap().contains("storage error"),
+        "{body}"
+    );
+    // Later writes are refused too (memory may be ahead of the disk), reads still work.
+    let r = client
+        .post(format!("{base}/queues/rollouts/enqueue"))
+        .json(&json!({"rollouts": [{"input": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let r = client.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Restarted on the same (still full) disk: the file is intact and holds every acked write.
+    let (mut child, base) = start(&db);
+    let page: Value = client
+        .post(format!("{base}/rollouts/search"))
+        .json(&json!({"rollout_id_in": acked}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["total"].as_u64().unwrap() as usize, acked.len());
+    assert!(acked.len() > 10, "some writes fit before the disk filled");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = Command::new("umount").arg(&dir).status();
+    let _ = std::fs::remove_dir_all(&dir);
+}
