@@ -147,7 +147,7 @@ async fn runner(
                 .or_default()
                 .push(sid);
             n += 1;
-            let span_id = format!("{:016x}", n);
+            let span_id = format!("{n:016x}");
             let span = json!({
                 "rollout_id": rid, "attempt_id": aid, "sequence_id": sid,
                 "trace_id": format!("{:032x}", n), "span_id": span_id, "parent_id": null,
@@ -298,7 +298,8 @@ async fn acknowledged_writes_survive_sigkill() {
         r.await.unwrap();
     }
 
-    let acked = acked.lock();
+    // The clients are done: take what they recorded out of the lock.
+    let acked = std::mem::take(&mut *acked.lock());
     // Claims: each acknowledged claim is a distinct attempt; attempts of a rollout are 1..n.
     let mut claimed = HashSet::new();
     for (rid, aid, _) in &acked.claims {
