@@ -34,4 +34,8 @@ step "python compatibility (official agentlightning clients)"
 cargo build --locked -p agl-store --bin agl-store
 AGL_STORE_BIN="$PWD/target/debug/agl-store" ./scripts/compat.sh
 
+step "python compatibility (agentops SDK 0.4.21 and 0.4.13)"
+cargo build --locked -p agl-agentops --bin agl-agentops
+AGL_AGENTOPS_BIN="$PWD/target/debug/agl-agentops" AGL_STORE_BIN="$PWD/target/debug/agl-store" ./scripts/agentops-compat.sh
+
 step "all tests passed"

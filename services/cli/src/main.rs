@@ -37,19 +37,7 @@ enum Command {
     /// Run a LightningStore server
     Store(agl_store::StoreArgs),
     /// Start AgentOps server
-    Agentops {
-        /// Run server as a daemon
-        #[arg(long)]
-        daemon: bool,
-        /// Port to run the server on (default: 8002)
-        #[arg(
-            long,
-            value_name = "PORT",
-            default_value_t = 8002,
-            hide_default_value = true
-        )]
-        port: u16,
-    },
+    Agentops(agl_agentops::AgentopsArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,7 +45,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Store(args) => run_store(&args),
         Command::Vllm { .. } => not_built("vllm"),
-        Command::Agentops { .. } => not_built("agentops"),
+        Command::Agentops(args) => agl_agentops::run(&args),
     }
 }
 

@@ -8,11 +8,14 @@
 //! * [`shutdown`]: the SIGINT/SIGTERM future services hand to `axum::serve`.
 //! * [`http`]: JSON error bodies and the `application/json` helpers all services answer with.
 //! * [`cli`]: flags every service binary shares (log level and format).
+//! * [`otlp`]: reading OTLP/HTTP requests (content type, decompression with a bomb guard,
+//!   protobuf and OTLP/JSON decoding) and answering them, attribute values as JSON.
 //!
 //! Nothing service-specific lives here.
 
 pub mod cli;
 pub mod http;
 pub mod ops;
+pub mod otlp;
 pub mod shutdown;
 pub mod telemetry;
