@@ -4,61 +4,22 @@
 //! be issued twice, and the loop must then complete.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
 
-struct Server {
-    child: Child,
-}
+mod process;
 
-impl Server {
-    fn start(db: &std::path::Path) -> (Self, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_agl-store"))
-            .args(["--host", "127.0.0.1", "--port", "0", "--log-format", "json"])
-            .args(["--scan-debounce-seconds", "0"])
-            .arg(format!("--storage=sqlite:{}", db.display()))
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("agl-store starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent
-                    && let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && let Some(addr) = v.get("addr").and_then(Value::as_str)
-                {
-                    let _ = tx.send(addr.to_owned());
-                    sent = true;
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("agl-store reports its address");
-        (Self { child }, format!("http://{addr}/v1/agl"))
-    }
+use process::{Server, command};
 
-    fn kill9(mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a server on `db`; returns it and its `/v1/agl` base URL.
+fn start(db: &std::path::Path) -> (Server, String) {
+    let storage = format!("--storage=sqlite:{}", db.display());
+    let server = Server::start(command(&["--scan-debounce-seconds", "0", &storage]));
+    let base = format!("{}/v1/agl", server.base);
+    (server, base)
 }
 
 /// What the server acknowledged, as the clients saw it.
@@ -191,7 +152,7 @@ async fn acknowledged_writes_survive_sigkill() {
     eprintln!("crash test seed {seed}");
     let mut rng = Lcg(seed);
 
-    let (mut server, base) = Server::start(&db);
+    let (mut server, base) = start(&db);
     let base = Arc::new(RwLock::new(base));
     let acked = Arc::new(Mutex::new(Acked::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -253,7 +214,7 @@ async fn acknowledged_writes_survive_sigkill() {
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(150 + rng.next(350))).await;
         server.kill9();
-        let (s, b) = Server::start(&db);
+        let (s, b) = start(&db);
         server = s;
         *base.write() = b;
     }

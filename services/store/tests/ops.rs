@@ -2,8 +2,8 @@
 //! request spans (with a caller's `traceparent` continued), metrics that `promtool` accepts
 //! and a real Prometheus scrapes, and SIGTERM that lets an in-flight request finish.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Child, Command, Stdio};
+use std::io::Write as _;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,74 +16,16 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message as _;
 use serde_json::Value;
 
-/// A running `agl-store` process and the address it reported.
-struct Server {
-    child: Child,
-    base: String,
-}
+mod process;
 
-impl Server {
-    fn start(envs: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agl-store"));
-        cmd.args(["--host", "127.0.0.1", "--port", "0", "--log-format", "json"])
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .env_remove("OTEL_SERVICE_NAME")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("agl-store starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent
-                    && let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && let Some(addr) = v.get("addr").and_then(Value::as_str)
-                {
-                    let _ = tx.send(addr.to_owned());
-                    sent = true;
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("agl-store logs its address");
-        Self {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
+use process::{Server, command};
 
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+fn start(envs: &[(&str, &str)]) -> Server {
+    let mut cmd = command(&[]);
+    for (k, v) in envs {
+        cmd.env(k, v);
     }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "agl-store did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Server::start(cmd)
 }
 
 type Received = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
@@ -105,7 +47,7 @@ async fn request_spans_are_exported_and_continue_the_callers_trace() {
         .with_state(Arc::clone(&received));
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let mut server = Server::start(&[
+    let mut server = start(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
         ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
     ]);
@@ -184,7 +126,7 @@ async fn request_spans_are_exported_and_continue_the_callers_trace() {
 
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_request_finish() {
-    let mut server = Server::start(&[]);
+    let mut server = start(&[]);
     let client = reqwest::Client::new();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
     let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
@@ -280,7 +222,7 @@ async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     if !prometheus_tools() {
         return;
     }
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let client = reqwest::Client::new();
     for _ in 0..5 {
         client

@@ -1,45 +1,24 @@
 //! What the SQLite backend does with files it cannot use: a clear error at start, or a 5xx
 //! JSON error at run time, and never a corrupted store.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use serde_json::{Value, json};
 
+mod process;
+
+use process::Server;
+
 fn command(db: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agl-store"));
-    cmd.args(["--host", "127.0.0.1", "--port", "0", "--log-format", "json"])
-        .arg(format!("--storage=sqlite:{}", db.display()))
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    cmd
+    process::command(&[&format!("--storage=sqlite:{}", db.display())])
 }
 
 /// Starts a server that is expected to come up; returns it and its `/v1/agl` base URL.
-fn start(db: &Path) -> (Child, String) {
-    let mut child = command(db).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent
-                && let Ok(v) = serde_json::from_str::<Value>(&line)
-                && let Some(addr) = v.get("addr").and_then(Value::as_str)
-            {
-                let _ = tx.send(addr.to_owned());
-                sent = true;
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("server reports its address");
-    (child, format!("http://{addr}/v1/agl"))
+fn start(db: &Path) -> (Server, String) {
+    let server = Server::start(command(db));
+    let base = format!("{}/v1/agl", server.base);
+    (server, base)
 }
 
 /// Runs a server that is expected to refuse to start; returns its stderr.
@@ -51,21 +30,6 @@ fn refuses(db: &Path) -> String {
         db.display()
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Waits (bounded) for a child to exit.
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the server did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn temp(name: &str) -> PathBuf {
@@ -111,12 +75,8 @@ async fn a_corrupted_store_file_is_refused_not_served() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    assert!(wait_exit(&mut child).success(), "clean exit after SIGTERM");
+    child.sigterm();
+    assert!(child.wait_exit().success(), "clean exit after SIGTERM");
 
     // Scribble over pages in the middle of the file.
     let mut bytes = std::fs::read(&db).unwrap();
@@ -139,11 +99,10 @@ async fn a_corrupted_store_file_is_refused_not_served() {
 async fn a_file_in_use_by_another_server_is_refused() {
     let dir = temp("locked");
     let db = dir.join("store.db");
-    let (mut first, _) = start(&db);
+    let (first, _) = start(&db);
     let err = refuses(&db);
     assert!(err.contains("locked by another process"), "{err}");
-    let _ = first.kill();
-    let _ = first.wait();
+    first.kill9();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -164,7 +123,7 @@ async fn a_full_disk_gives_503_and_keeps_every_acknowledged_write() {
         return;
     }
     let db = dir.join("store.db");
-    let (mut child, base) = start(&db);
+    let (child, base) = start(&db);
     let client = reqwest::Client::new();
     let mut acked = Vec::new();
     let mut refusal = None;
@@ -201,11 +160,10 @@ async fn a_full_disk_gives_503_and_keeps_every_acknowledged_write() {
     assert_eq!(r.status(), 503);
     let r = client.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill9();
 
     // Restarted on the same (still full) disk: the file is intact and holds every acked write.
-    let (mut child, base) = start(&db);
+    let (child, base) = start(&db);
     let page: Value = client
         .post(format!("{base}/rollouts/search"))
         .json(&json!({"rollout_id_in": acked}))
@@ -217,8 +175,7 @@ async fn a_full_disk_gives_503_and_keeps_every_acknowledged_write() {
         .unwrap();
     assert_eq!(page["total"].as_u64().unwrap() as usize, acked.len());
     assert!(acked.len() > 10, "some writes fit before the disk filled");
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill9();
     let _ = Command::new("umount").arg(&dir).status();
     let _ = std::fs::remove_dir_all(&dir);
 }
