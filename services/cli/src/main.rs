@@ -69,10 +69,7 @@ fn run_store(args: &agl_store::StoreArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        let app = agl_store::App::build(args).await?;
-        app.run_until(agl_common::shutdown::signal()).await
-    });
+    let result = runtime.block_on(agl_store::run(args));
     telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,

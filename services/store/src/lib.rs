@@ -23,4 +23,4 @@ pub mod span;
 pub mod sqlite;
 pub mod validate;
 
-pub use server::{App, StoreArgs};
+pub use server::{App, StoreArgs, run};

@@ -16,11 +16,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let telemetry = agl_common::telemetry::init("agl-store", &cli.args.log)?;
-    let result = async {
-        let app = agl_store::App::build(&cli.args).await?;
-        app.run_until(agl_common::shutdown::signal()).await
-    }
-    .await;
+    let result = agl_store::run(&cli.args).await;
     if let Err(err) = &result {
         tracing::error!(error = format!("{err:#}"), "agl-store failed");
     }

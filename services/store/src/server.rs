@@ -105,8 +105,87 @@ pub struct StoreArgs {
     )]
     pub sqlite_durability: DurabilityArg,
 
+    /// Directory for online backups (`POST /admin/backup`, `agl store backup --url`);
+    /// default: the directory of the SQLite file
+    #[arg(long, value_name = "DIR", env = "AGL_BACKUP_DIR")]
+    pub backup_dir: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     pub log: LogArgs,
+
+    #[command(subcommand)]
+    pub command: Option<StoreCommand>,
+}
+
+/// Maintenance commands beside serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum StoreCommand {
+    /// Copy an SQLite store: online from a running server (`--url`), or offline from a file
+    /// no server holds (`--from FILE --to FILE`)
+    Backup(BackupArgs),
+}
+
+/// `backup` flags.
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// A running store, e.g. http://localhost:4747: the copy is taken by the server, between
+    /// two commits, into its backup directory
+    #[arg(long, value_name = "URL", conflicts_with_all = ["from", "to"])]
+    pub url: Option<String>,
+    /// File name of the online copy inside the server's backup directory
+    #[arg(long, value_name = "NAME", requires = "url")]
+    pub name: Option<String>,
+    /// Store file of a stopped server
+    #[arg(long, value_name = "FILE", requires = "to")]
+    pub from: Option<std::path::PathBuf>,
+    /// Where the offline copy goes (must not exist)
+    #[arg(long, value_name = "FILE", requires = "from")]
+    pub to: Option<std::path::PathBuf>,
+}
+
+/// Runs what the command line asks: serve until a shutdown signal, or a maintenance command.
+pub async fn run(args: &StoreArgs) -> anyhow::Result<()> {
+    match &args.command {
+        None => {
+            let app = App::build(args).await?;
+            app.run_until(agl_common::shutdown::signal()).await
+        }
+        Some(StoreCommand::Backup(b)) => backup(b).await,
+    }
+}
+
+async fn backup(args: &BackupArgs) -> anyhow::Result<()> {
+    match (&args.url, &args.from, &args.to) {
+        (Some(url), _, _) => {
+            let endpoint = format!("{}/admin/backup", url.trim_end_matches('/'));
+            let body = serde_json::json!({ "name": args.name });
+            let response = reqwest::Client::new()
+                .post(&endpoint)
+                .json(&body)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {endpoint}"))?;
+            let status = response.status();
+            let answer: serde_json::Value = response
+                .json()
+                .await
+                .context("the server's answer is not JSON")?;
+            anyhow::ensure!(
+                status.is_success(),
+                "backup failed ({status}): {}",
+                answer["detail"]
+            );
+            println!("{}", answer["path"].as_str().unwrap_or_default());
+            Ok(())
+        }
+        (None, Some(from), Some(to)) => {
+            anyhow::ensure!(!to.exists(), "{} already exists", to.display());
+            crate::sqlite::backup_offline(from, to)?;
+            println!("{}", to.display());
+            Ok(())
+        }
+        _ => anyhow::bail!("backup needs --url URL, or --from FILE --to FILE"),
+    }
 }
 
 /// The storage backend choice.
@@ -162,7 +241,9 @@ impl Default for StoreArgs {
             shutdown_grace_seconds: 10.0,
             storage: Storage::Memory,
             sqlite_durability: DurabilityArg::Full,
+            backup_dir: None,
             log: LogArgs::default(),
+            command: None,
         }
     }
 }
@@ -238,6 +319,23 @@ impl App {
         ops.observe_with(Arc::clone(&upstream) as Arc<dyn RequestObserver>);
         let health = ops.health();
 
+        let backup_dir = args.backup_dir.clone().or_else(|| match &args.storage {
+            Storage::Sqlite(path) => Some(
+                path.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map_or_else(
+                        || std::path::PathBuf::from("."),
+                        std::path::Path::to_path_buf,
+                    ),
+            ),
+            Storage::Memory => None,
+        });
+        let admin_routes = Router::new()
+            .route("/admin/backup", axum::routing::post(admin_backup))
+            .with_state(AdminState {
+                store: Arc::clone(&store),
+                backup_dir,
+            });
         let upstream_routes = Router::new()
             .route("/v1/prometheus", get(upstream_metrics))
             .route("/v1/prometheus/", get(upstream_metrics))
@@ -249,7 +347,8 @@ impl App {
                 max_body_bytes: args.max_body_bytes,
             },
         )
-        .merge(upstream_routes);
+        .merge(upstream_routes)
+        .merge(admin_routes);
         Ok(Self {
             listener,
             router: ops.wrap(app),
@@ -329,6 +428,51 @@ fn exports_to_self(endpoint: &str, bound: SocketAddr) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified() || ip == bound.ip())
+}
+
+#[derive(Clone)]
+struct AdminState {
+    store: Arc<Store>,
+    backup_dir: Option<std::path::PathBuf>,
+}
+
+/// `POST /admin/backup {"name": optional}`: a consistent copy (`VACUUM INTO`) of the SQLite
+/// file into the backup directory. Names are plain file names, never paths.
+async fn admin_backup(State(admin): State<AdminState>, body: axum::body::Bytes) -> Response {
+    use agl_common::http::{error_json, json};
+    use axum::http::StatusCode;
+    let Some(dir) = admin.backup_dir else {
+        return error_json(
+            StatusCode::BAD_REQUEST,
+            "the memory backend has nothing on disk to back up",
+        );
+    };
+    let requested = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("name").and_then(|n| n.as_str().map(str::to_owned)));
+    let name = requested.unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        format!("agl-store-{secs}.db")
+    });
+    if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\', '\0']) {
+        return error_json(
+            StatusCode::BAD_REQUEST,
+            "backup name must be a plain file name",
+        );
+    }
+    let path = dir.join(&name);
+    match admin.store.backup(path.clone()).await {
+        Ok(()) => {
+            let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+            json(
+                StatusCode::OK,
+                &serde_json::json!({"path": path.display().to_string(), "bytes": bytes}),
+            )
+        }
+        Err(err) => error_json(StatusCode::CONFLICT, &err.to_string()),
+    }
 }
 
 async fn upstream_metrics(State(m): State<Arc<UpstreamMetrics>>) -> Response {

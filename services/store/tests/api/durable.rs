@@ -149,3 +149,31 @@ async fn a_second_server_on_the_same_file_fails_clearly_at_start() {
     assert!(err.contains("locked by another process"), "{err}");
     stop(app).await;
 }
+
+#[tokio::test]
+async fn online_backup_is_a_consistent_copy_that_opens_as_a_store() {
+    let dir = std::env::temp_dir().join(format!("agl-backup-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000.0));
+    let app = open(&dir.join("store.db"), Arc::clone(&clock)).await;
+    let q = app.enqueue(json!([{"input": "kept"}])).await;
+
+    let r = app.post("/admin/backup", json!({"name": "copy.db"})).await;
+    let answer = crate::helpers::expect_json(r, StatusCode::OK).await;
+    assert_eq!(answer["path"], dir.join("copy.db").display().to_string());
+    assert!(answer["bytes"].as_u64().unwrap() > 0);
+    let again = app.post("/admin/backup", json!({"name": "copy.db"})).await;
+    crate::helpers::expect_json(again, StatusCode::CONFLICT).await;
+    let bad = app
+        .post("/admin/backup", json!({"name": "../escape.db"}))
+        .await;
+    crate::helpers::expect_json(bad, StatusCode::BAD_REQUEST).await;
+
+    let restored = open(&dir.join("copy.db"), clock).await;
+    let r = restored.rollout(str_of(&q[0], "rollout_id")).await;
+    assert_eq!(r["input"], "kept");
+    stop(restored).await;
+    stop(app).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,59 @@
+"""Fixtures shared by the v030 and v022 compatibility suites.
+
+Async tests are run with ``asyncio.run`` (one fresh event loop per test, so every
+``LightningStoreClient`` a test creates lives and dies with it); no pytest plugin needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from common import IS_OFFICIAL, TARGET, start_server  # noqa: E402
+
+# No single test may hang the suite.
+TEST_TIMEOUT_SECONDS = 120.0
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    if inspect.iscoroutinefunction(pyfuncitem.obj):
+        kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+        asyncio.run(asyncio.wait_for(pyfuncitem.obj(**kwargs), TEST_TIMEOUT_SECONDS))
+        return True
+    return None
+
+
+def pytest_report_header(config):
+    return f"agl compat target: {TARGET}"
+
+
+def _server_fixture(protocol: str, request, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("server-logs")
+    server = start_server(protocol, log_dir)
+    request.addfinalizer(server.stop)
+    return server
+
+
+@pytest.fixture(scope="module")
+def server_v030(request, tmp_path_factory):
+    """A fresh 0.3.0-protocol server for the module (ours, or the official 0.3.0 one)."""
+    return _server_fixture("v030", request, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server_v022(request, tmp_path_factory):
+    """A fresh server for the 0.2.2 flat protocol (ours, or the official 0.2.2 one)."""
+    return _server_fixture("v022", request, tmp_path_factory)
+
+
+official_only_differs = pytest.mark.skipif(IS_OFFICIAL, reason="documented intentional difference of agl-store")
