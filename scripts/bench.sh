@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark (issue 3): agl-store against the official Python LightningStore
+# server (`agl store` of agentlightning==0.3.0) and a bare axum write ceiling, the same
+# scenarios with the same settings one server after the other, plus start-up time, idle
+# memory and a growth run; renders docs/benchmarks.md from the JSON results.
+#
+# Usage: ./scripts/bench.sh                         (from anywhere; about 10 minutes)
+#   BENCH_DURATION=10        measured seconds per scenario (each after 1 s of warm-up)
+#   BENCH_CONCURRENCY=32     concurrent clients
+#   BENCH_GROW_STEP=2        measured seconds of each span add / span query run while growing
+#   BENCH_PYTHON_SPANS=100000  largest store the Python server's growth run fills (it writes
+#                            some hundreds of spans per second; a million would take hours)
+#   BENCH_SKIP_PYTHON=1      agl-store and the ceiling only (no virtualenv, no PyPI)
+#   BENCH_OUT=target/bench   where the JSON results and server logs go
+# Needs a Rust toolchain, python3 with venv, and PyPI for the first run (the virtualenv
+# .venv-bench is kept). Only loopback ports are used. Every server is started fresh for
+# each scenario and killed on exit, whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The exact command, for the report: the script plus the settings given to it.
+COMMAND="./scripts/bench.sh"
+for var in BENCH_SKIP_PYTHON BENCH_PYTHON_SPANS BENCH_GROW_STEP BENCH_CONCURRENCY BENCH_DURATION; do
+  if [ -n "${!var:-}" ]; then COMMAND="$var=${!var} $COMMAND"; fi
+done
+
+DURATION="${BENCH_DURATION:-10}"
+CONCURRENCY="${BENCH_CONCURRENCY:-32}"
+GROW_STEP="${BENCH_GROW_STEP:-2}"
+PYTHON_SPANS="${BENCH_PYTHON_SPANS:-100000}"
+SKIP_PYTHON="${BENCH_SKIP_PYTHON:-}"
+OUT="${BENCH_OUT:-target/bench}"
+VENV=.venv-bench
+BENCH=target/release/agl-bench
+STORE=target/release/agl-store
+SCENARIOS=(health enqueue dequeue-update span-add otlp span-query wait mixed)
+WRITES=(enqueue dequeue-update span-add otlp)
+# agentlightning imports litellm, which otherwise fetches a price list at import time.
+export LITELLM_LOCAL_MODEL_COST_MAP=True
+
+step() { printf '\n==> %s\n' "$*"; }
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_server LOG CMD...: starts a server in the background; sets SERVER_PID.
+start_server() {
+  local log="$1"
+  shift
+  "$@" >"$log" 2>&1 &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+}
+
+# wait_healthy PORT PID LOG: polls the health route until it answers (readiness, not a
+# fixed sleep); fails at once if the server died.
+wait_healthy() {
+  local port="$1" pid="$2" log="$3" tries=0
+  until curl -sf -o /dev/null "http://127.0.0.1:$port/v1/agl/health"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "server on port $port exited before it became healthy; its log:" >&2
+      tail -n 40 "$log" >&2
+      exit 1
+    fi
+    tries=$((tries + 1))
+    if [ "$tries" -gt 3000 ]; then
+      echo "server on port $port not healthy after 60 s" >&2
+      exit 1
+    fi
+    sleep 0.02
+  done
+}
+
+# stop_server PID: SIGTERM, then SIGKILL if it is still there after 15 s.
+stop_server() {
+  local pid="$1" i
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 300); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# server_cmd LABEL PORT: the command line that serves LABEL on PORT.
+server_cmd() {
+  case "$1" in
+    agl-store) echo "$STORE --host 127.0.0.1 --port $2 --log-level warn" ;;
+    python) echo "$VENV/bin/agl store --host 127.0.0.1 --port $2 --log-level WARNING" ;;
+    ceiling) echo "$BENCH ceiling --host 127.0.0.1 --port $2" ;;
+  esac
+}
+
+# run_scenarios LABEL SCENARIO...: each scenario against a freshly started server.
+run_scenarios() {
+  local label="$1" scenario port
+  shift
+  for scenario in "$@"; do
+    port=$(free_port)
+    # shellcheck disable=SC2046 # server_cmd is a plain word list
+    start_server "$OUT/$label-$scenario.log" $(server_cmd "$label" "$port")
+    wait_healthy "$port" "$SERVER_PID" "$OUT/$label-$scenario.log"
+    "$BENCH" run --label "$label" --target "http://127.0.0.1:$port" \
+      --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 1 \
+      --scenario "$scenario" --server-pid "$SERVER_PID" \
+      --json "$OUT/run-$label-$scenario.json"
+    stop_server "$SERVER_PID"
+  done
+}
+
+# measure_startup LABEL REPEAT: exec to healthy and idle memory.
+measure_startup() {
+  local label="$1" repeat="$2" port
+  port=$(free_port)
+  # shellcheck disable=SC2046
+  "$BENCH" startup --label "$label" --port "$port" --repeat "$repeat" \
+    --json "$OUT/startup-$label.json" -- $(server_cmd "$label" "$port")
+}
+
+# measure_growth LABEL SIZES
+measure_growth() {
+  local label="$1" sizes="$2" port
+  port=$(free_port)
+  # shellcheck disable=SC2046
+  start_server "$OUT/$label-grow.log" $(server_cmd "$label" "$port")
+  wait_healthy "$port" "$SERVER_PID" "$OUT/$label-grow.log"
+  "$BENCH" grow --label "$label" --target "http://127.0.0.1:$port" \
+    --server-pid "$SERVER_PID" --sizes "$sizes" --rollouts 100000 \
+    --concurrency "$CONCURRENCY" --step-duration "$GROW_STEP" \
+    --json "$OUT/grow-$label.json"
+  stop_server "$SERVER_PID"
+}
+
+step "build agl-store and agl-bench (release)"
+cargo build --release --locked -p agl-store -p agl-bench
+
+if [ -z "$SKIP_PYTHON" ]; then
+  step "virtualenv $VENV with agentlightning==0.3.0"
+  if ! "$VENV/bin/python" -c 'import importlib.metadata as m; assert m.version("agentlightning") == "0.3.0"' 2>/dev/null; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q 'agentlightning==0.3.0' 'opentelemetry-exporter-otlp-proto-http<1.45'
+  fi
+fi
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+LABELS=(agl-store)
+if [ -z "$SKIP_PYTHON" ]; then LABELS+=(python); fi
+
+for label in "${LABELS[@]}"; do
+  step "$label: ${SCENARIOS[*]} (${DURATION} s each, $CONCURRENCY clients)"
+  run_scenarios "$label" "${SCENARIOS[@]}"
+done
+step "ceiling: ${WRITES[*]}"
+run_scenarios ceiling "${WRITES[@]}"
+
+step "agl-store: exec to healthy, idle memory"
+measure_startup agl-store 5
+if [ -z "$SKIP_PYTHON" ]; then
+  step "python: exec to healthy, idle memory"
+  measure_startup python 3
+fi
+
+step "agl-store: growth to 1 000 000 spans"
+measure_growth agl-store 1000,10000,100000,1000000
+if [ -z "$SKIP_PYTHON" ]; then
+  step "python: growth to $PYTHON_SPANS spans"
+  python_sizes=""
+  for size in 1000 10000 100000 1000000; do
+    if [ "$size" -le "$PYTHON_SPANS" ]; then python_sizes="${python_sizes:+$python_sizes,}$size"; fi
+  done
+  measure_growth python "$python_sizes"
+fi
+
+step "docs/benchmarks.md"
+"$BENCH" report --command "$COMMAND" --notes docs/benchmarks-notes.md "$OUT"/*.json >docs/benchmarks.md
+echo "wrote docs/benchmarks.md (results in $OUT)"

@@ -1,0 +1,830 @@
+//! `agl-bench report`: renders `docs/benchmarks.md` from result files. Every number and
+//! every met/missed verdict is computed here from the measurements, so the document cannot
+//! drift from what was measured.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::results::{
+    GrowResult, Machine, PathKind, PathStats, ResultFile, RunResult, ScenarioResult, StartupResult,
+};
+use crate::scenario::Scenario;
+
+/// How to label and frame the report.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    /// Label of the server under test.
+    pub ours: String,
+    /// Label of the official Python server.
+    pub baseline: String,
+    /// Label of the write ceiling.
+    pub ceiling: String,
+    /// The command that produced the results, shown verbatim.
+    pub command: String,
+    /// Hand-written Markdown appended at the end (profiles, what limits a path).
+    pub notes: Option<String>,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        Self {
+            ours: "agl-store".into(),
+            baseline: "python".into(),
+            ceiling: "ceiling".into(),
+            command: "./scripts/bench.sh".into(),
+            notes: None,
+        }
+    }
+}
+
+/// The issue's targets, as numbers.
+const TARGET_RATIO: f64 = 50.0;
+const TARGET_CEILING_SHARE: f64 = 0.90;
+const TARGET_P99_MS: f64 = 5.0;
+const TARGET_IDLE_RSS_BYTES: f64 = 20e6;
+const TARGET_BYTES_PER_SPAN: f64 = 1500.0;
+const TARGET_STARTUP_MS: f64 = 100.0;
+const TARGET_FLATNESS: f64 = 0.80;
+const TARGET_GROW_SPANS: u64 = 1_000_000;
+
+/// Results grouped by server label.
+#[derive(Default)]
+struct Inputs {
+    runs: BTreeMap<String, Vec<RunResult>>,
+    grow: BTreeMap<String, GrowResult>,
+    startup: BTreeMap<String, StartupResult>,
+}
+
+impl Inputs {
+    fn scenario(&self, label: &str, name: &str) -> Option<&ScenarioResult> {
+        self.runs
+            .get(label)?
+            .iter()
+            .flat_map(|r| &r.scenarios)
+            .find(|s| s.name == name)
+    }
+
+    fn path(&self, label: &str, scenario: &str, path: &str) -> Option<&PathStats> {
+        self.scenario(label, scenario)?
+            .paths
+            .iter()
+            .find(|p| p.path == path)
+    }
+
+    fn first_run(&self, label: &str) -> Option<&RunResult> {
+        self.runs.get(label)?.first()
+    }
+
+    fn any_run(&self) -> Option<&RunResult> {
+        self.runs.values().flatten().next()
+    }
+
+    fn machine(&self) -> Option<&Machine> {
+        self.any_run()
+            .map(|r| &r.machine)
+            .or_else(|| self.grow.values().next().map(|g| &g.machine))
+            .or_else(|| self.startup.values().next().map(|s| &s.machine))
+    }
+
+    fn started_unix(&self) -> Option<u64> {
+        let runs = self.runs.values().flatten().map(|r| r.started_unix);
+        let grows = self.grow.values().map(|g| g.started_unix);
+        let starts = self.startup.values().map(|s| s.started_unix);
+        runs.chain(grows).chain(starts).min()
+    }
+
+    /// Scenario names in run order, then any unknown ones.
+    fn scenario_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Scenario::ALL.iter().map(|s| s.name().into()).collect();
+        for s in self.runs.values().flatten().flat_map(|r| &r.scenarios) {
+            if !names.contains(&s.name) {
+                names.push(s.name.clone());
+            }
+        }
+        names.retain(|n| {
+            self.runs
+                .values()
+                .flatten()
+                .any(|r| r.scenarios.iter().any(|s| &s.name == n))
+        });
+        names
+    }
+}
+
+/// Calendar date of a Unix time (UTC), without a date library.
+fn utc_date(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        secs / 3600,
+        (secs % 3600) / 60
+    )
+}
+
+/// `12 345` style grouping for large rates, one decimal for small ones.
+fn rate(v: f64) -> String {
+    if !v.is_finite() {
+        return "–".into();
+    }
+    if v < 100.0 {
+        return format!("{v:.1}");
+    }
+    let digits = format!("{v:.0}");
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ms(v: f64) -> String {
+    if !v.is_finite() {
+        "–".into()
+    } else if v < 10.0 {
+        format!("{v:.2}")
+    } else if v < 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn mib(kb: f64) -> String {
+    if kb.is_finite() {
+        format!("{:.1} MiB", kb / 1024.0)
+    } else {
+        "–".into()
+    }
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0 && a.is_finite() && b.is_finite()).then(|| a / b)
+}
+
+fn times(r: Option<f64>) -> String {
+    match r {
+        Some(r) if r >= 10.0 => format!("{r:.0}×"),
+        Some(r) => format!("{r:.1}×"),
+        None => "–".into(),
+    }
+}
+
+fn pct(r: Option<f64>) -> String {
+    r.map_or_else(|| "–".into(), |r| format!("{:.0} %", r * 100.0))
+}
+
+fn latencies(p: Option<&PathStats>) -> String {
+    p.map_or_else(
+        || "–".into(),
+        |p| format!("{} · {} · {}", ms(p.p50_ms), ms(p.p99_ms), ms(p.max_ms)),
+    )
+}
+
+fn errors(p: Option<&PathStats>) -> String {
+    p.map_or_else(|| "–".into(), |p| p.errors.to_string())
+}
+
+/// Pretty label for a server.
+fn display(opts: &ReportOptions, label: &str) -> String {
+    if label == opts.baseline {
+        "Python".into()
+    } else {
+        label.into()
+    }
+}
+
+/// A verdict line of the Targets section.
+struct Verdict {
+    target: String,
+    measured: String,
+    met: Option<bool>,
+}
+
+impl Verdict {
+    fn status(&self) -> &'static str {
+        match self.met {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "not measured",
+        }
+    }
+}
+
+/// The primary path of a write scenario, compared with the ceiling.
+fn write_path(scenario: &str) -> Option<&'static str> {
+    match scenario {
+        "enqueue" => Some("POST /v1/agl/queues/rollouts/enqueue"),
+        "dequeue_update" => Some("dequeue + attempt update (op pair)"),
+        "span_add" => Some("POST /v1/agl/spans"),
+        "otlp" => Some("POST /v1/traces"),
+        _ => None,
+    }
+}
+
+fn targets(inputs: &Inputs, opts: &ReportOptions) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    let concurrency = inputs.first_run(&opts.ours).map_or(0, |r| r.concurrency);
+    let at = if concurrency == 32 {
+        "at 32 clients".to_owned()
+    } else {
+        format!("at 32 clients (measured at {concurrency})")
+    };
+
+    // Throughput against Python, every measured path.
+    let mut ratios = Vec::new();
+    for name in inputs.scenario_names() {
+        let Some(ours) = inputs.scenario(&opts.ours, &name) else {
+            continue;
+        };
+        for p in ours.paths.iter().filter(|p| p.kind != PathKind::Aux) {
+            if let Some(base) = inputs.path(&opts.baseline, &name, &p.path)
+                && let Some(r) = ratio(p.throughput_per_s, base.throughput_per_s)
+            {
+                ratios.push((r, format!("{name}: {}", p.path)));
+            }
+        }
+    }
+    ratios.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let below = ratios.iter().filter(|(r, _)| *r < TARGET_RATIO).count();
+    out.push(Verdict {
+        target: format!("every path ≥ {TARGET_RATIO:.0}× the Python server's throughput {at}"),
+        measured: match ratios.first() {
+            Some((r, what)) => format!(
+                "{} of {} paths below; lowest {} ({what}); highest {}",
+                below,
+                ratios.len(),
+                times(Some(*r)),
+                times(ratios.last().map(|x| x.0))
+            ),
+            None => "no paths measured on both servers".into(),
+        },
+        met: (!ratios.is_empty()).then_some(below == 0),
+    });
+
+    // Write paths against the ceiling.
+    let mut shares = Vec::new();
+    for name in inputs.scenario_names() {
+        let Some(path) = write_path(&name) else {
+            continue;
+        };
+        if let (Some(o), Some(c)) = (
+            inputs.path(&opts.ours, &name, path),
+            inputs.path(&opts.ceiling, &name, path),
+        ) && let Some(r) = ratio(o.throughput_per_s, c.throughput_per_s)
+        {
+            shares.push((r, name));
+        }
+    }
+    shares.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out.push(Verdict {
+        target: format!(
+            "every write path ≥ {:.0} % of the ceiling",
+            TARGET_CEILING_SHARE * 100.0
+        ),
+        measured: if shares.is_empty() {
+            "no ceiling measured".into()
+        } else {
+            shares
+                .iter()
+                .map(|(r, n)| format!("{n} {}", pct(Some(*r))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        met: (!shares.is_empty()).then(|| shares.iter().all(|(r, _)| *r >= TARGET_CEILING_SHARE)),
+    });
+
+    // p99 of every request path (a wait's own timeout taken off).
+    let mut p99s = Vec::new();
+    for name in inputs.scenario_names() {
+        if let Some(s) = inputs.scenario(&opts.ours, &name) {
+            for p in s
+                .paths
+                .iter()
+                .filter(|p| p.kind == PathKind::Http && p.requests > 0)
+            {
+                p99s.push((
+                    p.p99_ms - p.floor_ms.unwrap_or(0.0),
+                    format!("{name}: {}", p.path),
+                    p.floor_ms,
+                ));
+            }
+        }
+    }
+    p99s.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let over = p99s.iter().filter(|(v, _, _)| *v >= TARGET_P99_MS).count();
+    out.push(Verdict {
+        target: format!("p99 < {TARGET_P99_MS:.0} ms {at} (a wait's timeout is not counted)"),
+        measured: match p99s.first() {
+            Some((v, what, floor)) => format!(
+                "{over} of {} request paths at or over; worst {} ms ({what}{})",
+                p99s.len(),
+                ms(*v),
+                floor.map_or(String::new(), |f| format!(
+                    ", beyond its {} ms timeout",
+                    ms(f)
+                ))
+            ),
+            None => "nothing measured".into(),
+        },
+        met: (!p99s.is_empty()).then_some(over == 0),
+    });
+
+    let startup = inputs.startup.get(&opts.ours);
+    out.push(Verdict {
+        target: "idle RSS < 20 MB".into(),
+        measured: startup.map_or("–".into(), |s| {
+            format!("{:.1} MB", s.idle_rss_kb as f64 * 1024.0 / 1e6)
+        }),
+        met: startup.map(|s| (s.idle_rss_kb as f64 * 1024.0) < TARGET_IDLE_RSS_BYTES),
+    });
+
+    let grow = inputs.grow.get(&opts.ours);
+    let last = grow.and_then(|g| g.steps.last());
+    out.push(Verdict {
+        target: "≤ 1.5 KB of memory per stored span of ~1 KB JSON".into(),
+        measured: match (grow, last) {
+            (Some(g), Some(s)) => format!(
+                "{:.0} bytes per span at {} spans ({:.0} bytes of JSON each)",
+                s.bytes_per_span,
+                rate(s.spans as f64),
+                g.json_bytes_per_span
+            ),
+            _ => "–".into(),
+        },
+        met: last.map(|s| s.bytes_per_span <= TARGET_BYTES_PER_SPAN),
+    });
+
+    out.push(Verdict {
+        target: format!("exec to healthy < {TARGET_STARTUP_MS:.0} ms"),
+        measured: startup.map_or("–".into(), |s| {
+            format!(
+                "median {} ms of {} starts",
+                ms(s.median_ms),
+                s.runs_ms.len()
+            )
+        }),
+        met: startup.map(|s| s.median_ms < TARGET_STARTUP_MS),
+    });
+
+    for (what, pick) in [
+        (
+            "span add",
+            (|s: &crate::results::GrowStep| s.span_add.throughput_per_s) as fn(&_) -> f64,
+        ),
+        ("span query", |s: &crate::results::GrowStep| {
+            s.span_query.throughput_per_s
+        }),
+    ] {
+        let steps = grow.map_or(&[][..], |g| &g.steps[..]);
+        let values: Vec<f64> = steps.iter().map(pick).collect();
+        let (lo, hi) = values.iter().fold((f64::INFINITY, 0.0_f64), |(lo, hi), v| {
+            (lo.min(*v), hi.max(*v))
+        });
+        let reached = steps.last().map_or(0, |s| s.spans);
+        let flat = hi > 0.0 && lo / hi >= TARGET_FLATNESS;
+        out.push(Verdict {
+            target: format!("{what} throughput flat (within 20 %) from 1 000 to 1 000 000 spans"),
+            measured: if values.is_empty() {
+                "–".into()
+            } else {
+                format!(
+                    "{}–{} /s from {} to {} spans (lowest {} of highest)",
+                    rate(lo),
+                    rate(hi),
+                    rate(steps[0].spans as f64),
+                    rate(reached as f64),
+                    pct(ratio(lo, hi))
+                )
+            },
+            met: (!values.is_empty()).then_some(flat && reached >= TARGET_GROW_SPANS),
+        });
+    }
+    out
+}
+
+fn header(out: &mut String, inputs: &Inputs, opts: &ReportOptions) {
+    let run = inputs.any_run();
+    out.push_str("# Benchmarks: agl-store against the official Python server\n\n");
+    out.push_str(
+        "Generated by `agl-bench report` from the JSON results of one run of \
+         `scripts/bench.sh`; do not edit by hand, run the command again.\n\n",
+    );
+    let _ = writeln!(out, "- **Command:** `{}`", opts.command);
+    if let Some(t) = inputs.started_unix() {
+        let _ = writeln!(out, "- **Date:** {}", utc_date(t));
+    }
+    if let Some(m) = inputs.machine() {
+        let _ = writeln!(
+            out,
+            "- **Machine:** {} CPUs ({}), {:.1} GiB RAM, Linux {}",
+            m.cpus,
+            m.cpu_model,
+            m.mem_total_kb as f64 / 1024.0 / 1024.0,
+            m.kernel
+        );
+    }
+    if let Some(r) = run {
+        let _ = writeln!(
+            out,
+            "- **Load:** {} concurrent clients (keep-alive connections), {} s measured after \
+             {} s of warm-up per scenario, each scenario on a freshly started server; the load \
+             generator (`agl-bench`) runs on the same machine and shares its CPUs",
+            r.concurrency, r.duration_s, r.warmup_s
+        );
+    }
+    let _ = writeln!(
+        out,
+        "- **Servers:** `{}` (this repository, release build); `Python`: the official server, \
+         `agl store` of `agentlightning==0.3.0`; `{}`: a bare axum handler that parses each \
+         body (JSON into `serde_json::Value`, OTLP into its protobuf message) and appends it \
+         to a vector, the upper bound of a write path on this machine\n",
+        opts.ours, opts.ceiling
+    );
+}
+
+fn scenario_tables(out: &mut String, inputs: &Inputs, opts: &ReportOptions) {
+    out.push_str("## Throughput and latency per path\n\n");
+    out.push_str(
+        "Requests per second completed inside the measured window; latencies in ms as \
+         p50 · p99 · max; errors are non-2xx answers, transport failures and refused writes. \
+         An *op* row times several requests as one operation.\n\n",
+    );
+    let o = &opts.ours;
+    let b = &opts.baseline;
+    let c = &opts.ceiling;
+    for name in inputs.scenario_names() {
+        let Some(ours) = inputs
+            .scenario(o, &name)
+            .or_else(|| inputs.scenario(b, &name))
+        else {
+            continue;
+        };
+        let has_ceiling = inputs.scenario(c, &name).is_some();
+        let _ = writeln!(out, "### {name}\n");
+        let _ = write!(out, "| path | {o} /s | Python /s | {o} ÷ Python |");
+        if has_ceiling {
+            let _ = write!(out, " ceiling /s | {o} % of ceiling |");
+        }
+        let _ = writeln!(
+            out,
+            " {o} p50 · p99 · max | Python p50 · p99 · max | errors {o} · Python{} |",
+            if has_ceiling { " · ceiling" } else { "" }
+        );
+        let cols = if has_ceiling { 9 } else { 7 };
+        let _ = writeln!(out, "|{}", "---|".repeat(cols));
+        for p in &ours.paths {
+            let po = inputs.path(o, &name, &p.path);
+            let pb = inputs.path(b, &name, &p.path);
+            let pc = inputs.path(c, &name, &p.path);
+            let tp = |x: Option<&PathStats>| x.map_or(f64::NAN, |x| x.throughput_per_s);
+            let mut label = format!("`{}`", p.path);
+            match p.kind {
+                PathKind::Op => label.push_str(" (op)"),
+                PathKind::Aux => label.push_str(" (aux)"),
+                PathKind::Http => {}
+            }
+            if p.items_per_request > 1 {
+                let _ = write!(label, ", {} items each", p.items_per_request);
+            }
+            // Refill traffic only keeps a scenario going: its rate is no one's score.
+            let compare = |r: Option<f64>| if p.kind == PathKind::Aux { None } else { r };
+            let _ = write!(
+                out,
+                "| {label} | {} | {} | {} |",
+                rate(tp(po)),
+                rate(tp(pb)),
+                times(compare(ratio(tp(po), tp(pb))))
+            );
+            if has_ceiling {
+                let _ = write!(
+                    out,
+                    " {} | {} |",
+                    rate(tp(pc)),
+                    pct(compare(ratio(tp(po), tp(pc))))
+                );
+            }
+            let _ = write!(
+                out,
+                " {} | {} | {} · {}",
+                latencies(po),
+                latencies(pb),
+                errors(po),
+                errors(pb)
+            );
+            if has_ceiling {
+                let _ = write!(out, " · {}", errors(pc));
+            }
+            out.push_str(" |\n");
+        }
+        out.push('\n');
+        for label in [o, b, c] {
+            if let Some(s) = inputs
+                .scenario(label, &name)
+                .and_then(|s| s.server.as_ref())
+            {
+                let _ = writeln!(
+                    out,
+                    "- {}: RSS {} at start, {} peak (VmHWM {}); {:.3} CPU s per 1000 requests",
+                    display(opts, label),
+                    mib(s.rss_start_kb as f64),
+                    mib(s.rss_peak_kb as f64),
+                    mib(s.vm_hwm_kb as f64),
+                    s.cpu_s_per_1000_ops
+                );
+            }
+        }
+        for label in [o, b, c] {
+            let Some(s) = inputs.scenario(label, &name) else {
+                continue;
+            };
+            for p in &s.paths {
+                if p.items_per_request > 1 && p.requests > 0 && p.kind != PathKind::Aux {
+                    let _ = writeln!(
+                        out,
+                        "- {}: {} items/s through `{}`",
+                        display(opts, label),
+                        rate(p.throughput_per_s * p.items_per_request as f64),
+                        p.path
+                    );
+                }
+                if let Some(err) = &p.first_error {
+                    let _ = writeln!(
+                        out,
+                        "- {}: first error on `{}`: {}",
+                        display(opts, label),
+                        p.path,
+                        err.replace('\n', " ")
+                    );
+                }
+            }
+        }
+        // A note every server shares is said once; the others name their server.
+        let noted: Vec<(&str, &ScenarioResult)> = [o, b, c]
+            .into_iter()
+            .filter_map(|l| inputs.scenario(l, &name).map(|s| (l.as_str(), s)))
+            .collect();
+        let mut said: Vec<&str> = Vec::new();
+        for (label, s) in &noted {
+            for note in &s.notes {
+                if said.contains(&note.as_str()) {
+                    continue;
+                }
+                if noted.iter().all(|(_, other)| other.notes.contains(note)) {
+                    let _ = writeln!(out, "- {note}");
+                    said.push(note);
+                } else {
+                    let _ = writeln!(out, "- {}: {note}", display(opts, label));
+                }
+            }
+        }
+        out.push('\n');
+    }
+}
+
+fn memory(out: &mut String, inputs: &Inputs, opts: &ReportOptions) {
+    out.push_str("## Memory and start-up\n\n");
+    let labels = [&opts.ours, &opts.baseline];
+    let _ = writeln!(
+        out,
+        "| | {} | {} |\n|---|---|---|",
+        display(opts, labels[0]),
+        display(opts, labels[1])
+    );
+    let row = |out: &mut String, what: &str, f: &dyn Fn(&str) -> String| {
+        let _ = writeln!(out, "| {what} | {} | {} |", f(labels[0]), f(labels[1]));
+    };
+    row(out, "exec to healthy (median)", &|l| {
+        inputs.startup.get(l).map_or("–".into(), |s| {
+            format!(
+                "{} ms ({} starts: {})",
+                ms(s.median_ms),
+                s.runs_ms.len(),
+                s.runs_ms
+                    .iter()
+                    .map(|v| ms(*v))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    });
+    row(out, "idle RSS (1 s after healthy)", &|l| {
+        inputs
+            .startup
+            .get(l)
+            .map_or("–".into(), |s| mib(s.idle_rss_kb as f64))
+    });
+    row(out, "stored span, as JSON", &|l| {
+        inputs.grow.get(l).map_or("–".into(), |g| {
+            format!("{:.0} bytes", g.json_bytes_per_span)
+        })
+    });
+    row(out, "memory per stored span (largest size)", &|l| {
+        inputs
+            .grow
+            .get(l)
+            .and_then(|g| g.steps.last())
+            .map_or("–".into(), |s| {
+                format!(
+                    "{:.0} bytes (at {} spans)",
+                    s.bytes_per_span,
+                    rate(s.spans as f64)
+                )
+            })
+    });
+    row(out, "memory per million spans", &|l| {
+        inputs
+            .grow
+            .get(l)
+            .and_then(|g| g.steps.last())
+            .map_or("–".into(), |s| {
+                format!("{:.0} MiB", s.bytes_per_span * 1e6 / 1024.0 / 1024.0)
+            })
+    });
+    row(out, "memory per 100 000 queued rollouts", &|l| {
+        inputs.grow.get(l).map_or("–".into(), |g| {
+            format!(
+                "{} (measured with {} rollouts)",
+                mib(g.kb_per_100k_rollouts),
+                rate(g.rollouts as f64)
+            )
+        })
+    });
+    row(out, "RSS peak over all scenarios", &|l| {
+        inputs
+            .runs
+            .get(l)
+            .into_iter()
+            .flatten()
+            .flat_map(|r| &r.scenarios)
+            .filter_map(|s| s.server.as_ref())
+            .map(|s| s.rss_peak_kb)
+            .max()
+            .map_or("–".into(), |kb| mib(kb as f64))
+    });
+    out.push('\n');
+    for label in labels {
+        if let Some(g) = inputs.grow.get(label) {
+            for note in &g.notes {
+                let _ = writeln!(out, "- {}: {note}", display(opts, label));
+            }
+        }
+    }
+    out.push('\n');
+}
+
+/// A throughput, with its window when a slow server needed a longer one than the step.
+fn with_window(p: &PathStats, step_s: f64) -> String {
+    if p.window_s > step_s * 1.5 {
+        format!("{} (over {:.0} s)", rate(p.throughput_per_s), p.window_s)
+    } else {
+        rate(p.throughput_per_s)
+    }
+}
+
+fn growth(out: &mut String, inputs: &Inputs, opts: &ReportOptions) {
+    if inputs.grow.is_empty() {
+        return;
+    }
+    out.push_str("## As the store grows\n\n");
+    let step_s = inputs
+        .grow
+        .values()
+        .next()
+        .map_or(0.0, |g| g.step_duration_s);
+    let _ = writeln!(
+        out,
+        "The store is filled with rollouts of 100 OTLP spans each, then span add (single \
+         spans into 32 rollouts) and span query (a random 100-span rollout per request) run \
+         for {step_s} s each at every size, queries first. *spans stored* is the count both runs \
+         start from; the adds grow the store further (to the count in brackets), and those \
+         spans stay for the next size.\n"
+    );
+    for label in [&opts.ours, &opts.baseline] {
+        let Some(g) = inputs.grow.get(label) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "**{}**\n\n| spans stored (after the adds) | span add /s | p99 ms | span query /s \
+             | p99 ms | RSS | memory per span |\n|---|---|---|---|---|---|---|",
+            display(opts, label)
+        );
+        for s in &g.steps {
+            let _ = writeln!(
+                out,
+                "| {} ({}) | {} | {} | {} | {} | {} | {:.0} bytes |",
+                rate(s.spans as f64),
+                rate(s.spans_after_add as f64),
+                with_window(&s.span_add, g.step_duration_s),
+                ms(s.span_add.p99_ms),
+                with_window(&s.span_query, g.step_duration_s),
+                ms(s.span_query.p99_ms),
+                mib(s.rss_kb as f64),
+                s.bytes_per_span
+            );
+        }
+        out.push('\n');
+    }
+    let ours = inputs
+        .grow
+        .get(&opts.ours)
+        .map_or(&[][..], |g| &g.steps[..]);
+    let base = inputs
+        .grow
+        .get(&opts.baseline)
+        .map_or(&[][..], |g| &g.steps[..]);
+    if base.len() < ours.len() {
+        let _ = writeln!(
+            out,
+            "The Python server's growth run stops at {} spans: at its write rate, filling a \
+             million spans would take far longer than the rest of the benchmark.",
+            rate(base.last().map_or(0, |s| s.spans) as f64)
+        );
+    }
+    let errs: u64 = inputs
+        .grow
+        .values()
+        .flat_map(|g| &g.steps)
+        .map(|s| s.span_add.errors + s.span_query.errors)
+        .sum();
+    let _ = writeln!(out, "\nErrors during the growth runs: {errs}.\n");
+}
+
+/// Renders the report from result files.
+pub fn render(files: Vec<ResultFile>, opts: &ReportOptions) -> String {
+    let mut inputs = Inputs::default();
+    for f in files {
+        match f {
+            ResultFile::Run(r) => inputs.runs.entry(r.label.clone()).or_default().push(r),
+            ResultFile::Grow(g) => {
+                inputs.grow.insert(g.label.clone(), g);
+            }
+            ResultFile::Startup(s) => {
+                inputs.startup.insert(s.label.clone(), s);
+            }
+        }
+    }
+    let mut out = String::new();
+    header(&mut out, &inputs, opts);
+    out.push_str("## Targets\n\n");
+    out.push_str("Issue 3's targets, checked against the numbers below.\n\n");
+    out.push_str("| target | measured | status |\n|---|---|---|\n");
+    for v in targets(&inputs, opts) {
+        let _ = writeln!(out, "| {} | {} | {} |", v.target, v.measured, v.status());
+    }
+    out.push('\n');
+    scenario_tables(&mut out, &inputs, opts);
+    memory(&mut out, &inputs, opts);
+    growth(&mut out, &inputs, opts);
+    out.push_str("## How to read these numbers\n\n");
+    out.push_str(
+        "- The load generator and the server share the machine's CPUs, so every number is a \
+         lower bound for the server alone; the ceiling is measured with the same generator \
+         and pays the same cost, which is why a write path is judged as a share of it.\n\
+         - `wait` is bound by its timeout: each call waits for a rollout that never \
+         finishes, so its throughput is at most clients ÷ timeout on any server; what it shows \
+         is how much later than the timeout the answer comes.\n\
+         - `mixed` counts both what the runners do and what the algorithm sees: a training \
+         step is the time from enqueueing a batch to the last of its rollouts finishing.\n\
+         - CPU seconds per 1000 requests are the server's user + system time inside the \
+         measured window (from `/proc/PID/stat`), divided by the requests completed in it.\n\n",
+    );
+    if let Some(notes) = &opts.notes {
+        out.push_str(notes.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc_date(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc_date(1_700_000_000), "2023-11-14 22:13 UTC");
+        assert_eq!(utc_date(951_782_400), "2000-02-29 00:00 UTC");
+    }
+
+    #[test]
+    fn rates_group_thousands() {
+        assert_eq!(rate(1234567.4), "1 234 567");
+        assert_eq!(rate(999.0), "999");
+        assert_eq!(rate(12.34), "12.3");
+    }
+}
