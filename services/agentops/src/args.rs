@@ -46,6 +46,11 @@ pub struct AgentopsArgs {
     #[arg(long)]
     pub print_env: bool,
 
+    /// Exit 0 when the server on --port answers /readyz, else 1 (the image's health check:
+    /// it has no shell or curl)
+    #[arg(long)]
+    pub healthcheck: bool,
+
     /// Write the process id here (with --daemon the default is
     /// $TMPDIR/agl-agentops-PORT.pid); removed at exit
     #[arg(long, value_name = "PATH", env = "AGL_AGENTOPS_PID_FILE")]
@@ -169,6 +174,7 @@ impl Default for AgentopsArgs {
             host: "127.0.0.1".into(),
             public_url: None,
             print_env: false,
+            healthcheck: false,
             pid_file: None,
             log_file: None,
             daemon_timeout_seconds: 30.0,

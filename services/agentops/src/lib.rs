@@ -41,6 +41,26 @@ pub fn run(args: &AgentopsArgs) -> ExitCode {
         print!("{}", env::block(&base));
         return ExitCode::SUCCESS;
     }
+    if args.healthcheck {
+        let probe = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                rt.block_on(agl_common::probe::probe(
+                    args.port,
+                    "/readyz",
+                    std::time::Duration::from_secs(3),
+                ))
+            });
+        return match probe {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("agl agentops: not healthy: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.daemon && !daemon::is_child() {
         return daemon::start(args);
     }

@@ -5,6 +5,7 @@
 //!   variables.
 //! * [`ops`]: per-request server spans and metrics, `/metrics`, `/livez`, `/readyz`, and
 //!   the serve loop that drains on shutdown.
+//! * [`probe`]: the `healthcheck` subcommand's HTTP probe (images have no curl).
 //! * [`shutdown`]: the SIGINT/SIGTERM future services hand to `axum::serve`.
 //! * [`http`]: JSON error bodies and the `application/json` helpers all services answer with.
 //! * [`cli`]: flags every service binary shares (log level and format).
@@ -17,5 +18,6 @@ pub mod cli;
 pub mod http;
 pub mod ops;
 pub mod otlp;
+pub mod probe;
 pub mod shutdown;
 pub mod telemetry;

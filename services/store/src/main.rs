@@ -4,6 +4,9 @@
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Run a LightningStore server
 #[derive(Debug, Parser)]
 #[command(name = "agl-store", version, about)]

@@ -123,6 +123,9 @@ pub enum StoreCommand {
     /// Copy an SQLite store: online from a running server (`--url`), or offline from a file
     /// no server holds (`--from FILE --to FILE`)
     Backup(BackupArgs),
+    /// Exit 0 when the server on `--port` (or `AGL_SERVER_PORT`) is ready: the image's
+    /// health check, since it has no shell or curl
+    Healthcheck,
 }
 
 /// `backup` flags.
@@ -151,6 +154,9 @@ pub async fn run(args: &StoreArgs) -> anyhow::Result<()> {
             app.run_until(agl_common::shutdown::signal()).await
         }
         Some(StoreCommand::Backup(b)) => backup(b).await,
+        Some(StoreCommand::Healthcheck) => {
+            agl_common::probe::probe(args.port, "/readyz", Duration::from_secs(3)).await
+        }
     }
 }
 

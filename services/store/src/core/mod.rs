@@ -245,9 +245,14 @@ pub struct Store {
     storage_failed: AtomicBool,
 }
 
+/// `len` random lowercase hex digits (ids only need to be unique, and are checked).
 fn random_hex(len: usize) -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    id[..len].to_owned()
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        let chunk = format!("{:016x}", fastrand::u64(..));
+        out.push_str(&chunk[..(len - out.len()).min(16)]);
+    }
+    out
 }
 
 fn empty_object() -> Json {

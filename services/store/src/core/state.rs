@@ -2,10 +2,15 @@
 //! status change of a rollout goes through [`State::set_rollout_status`], every attempt
 //! change through [`State::apply_attempt_patch`]: the status machines live here, once.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use indexmap::{IndexMap, IndexSet};
+/// The store's indexes hash untrusted ids with a fast, randomly seeded hasher.
+type Hasher = foldhash::fast::RandomState;
+pub(super) type HashMap<K, V> = std::collections::HashMap<K, V, Hasher>;
+pub(super) type HashSet<K> = std::collections::HashSet<K, Hasher>;
+pub(super) type IndexMap<K, V> = indexmap::IndexMap<K, V, Hasher>;
+pub(super) type IndexSet<K> = indexmap::IndexSet<K, Hasher>;
 use tokio::sync::Notify;
 
 use super::{AttemptPatch, FinishHook, NewRollout, StoreError, empty_object, random_hex};
@@ -109,7 +114,7 @@ impl State {
                     rollout,
                     attempts: Vec::new(),
                     spans: Vec::new(),
-                    span_keys: HashSet::new(),
+                    span_keys: HashSet::default(),
                 },
             );
         }
@@ -252,7 +257,7 @@ impl State {
                 rollout,
                 attempts: Vec::new(),
                 spans: Vec::new(),
-                span_keys: HashSet::new(),
+                span_keys: HashSet::default(),
             },
         );
         self.order.insert(id.clone());
