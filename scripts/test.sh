@@ -46,4 +46,10 @@ step "python compatibility (agentops SDK 0.4.21 and 0.4.13)"
 cargo build --locked -p agl-agentops --bin agl-agentops
 AGL_AGENTOPS_BIN="$PWD/target/debug/agl-agentops" AGL_STORE_BIN="$PWD/target/debug/agl-store" ./scripts/agentops-compat.sh
 
+step "helm chart: render, lint, validate (helm-python-sdk, kubernetes-validate)"
+./scripts/helm-test.sh
+
+step "container images and compose (skipped without a Docker engine)"
+./scripts/docker-test.sh
+
 step "all tests passed"

@@ -166,6 +166,26 @@ pub struct AgentopsArgs {
     pub log: LogArgs,
 }
 
+impl AgentopsArgs {
+    /// The forwarding targets, without empty items (an empty variable means none).
+    pub fn forward_targets(&self) -> Vec<String> {
+        self.forward_otlp
+            .iter()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// The resource attributes to add, without empty items.
+    pub fn forward_attributes(&self) -> Vec<(String, String)> {
+        self.forward_resource_attributes
+            .iter()
+            .filter(|(k, _)| !k.is_empty())
+            .cloned()
+            .collect()
+    }
+}
+
 impl Default for AgentopsArgs {
     fn default() -> Self {
         Self {
@@ -212,6 +232,11 @@ pub(crate) fn seconds(value: f64) -> Duration {
 }
 
 fn parse_key_value(raw: &str) -> Result<(String, String), String> {
+    // An empty item (`AGL_AGENTOPS_FORWARD_RESOURCE_ATTRIBUTES=` in compose) means none;
+    // `AgentopsArgs::forward_attributes` drops it.
+    if raw.trim().is_empty() {
+        return Ok((String::new(), String::new()));
+    }
     match raw.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => {
             Ok((key.trim().to_owned(), value.trim().to_owned()))
@@ -225,6 +250,18 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    #[test]
+    fn empty_forwarding_variables_mean_none() {
+        let args = AgentopsArgs {
+            forward_otlp: vec![String::new()],
+            forward_resource_attributes: vec![parse_key_value("").unwrap()],
+            ..AgentopsArgs::default()
+        };
+        assert!(args.forward_targets().is_empty());
+        assert!(args.forward_attributes().is_empty());
+        assert!(parse_key_value("=x").is_err());
+    }
 
     #[derive(Parser)]
     struct Cli {

@@ -39,7 +39,7 @@ impl App {
             args.drain_seconds.is_finite() && args.drain_seconds >= 0.0,
             "--drain-seconds must be a non-negative number"
         );
-        for url in &args.forward_otlp {
+        for url in &args.forward_targets() {
             validate_target(url)?;
         }
         let addr = format!("{}:{}", args.host, args.port);
@@ -66,8 +66,8 @@ impl App {
         let metrics = Arc::new(Metrics::new(ops.registry())?);
         let forwarding = Forwarder::start(
             &ForwardConfig {
-                targets: args.forward_otlp.clone(),
-                resource_attributes: args.forward_resource_attributes.clone(),
+                targets: args.forward_targets(),
+                resource_attributes: args.forward_attributes(),
                 queue: args.forward_queue,
                 attempts: args.forward_attempts,
                 timeout: crate::args::seconds(args.forward_timeout_seconds)
