@@ -490,9 +490,14 @@ pub fn backup_offline(from: &Path, to: &Path) -> Result<(), StorageError> {
         .map_err(|e| StorageError(format!("cannot open {}: {e}", from.display())))?;
     let mut dst = Connection::open(to)
         .map_err(|e| StorageError(format!("cannot create {}: {e}", to.display())))?;
-    let backup = rusqlite::backup::Backup::new(&src, &mut dst)
-        .map_err(|e| locked_or(&from.display().to_string(), e))?;
-    backup
-        .run_to_completion(1024, Duration::from_millis(0), None)
-        .map_err(|e| locked_or(&from.display().to_string(), e))
+    let shown = from.display().to_string();
+    let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| locked_or(&shown, e))?;
+    // One step copies every page; a file a running server holds answers busy or locked,
+    // which must fail, not spin (use `--url` to back up a running server).
+    match backup.step(-1).map_err(|e| locked_or(&shown, e))? {
+        rusqlite::backup::StepResult::Done => Ok(()),
+        _ => Err(StorageError(format!(
+            "{shown} is locked by another process (a running server? back it up with --url)"
+        ))),
+    }
 }

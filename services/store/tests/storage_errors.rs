@@ -102,6 +102,18 @@ async fn a_file_in_use_by_another_server_is_refused() {
     let (first, _) = start(&db);
     let err = refuses(&db);
     assert!(err.contains("locked by another process"), "{err}");
+    // An offline backup of a file a server holds fails at once instead of waiting.
+    let copy = dir.join("copy.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_agl-store"))
+        .args(["backup", "--from"])
+        .arg(&db)
+        .arg("--to")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("locked by another process"), "{err}");
     first.kill9();
     let _ = std::fs::remove_dir_all(&dir);
 }
