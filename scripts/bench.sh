@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark (issue 3): agl-store against the official Python LightningStore
-# server (`agl store` of agentlightning==0.3.0) and a bare axum write ceiling, the same
-# scenarios with the same settings one server after the other, plus start-up time, idle
-# memory and a growth run; renders docs/benchmarks.md from the JSON results.
+# Side-by-side benchmark (issues 3 and 5): agl-store in memory and on SQLite against the
+# official Python LightningStore server (`agl store` of agentlightning==0.3.0) and a bare
+# axum write ceiling, the same scenarios with the same settings one server after the other,
+# plus start-up time, idle memory and a growth run (with bytes on disk for SQLite); renders
+# docs/benchmarks.md from the JSON results.
 #
-# Usage: ./scripts/bench.sh                         (from anywhere; about 10 minutes)
+# Usage: ./scripts/bench.sh                         (from anywhere; about 15 minutes)
 #   BENCH_DURATION=10        measured seconds per scenario (each after 1 s of warm-up)
 #   BENCH_CONCURRENCY=32     concurrent clients
 #   BENCH_GROW_STEP=2        measured seconds of each span add / span query run while growing
 #   BENCH_PYTHON_SPANS=100000  largest store the Python server's growth run fills (it writes
 #                            some hundreds of spans per second; a million would take hours)
 #   BENCH_SKIP_PYTHON=1      agl-store and the ceiling only (no virtualenv, no PyPI)
+#   BENCH_SKIP_SQLITE=1      agl-store in memory only (no agl-store-sqlite runs)
 #   BENCH_OUT=target/bench   where the JSON results and server logs go
 # Needs a Rust toolchain, python3 with venv, and PyPI for the first run (the virtualenv
 # .venv-bench is kept). Only loopback ports are used. Every server is started fresh for
-# each scenario and killed on exit, whatever happens.
+# each scenario and killed on exit, whatever happens. agl-store-sqlite runs with
+# `--sqlite-durability full` (every acknowledged write fsynced, group commit) on a new file
+# per server start, $BENCH_OUT/agl-store-sqlite-SCENARIO-PORT.db, deleted after the server
+# stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The exact command, for the report: the script plus the settings given to it.
 COMMAND="./scripts/bench.sh"
-for var in BENCH_SKIP_PYTHON BENCH_PYTHON_SPANS BENCH_GROW_STEP BENCH_CONCURRENCY BENCH_DURATION; do
+for var in BENCH_SKIP_SQLITE BENCH_SKIP_PYTHON BENCH_PYTHON_SPANS BENCH_GROW_STEP BENCH_CONCURRENCY BENCH_DURATION; do
   if [ -n "${!var:-}" ]; then COMMAND="$var=${!var} $COMMAND"; fi
 done
 
@@ -29,6 +34,7 @@ CONCURRENCY="${BENCH_CONCURRENCY:-32}"
 GROW_STEP="${BENCH_GROW_STEP:-2}"
 PYTHON_SPANS="${BENCH_PYTHON_SPANS:-100000}"
 SKIP_PYTHON="${BENCH_SKIP_PYTHON:-}"
+SKIP_SQLITE="${BENCH_SKIP_SQLITE:-}"
 OUT="${BENCH_OUT:-target/bench}"
 VENV=.venv-bench
 BENCH=target/release/agl-bench
@@ -45,6 +51,8 @@ cleanup() {
   for pid in "${PIDS[@]}"; do
     kill -KILL "$pid" 2>/dev/null || true
   done
+  # The SQLite files of servers that were still running.
+  rm -f "$OUT"/agl-store-sqlite-*.db "$OUT"/agl-store-sqlite-*.db-* 2>/dev/null || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -93,10 +101,27 @@ stop_server() {
   wait "$pid" 2>/dev/null || true
 }
 
-# server_cmd LABEL PORT: the command line that serves LABEL on PORT.
+# db_file LABEL TAG PORT: the SQLite file of one server start (a new one every time).
+db_file() {
+  echo "$OUT/$1-$2-$3.db"
+}
+
+# remove_db LABEL TAG PORT: deletes that file and its -wal/-shm/-journal, if any.
+remove_db() {
+  local db
+  db=$(db_file "$@")
+  rm -f "$db" "$db-wal" "$db-shm" "$db-journal"
+}
+
+# server_cmd LABEL PORT TAG: the command line that serves LABEL on PORT (TAG names the
+# SQLite file: the scenario, startup or grow).
 server_cmd() {
   case "$1" in
     agl-store) echo "$STORE --host 127.0.0.1 --port $2 --log-level warn" ;;
+    agl-store-sqlite)
+      echo "$STORE --host 127.0.0.1 --port $2 --log-level warn" \
+        "--storage sqlite:$(db_file "$1" "$3" "$2") --sqlite-durability full"
+      ;;
     python) echo "$VENV/bin/agl store --host 127.0.0.1 --port $2 --log-level WARNING" ;;
     ceiling) echo "$BENCH ceiling --host 127.0.0.1 --port $2" ;;
   esac
@@ -109,37 +134,49 @@ run_scenarios() {
   for scenario in "$@"; do
     port=$(free_port)
     # shellcheck disable=SC2046 # server_cmd is a plain word list
-    start_server "$OUT/$label-$scenario.log" $(server_cmd "$label" "$port")
+    start_server "$OUT/$label-$scenario.log" $(server_cmd "$label" "$port" "$scenario")
     wait_healthy "$port" "$SERVER_PID" "$OUT/$label-$scenario.log"
     "$BENCH" run --label "$label" --target "http://127.0.0.1:$port" \
       --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 1 \
       --scenario "$scenario" --server-pid "$SERVER_PID" \
       --json "$OUT/run-$label-$scenario.json"
     stop_server "$SERVER_PID"
+    remove_db "$label" "$scenario" "$port"
   done
 }
 
-# measure_startup LABEL REPEAT: exec to healthy and idle memory.
+# measure_startup LABEL REPEAT: exec to healthy and idle memory (SQLite: every start on a
+# new, empty file).
 measure_startup() {
-  local label="$1" repeat="$2" port
+  local label="$1" repeat="$2" port fresh=()
   port=$(free_port)
+  if [ "$label" = agl-store-sqlite ]; then
+    fresh=(--fresh-file "$(db_file "$label" startup "$port")")
+  fi
   # shellcheck disable=SC2046
   "$BENCH" startup --label "$label" --port "$port" --repeat "$repeat" \
-    --json "$OUT/startup-$label.json" -- $(server_cmd "$label" "$port")
+    ${fresh[@]+"${fresh[@]}"} \
+    --json "$OUT/startup-$label.json" -- $(server_cmd "$label" "$port" startup)
 }
 
 # measure_growth LABEL SIZES
+# (SQLite: also the bytes on disk, database file and write-ahead log, at every size)
 measure_growth() {
-  local label="$1" sizes="$2" port
+  local label="$1" sizes="$2" port disk=()
   port=$(free_port)
+  if [ "$label" = agl-store-sqlite ]; then
+    disk=(--disk-file "$(db_file "$label" grow "$port")")
+  fi
   # shellcheck disable=SC2046
-  start_server "$OUT/$label-grow.log" $(server_cmd "$label" "$port")
+  start_server "$OUT/$label-grow.log" $(server_cmd "$label" "$port" grow)
   wait_healthy "$port" "$SERVER_PID" "$OUT/$label-grow.log"
   "$BENCH" grow --label "$label" --target "http://127.0.0.1:$port" \
     --server-pid "$SERVER_PID" --sizes "$sizes" --rollouts 100000 \
     --concurrency "$CONCURRENCY" --step-duration "$GROW_STEP" \
+    ${disk[@]+"${disk[@]}"} \
     --json "$OUT/grow-$label.json"
   stop_server "$SERVER_PID"
+  remove_db "$label" grow "$port"
 }
 
 step "build agl-store and agl-bench (release)"
@@ -157,6 +194,7 @@ fi
 rm -rf "$OUT"
 mkdir -p "$OUT"
 LABELS=(agl-store)
+if [ -z "$SKIP_SQLITE" ]; then LABELS+=(agl-store-sqlite); fi
 if [ -z "$SKIP_PYTHON" ]; then LABELS+=(python); fi
 
 for label in "${LABELS[@]}"; do
@@ -168,6 +206,10 @@ run_scenarios ceiling "${WRITES[@]}"
 
 step "agl-store: exec to healthy, idle memory"
 measure_startup agl-store 5
+if [ -z "$SKIP_SQLITE" ]; then
+  step "agl-store-sqlite: exec to healthy on a new file, idle memory"
+  measure_startup agl-store-sqlite 5
+fi
 if [ -z "$SKIP_PYTHON" ]; then
   step "python: exec to healthy, idle memory"
   measure_startup python 3
@@ -175,6 +217,10 @@ fi
 
 step "agl-store: growth to 1 000 000 spans"
 measure_growth agl-store 1000,10000,100000,1000000
+if [ -z "$SKIP_SQLITE" ]; then
+  step "agl-store-sqlite: growth to 1 000 000 spans, bytes on disk"
+  measure_growth agl-store-sqlite 1000,10000,100000,1000000
+fi
 if [ -z "$SKIP_PYTHON" ]; then
   step "python: growth to $PYTHON_SPANS spans"
   python_sizes=""

@@ -108,6 +108,9 @@ pub struct GrowArgs {
     /// Measured seconds of each span add and span query run.
     #[arg(long, default_value_t = 2.0)]
     pub step_duration: f64,
+    /// The server's SQLite file: its size (with its -wal) is recorded at every size.
+    #[arg(long)]
+    pub disk_file: Option<PathBuf>,
     /// Write the results here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -125,6 +128,10 @@ pub struct StartupArgs {
     /// Starts to time.
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
+    /// A file the command creates (an SQLite store): removed, with its -wal, -shm and
+    /// -journal, before every start and after the last, so each start creates it anew.
+    #[arg(long)]
+    pub fresh_file: Option<PathBuf>,
     /// Write the results here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -148,6 +155,9 @@ pub struct ReportArgs {
     /// Label of the write ceiling.
     #[arg(long, default_value = "ceiling")]
     pub ceiling: String,
+    /// Label of the server under test on SQLite storage.
+    #[arg(long, default_value = "agl-store-sqlite")]
+    pub sqlite: String,
     /// Markdown file appended at the end, if it exists (profiles, what limits a path).
     #[arg(long)]
     pub notes: Option<PathBuf>,
@@ -261,6 +271,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 concurrency: a.concurrency,
                 step_duration: secs(a.step_duration, "step-duration")?,
                 step_warmup: Duration::from_millis(300),
+                disk_file: a.disk_file,
             };
             let result = grow::grow(&cfg).await?;
             write_json(a.json.as_ref(), &ResultFile::Grow(result))
@@ -272,6 +283,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 command: a.command,
                 repeat: a.repeat,
                 limit: Duration::from_secs(120),
+                fresh_file: a.fresh_file,
             };
             let result = startup::startup(&cfg).await?;
             eprintln!(
@@ -298,6 +310,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 ours: a.ours,
                 baseline: a.baseline,
                 ceiling: a.ceiling,
+                sqlite: a.sqlite,
                 command: a.command,
                 notes,
             };

@@ -3,6 +3,7 @@
 //! as agents send them) up to each size and runs short span add and span query
 //! measurements there.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use parking_lot::Mutex;
 use crate::driver::{self, Http, PathSpec, Recorder, Window, recorded, run_workers};
 use crate::payload;
 use crate::procstat;
-use crate::results::{GrowResult, GrowStep, Machine, unix_now};
+use crate::results::{DiskUsage, GrowResult, GrowStep, Machine, unix_now};
 use crate::scenario::{self, start_rollout};
 
 /// Spans per filled rollout, sent as two OTLP batches of 50.
@@ -39,6 +40,9 @@ pub struct GrowConfig {
     pub step_duration: Duration,
     /// Unmeasured time before each.
     pub step_warmup: Duration,
+    /// The server's database file (SQLite), whose size with its write-ahead log is
+    /// recorded next to the memory at every size; `None` for a store without one.
+    pub disk_file: Option<PathBuf>,
 }
 
 const ADD: PathSpec = PathSpec::http("POST /v1/agl/spans");
@@ -48,6 +52,12 @@ const QUERY: PathSpec = PathSpec::http("GET /v1/agl/spans?rollout_id={rollout_id
 async fn settled_rss(pid: u32) -> anyhow::Result<u64> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     procstat::rss_kb(pid).with_context(|| format!("reading /proc/{pid}/status"))
+}
+
+/// The size of the store's file now, when it has one.
+fn disk_usage(file: Option<&Path>) -> anyhow::Result<Option<DiskUsage>> {
+    file.map(|f| DiskUsage::of(f).with_context(|| format!("reading the size of {}", f.display())))
+        .transpose()
 }
 
 /// Enqueues `count` rollouts in batches of 100 with `concurrency` requests in flight.
@@ -197,9 +207,12 @@ pub async fn grow(cfg: &GrowConfig) -> anyhow::Result<GrowResult> {
     let mut notes = Vec::new();
 
     let rss_base_kb = settled_rss(pid).await?;
+    let disk_file = cfg.disk_file.as_deref();
+    let disk_base = disk_usage(disk_file)?;
     let t = Instant::now();
     enqueue_rollouts(&http, cfg.rollouts, cfg.concurrency).await?;
     let rss_after_rollouts_kb = settled_rss(pid).await?;
+    let disk_after_rollouts = disk_usage(disk_file)?;
     let kb_per_100k_rollouts = if cfg.rollouts == 0 {
         f64::NAN
     } else {
@@ -253,6 +266,7 @@ pub async fn grow(cfg: &GrowConfig) -> anyhow::Result<GrowResult> {
         }
         let spans = stored.load(Ordering::Relaxed);
         let rss_kb = settled_rss(pid).await?;
+        let disk = disk_usage(disk_file)?;
         let bytes_per_span =
             (rss_kb as f64 - rss_before_spans as f64) * 1024.0 / spans.max(1) as f64;
         let ids = Arc::new(filled.clone());
@@ -290,10 +304,15 @@ pub async fn grow(cfg: &GrowConfig) -> anyhow::Result<GrowResult> {
         }
         let spans_after_add = stored.load(Ordering::Relaxed);
         eprintln!(
-            "grow {}: {spans} spans, RSS {} MiB ({bytes_per_span:.0} B/span), add {:.0}/s, \
+            "grow {}: {spans} spans, RSS {} MiB ({bytes_per_span:.0} B/span){}, add {:.0}/s, \
              query {:.0}/s",
             cfg.label,
             rss_kb / 1024,
+            disk.map_or(String::new(), |d| format!(
+                ", on disk {} MiB + {} MiB WAL",
+                d.main_bytes >> 20,
+                d.wal_bytes >> 20
+            )),
             span_add.throughput_per_s,
             span_query.throughput_per_s
         );
@@ -302,6 +321,7 @@ pub async fn grow(cfg: &GrowConfig) -> anyhow::Result<GrowResult> {
             spans_after_add,
             rss_kb,
             bytes_per_span,
+            disk,
             span_add,
             span_query,
         });
@@ -323,6 +343,9 @@ pub async fn grow(cfg: &GrowConfig) -> anyhow::Result<GrowResult> {
         rss_after_rollouts_kb,
         kb_per_100k_rollouts,
         json_bytes_per_span,
+        server_command: procstat::cmdline(pid),
+        disk_base,
+        disk_after_rollouts,
         steps,
         notes,
     })

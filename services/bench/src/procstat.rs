@@ -22,6 +22,19 @@ pub fn rss_kb(pid: u32) -> Option<u64> {
     status_kb(pid, "VmRSS")
 }
 
+/// The process's command line, from `/proc/PID/cmdline` (empty if it cannot be read).
+pub fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline")).map_or_else(
+        |_| Vec::new(),
+        |raw| {
+            raw.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        },
+    )
+}
+
 /// User + system CPU seconds the process has used so far.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -78,5 +91,6 @@ mod tests {
         assert!(rss_kb(pid).unwrap() > 0);
         assert!(status_kb(pid, "VmHWM").unwrap() > 0);
         assert!(cpu_seconds(pid).unwrap() >= 0.0);
+        assert!(!cmdline(pid).is_empty());
     }
 }

@@ -150,6 +150,10 @@ pub struct RunResult {
     pub started_unix: u64,
     /// Where it ran.
     pub machine: Machine,
+    /// The server's command line, from `/proc/PID/cmdline` when `--server-pid` was given
+    /// (absent in files of earlier versions).
+    #[serde(default)]
+    pub server_command: Vec<String>,
     /// Scenarios in the order they ran.
     pub scenarios: Vec<ScenarioResult>,
 }
@@ -167,10 +171,43 @@ pub struct GrowStep {
     pub rss_kb: u64,
     /// `(rss_kb - RSS before the first span) / spans`, bytes.
     pub bytes_per_span: f64,
+    /// On-disk size of the store's file at the same moment (with `--disk-file`): the
+    /// database and its write-ahead log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskUsage>,
     /// Single-span `POST /v1/agl/spans` at this size.
     pub span_add: PathStats,
     /// `GET /v1/agl/spans?rollout_id=R` for random 100-span rollouts at this size.
     pub span_query: PathStats,
+}
+
+/// Bytes a file-backed store occupies on disk (file lengths).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    /// The database file.
+    pub main_bytes: u64,
+    /// Its write-ahead log (`FILE-wal`), 0 when there is none.
+    pub wal_bytes: u64,
+}
+
+impl DiskUsage {
+    /// The database file and its write-ahead log together.
+    pub fn total(&self) -> u64 {
+        self.main_bytes + self.wal_bytes
+    }
+
+    /// Reads the lengths of `file` and `file-wal` (a missing file counts 0; the database
+    /// file itself must exist).
+    pub fn of(file: &std::path::Path) -> std::io::Result<Self> {
+        let main_bytes = std::fs::metadata(file)?.len();
+        let mut wal = file.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal_bytes = std::fs::metadata(std::path::Path::new(&wal)).map_or(0, |m| m.len());
+        Ok(Self {
+            main_bytes,
+            wal_bytes,
+        })
+    }
 }
 
 /// Output of `agl-bench grow`.
@@ -199,6 +236,16 @@ pub struct GrowResult {
     pub kb_per_100k_rollouts: f64,
     /// Size of one stored span as the server returns it in JSON, bytes.
     pub json_bytes_per_span: f64,
+    /// The server's command line, from `/proc/PID/cmdline` (absent in files of earlier
+    /// versions).
+    #[serde(default)]
+    pub server_command: Vec<String>,
+    /// On-disk size of the store's file before anything was written (with `--disk-file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_base: Option<DiskUsage>,
+    /// On-disk size after enqueueing the rollouts, which is where the spans' share starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_after_rollouts: Option<DiskUsage>,
     /// One entry per requested size.
     pub steps: Vec<GrowStep>,
     /// Facts needed to read the numbers right.
@@ -218,6 +265,9 @@ pub struct StartupResult {
     pub median_ms: f64,
     /// `VmRSS` one second after becoming healthy, with no request since (median), KiB.
     pub idle_rss_kb: u64,
+    /// The file removed before every start (so each start created it anew), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fresh_file: Option<String>,
     /// Seconds since the Unix epoch when the measurement started.
     pub started_unix: u64,
     /// Where it ran.

@@ -260,6 +260,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunResult> {
         warmup_s: cfg.warmup.as_secs_f64(),
         started_unix,
         machine: Machine::current(),
+        server_command: cfg.server_pid.map(procstat::cmdline).unwrap_or_default(),
         scenarios,
     })
 }

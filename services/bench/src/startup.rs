@@ -2,7 +2,10 @@
 //! The health route is polled every millisecond; a shell loop with `curl` could not
 //! resolve a start-up of a few milliseconds.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+
+use anyhow::Context as _;
 use std::time::{Duration, Instant};
 
 use crate::driver::Http;
@@ -22,6 +25,24 @@ pub struct StartupConfig {
     pub repeat: usize,
     /// Give up on one start after this long.
     pub limit: Duration,
+    /// A file the command creates, removed (with its SQLite companions) before every
+    /// start and after the last, so that each start begins without it.
+    pub fresh_file: Option<PathBuf>,
+}
+
+/// Removes `file` and its SQLite companions (`-wal`, `-shm`, `-journal`), if present.
+fn remove_store_file(file: &Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = file.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::remove_file(&name) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", file.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -49,6 +70,9 @@ pub async fn startup(cfg: &StartupConfig) -> anyhow::Result<StartupResult> {
     let mut runs_ms = Vec::new();
     let mut rss = Vec::new();
     for _ in 0..cfg.repeat.max(1) {
+        if let Some(f) = &cfg.fresh_file {
+            remove_store_file(f)?;
+        }
         let t0 = Instant::now();
         let mut child = tokio::process::Command::new(program)
             .args(args)
@@ -81,6 +105,9 @@ pub async fn startup(cfg: &StartupConfig) -> anyhow::Result<StartupResult> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+    if let Some(f) = &cfg.fresh_file {
+        remove_store_file(f)?;
+    }
     let median_ms = median(&mut runs_ms.clone());
     Ok(StartupResult {
         label: cfg.label.clone(),
@@ -88,6 +115,7 @@ pub async fn startup(cfg: &StartupConfig) -> anyhow::Result<StartupResult> {
         runs_ms,
         median_ms,
         idle_rss_kb: median(&mut rss) as u64,
+        fresh_file: cfg.fresh_file.as_ref().map(|f| f.display().to_string()),
         started_unix,
         machine: Machine::current(),
     })

@@ -1,6 +1,7 @@
 //! Smoke run of the load generator, so the benchmark cannot rot: every scenario against an
-//! in-process agl-store, the write scenarios against the ceiling, a tiny growth run, and the
-//! report rendered from all of it. Sizes and windows are tiny; only "every path works,
+//! in-process agl-store, the write scenarios against the ceiling, the issue-5 paths and a
+//! tiny growth run (with bytes on disk) against agl-store on SQLite, and the report
+//! rendered from all of it. Sizes and windows are tiny; only "every path works,
 //! without errors" is asserted, never a speed.
 
 use std::time::Duration;
@@ -9,6 +10,7 @@ use agl_bench::grow::{GrowConfig, grow};
 use agl_bench::report::{ReportOptions, render};
 use agl_bench::results::{PathKind, ResultFile, RunResult};
 use agl_bench::scenario::{RunConfig, Scenario, Sizes, run};
+use agl_store::server::Storage;
 use agl_store::{App, StoreArgs};
 use tokio::sync::oneshot;
 
@@ -19,9 +21,14 @@ struct Server {
 }
 
 async fn store() -> Server {
+    store_on(Storage::Memory).await
+}
+
+async fn store_on(storage: Storage) -> Server {
     let args = StoreArgs {
         host: "127.0.0.1".into(),
         port: 0,
+        storage,
         ..StoreArgs::default()
     };
     let app = App::build(&args).await.expect("agl-store builds");
@@ -86,10 +93,37 @@ fn assert_clean(result: &RunResult, expected: &[Scenario]) {
     }
 }
 
+/// A folder of its own under the system's temporary directory, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("agl-bench-smoke-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_clean_and_renders() {
     let (ours, ceil) = (store().await, ceiling().await);
     let grown = store().await;
+    let tmp = TempDir::new();
+    let sqlite = store_on(Storage::Sqlite(tmp.0.join("run.db"))).await;
+    let sqlite_grown_file = tmp.0.join("grow.db");
+    let sqlite_grown = store_on(Storage::Sqlite(sqlite_grown_file.clone())).await;
+    let sqlite_scenarios = [Scenario::SpanAdd, Scenario::DequeueUpdate];
 
     let ours_cfg = config(&ours.base, "agl-store", &Scenario::ALL);
     let ceil_cfg = config(&ceil.base, "ceiling", &Scenario::WRITES);
@@ -102,16 +136,50 @@ async fn every_scenario_runs_clean_and_renders() {
         concurrency: 4,
         step_duration: Duration::from_millis(200),
         step_warmup: Duration::from_millis(50),
+        disk_file: None,
     };
-    // The three are independent; running them side by side keeps the test short.
-    let (ours_result, ceil_result, grow_result) =
-        tokio::join!(run(&ours_cfg), run(&ceil_cfg), grow(&grow_cfg));
+    let sqlite_cfg = config(&sqlite.base, "agl-store-sqlite", &sqlite_scenarios);
+    let sqlite_grow_cfg = GrowConfig {
+        target: sqlite_grown.base.clone(),
+        label: "agl-store-sqlite".into(),
+        disk_file: Some(sqlite_grown_file),
+        ..grow_cfg.clone()
+    };
+    // They are independent; running them side by side keeps the test short.
+    let (ours_result, ceil_result, grow_result, sqlite_result, sqlite_grow_result) = tokio::join!(
+        run(&ours_cfg),
+        run(&ceil_cfg),
+        grow(&grow_cfg),
+        run(&sqlite_cfg),
+        grow(&sqlite_grow_cfg)
+    );
     let ours_result = ours_result.expect("agl-store run");
     let ceil_result = ceil_result.expect("ceiling run");
     let grow_result = grow_result.expect("grow run");
+    let sqlite_result = sqlite_result.expect("agl-store-sqlite run");
+    let sqlite_grow_result = sqlite_grow_result.expect("agl-store-sqlite grow run");
 
     assert_clean(&ours_result, &Scenario::ALL);
     assert_clean(&ceil_result, &Scenario::WRITES);
+    assert_clean(&sqlite_result, &sqlite_scenarios);
+
+    // The SQLite growth run records the file's size, and it grows with the spans.
+    assert!(grow_result.disk_base.is_none() && grow_result.steps[0].disk.is_none());
+    let base = sqlite_grow_result.disk_base.expect("disk size before");
+    let after_rollouts = sqlite_grow_result
+        .disk_after_rollouts
+        .expect("disk size after the rollouts");
+    assert!(base.main_bytes > 0, "{base:?}");
+    assert!(after_rollouts.total() > base.total(), "{after_rollouts:?}");
+    let disks: Vec<u64> = sqlite_grow_result
+        .steps
+        .iter()
+        .map(|s| s.disk.expect("disk size at every step").total())
+        .collect();
+    assert!(
+        disks[0] > after_rollouts.total() && disks[1] > disks[0],
+        "{disks:?}"
+    );
 
     assert_eq!(grow_result.steps.len(), 2);
     assert!(grow_result.steps[1].spans >= 300);
@@ -133,10 +201,17 @@ async fn every_scenario_runs_clean_and_renders() {
     }
 
     // The report renders from the JSON as written to disk.
+    let without_sqlite = [
+        ResultFile::Run(ours_result.clone()),
+        ResultFile::Run(ceil_result.clone()),
+        ResultFile::Grow(grow_result.clone()),
+    ];
     let files: Vec<ResultFile> = [
         ResultFile::Run(ours_result),
         ResultFile::Run(ceil_result),
         ResultFile::Grow(grow_result),
+        ResultFile::Run(sqlite_result),
+        ResultFile::Grow(sqlite_grow_result),
     ]
     .iter()
     .map(|f| serde_json::from_str(&serde_json::to_string(f).unwrap()).unwrap())
@@ -148,7 +223,17 @@ async fn every_scenario_runs_clean_and_renders() {
         "### mixed",
         "## Memory and start-up",
         "## As the store grows",
+        "## SQLite storage: bytes on disk",
+        "Bytes on disk per million spans:",
+        "agl-store (SQLite) /s",
+        "SQLite ÷ Python",
+        "issue 5: agl-store (SQLite) span add ≥ 20×",
+        "issue 5: agl-store (SQLite) dequeue + attempt update ≥ 20×",
+        "--sqlite-durability full",
     ] {
         assert!(md.contains(section), "report lacks {section}:\n{md}");
     }
+    // Without SQLite results, none of its columns or sections appear.
+    let md = render(without_sqlite.to_vec(), &ReportOptions::default());
+    assert!(!md.contains("SQLite"), "{md}");
 }
