@@ -46,6 +46,10 @@ step "python compatibility (agentops SDK 0.4.21 and 0.4.13)"
 cargo build --locked -p agl-agentops --bin agl-agentops
 AGL_AGENTOPS_BIN="$PWD/target/debug/agl-agentops" AGL_STORE_BIN="$PWD/target/debug/agl-store" ./scripts/agentops-compat.sh
 
+step "agl-vllm against the official consumer (LlmProxyTraceToTriplet, agentlightning 0.3.0)"
+cargo build --locked -p agl-vllm --bin agl-vllm -p agl-store --bin agl-store
+AGL_VLLM_BIN_PATH="$PWD/target/debug/agl-vllm" AGL_STORE_BIN="$PWD/target/debug/agl-store" ./scripts/vllm-compat.sh
+
 step "helm chart: render, lint, validate (helm-python-sdk, kubernetes-validate)"
 ./scripts/helm-test.sh
 

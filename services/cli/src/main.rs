@@ -24,7 +24,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the vLLM CLI with Agent Lightning instrumentation
-    #[command(disable_help_flag = true)]
+    ///
+    /// Every argument goes to `vllm` unchanged; `vllm serve` runs behind the
+    /// token-capturing proxy. agl's own flags are `--agl-*`, listed by
+    /// `agl vllm --agl-help`.
+    #[command(disable_help_flag = true, disable_version_flag = true)]
     Vllm {
         /// Options passed through to the vLLM CLI
         #[arg(
@@ -44,14 +48,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Store(args) => run_store(&args),
-        Command::Vllm { .. } => not_built("vllm"),
+        Command::Vllm { args } => agl_vllm::run("agl vllm", &args),
         Command::Agentops(args) => agl_agentops::run(&args),
     }
-}
-
-fn not_built(name: &str) -> ExitCode {
-    eprintln!("agl {name}: not built yet in this version of agl");
-    ExitCode::from(2)
 }
 
 fn run_store(args: &agl_store::StoreArgs) -> ExitCode {
