@@ -286,7 +286,7 @@ impl App {
         })?;
         let bound = listener.local_addr()?;
         if let Some(endpoint) = agl_common::telemetry::otlp_traces_endpoint()
-            && exports_to_self(&endpoint, bound)
+            && agl_common::otlp::points_at(&endpoint, bound)
         {
             anyhow::bail!(
                 "the OTLP exporter points at this store's own /v1/traces ({endpoint}): every \
@@ -407,35 +407,6 @@ impl App {
     }
 }
 
-/// Whether `endpoint` is this very server: same port on a loopback, unspecified or bound
-/// address. (A different host name that resolves here is not caught; the README says so.)
-fn exports_to_self(endpoint: &str, bound: SocketAddr) -> bool {
-    let Some(rest) = endpoint
-        .strip_prefix("http://")
-        .or_else(|| endpoint.strip_prefix("https://"))
-    else {
-        return false;
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().ok()),
-        None => (authority, None),
-    };
-    let port = port.unwrap_or(if endpoint.starts_with("https") {
-        443
-    } else {
-        80
-    });
-    if port != bound.port() {
-        return false;
-    }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified() || ip == bound.ip())
-}
-
 #[derive(Clone)]
 struct AdminState {
     store: Arc<Store>,
@@ -506,7 +477,7 @@ async fn watchdog(store: Arc<Store>) {
 
 #[cfg(test)]
 mod tests {
-    use super::exports_to_self;
+    use agl_common::otlp::points_at as exports_to_self;
 
     #[test]
     fn self_export_is_detected() {
