@@ -11,7 +11,8 @@
 #                                            libgcc_s, CA certificates, tzdata-free /etc with a
 #                                            `nonroot` user 65532; taken from this Debian 12 host
 #
-# Needs root (debootstrap), debootstrap, and the Debian mirror the host's apt uses.
+# Needs root (debootstrap), debootstrap (installed with apt-get when missing), and the
+# Debian mirror the host's apt uses.
 set -euo pipefail
 
 RUST_IMAGE="${RUST_IMAGE:-rust:1.95-bookworm}"
@@ -51,6 +52,16 @@ if have "$RUST_IMAGE"; then
 else
   echo "docker-bases: building $RUST_IMAGE (debootstrap bookworm + the host toolchain)"
   root="$WORK/rust"
+  if ! command -v debootstrap >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "docker-bases: installing debootstrap (Debian package)"
+      apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+    else
+      echo "docker-bases: debootstrap is needed to build $RUST_IMAGE locally (apt-get install debootstrap)" >&2
+      exit 1
+    fi
+  fi
   debootstrap --variant=minbase --include=gcc,libc6-dev,ca-certificates,git \
     bookworm "$root" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
       tail -20 "$WORK/debootstrap.log" >&2; exit 1; }

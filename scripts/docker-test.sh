@@ -6,8 +6,12 @@
 # Builds the images from docker/Dockerfile (base images supplied locally when they cannot be
 # pulled, see scripts/docker-bases.sh), brings the default profile up on spare host ports,
 # and drives it through those ports with the official agentlightning client and the real
-# agentops SDK (tests/docker/test_stack.py). Prints image sizes and the time from `up` to
-# healthy and of `down`; AGL_RECORD_DOCS=1 also writes them to docs/docker.md.
+# agentops SDK (tests/docker/test_stack.py). The gpu profile's `llm-proxy` runs too, in
+# front of the vLLM test double (an image of its own, under the name `vllm`), and the
+# launcher image is built on a stand-in for vllm/vllm-openai (a shell image whose `vllm`
+# is the double) and run once, since no GPU and no registry are here. Prints image sizes
+# and the time from `up` to healthy and of `down`; AGL_RECORD_DOCS=1 also writes them to
+# docs/docker.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -26,12 +30,16 @@ else
 fi
 
 export COMPOSE_PROJECT_NAME=agl-e2e
-export AGL_STORE_PORT=14747 AGL_AGENTOPS_PORT=18002
+export AGL_STORE_PORT=14747 AGL_AGENTOPS_PORT=18002 AGL_LLM_PORT=18000
 export AGL_AGENTOPS_PUBLIC_URL=http://127.0.0.1:18002
 export AGL_GIT_COMMIT="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
 FILES=(-f compose.yaml -f tests/docker/compose.test.yaml)
 dc() { "${COMPOSE[@]}" "${FILES[@]}" "$@"; }
-cleanup() { dc down -v --remove-orphans >/dev/null 2>&1 || true; }
+LAUNCHER_CONTAINER=agl-e2e-launcher
+cleanup() {
+  docker rm -f "$LAUNCHER_CONTAINER" >/dev/null 2>&1 || true
+  dc --profile gpu down -v --remove-orphans >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 
 echo "==> compose files are valid"
@@ -47,13 +55,40 @@ docker build -q -f docker/Dockerfile --target agl-store --build-arg AGL_GIT_COMM
   -t ghcr.io/agl-project/agl-store:0.1.0 . >/dev/null
 docker build -q -f docker/Dockerfile --target agl-agentops --build-arg AGL_GIT_COMMIT="$AGL_GIT_COMMIT" \
   -t ghcr.io/agl-project/agl-agentops:0.1.0 . >/dev/null
+docker build -q -f docker/Dockerfile --target agl-vllm-proxy --build-arg AGL_GIT_COMMIT="$AGL_GIT_COMMIT" \
+  -t ghcr.io/agl-project/agl-vllm-proxy:0.1.0 . >/dev/null
+docker build -q -f docker/Dockerfile --target vllm-test-double --build-arg AGL_GIT_COMMIT="$AGL_GIT_COMMIT" \
+  -t agl-test/vllm-test-double:local . >/dev/null
+# The launcher image on a stand-in for vllm/vllm-openai (tagged with a name of its own, so
+# it is never mistaken for the real one): the real image cannot be pulled here.
+LAUNCHER_IMAGE=agl-test/agl-vllm:standin
+docker build -q -f tests/docker/vllm-standin.Dockerfile -t agl-test/vllm-openai-standin:local \
+  tests/docker >/dev/null
+docker build -q -f docker/Dockerfile --target agl-vllm --build-arg AGL_GIT_COMMIT="$AGL_GIT_COMMIT" \
+  --build-arg VLLM_IMAGE=agl-test/vllm-openai-standin:local -t "$LAUNCHER_IMAGE" . >/dev/null
 echo "built in $(( $(date +%s) - build_start )) s"
 
 size() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.1f", $1/1000000}'; }
 store_mb=$(size ghcr.io/agl-project/agl-store:0.1.0)
 agentops_mb=$(size ghcr.io/agl-project/agl-agentops:0.1.0)
-echo "image sizes: agl-store ${store_mb} MB, agl-agentops ${agentops_mb} MB"
-for mb in "$store_mb" "$agentops_mb"; do
+proxy_mb=$(size ghcr.io/agl-project/agl-vllm-proxy:0.1.0)
+launcher_add_mb=$(awk -v a="$(size "$LAUNCHER_IMAGE")" -v b="$(size agl-test/vllm-openai-standin:local)" \
+  'BEGIN { printf "%.1f", a - b }')
+echo "image sizes: agl-store ${store_mb} MB, agl-agentops ${agentops_mb} MB, agl-vllm-proxy ${proxy_mb} MB," \
+  "agl-vllm adds ${launcher_add_mb} MB to its vLLM base"
+# The launcher's binary must run on the vLLM images' Ubuntu 22.04 (glibc 2.35).
+if command -v objdump >/dev/null; then
+  mkdir -p "$ROOT/target"
+  probe=$(docker create "$LAUNCHER_IMAGE")
+  docker cp "$probe:/usr/local/bin/agl-vllm" "$ROOT/target/agl-vllm-image-probe" >/dev/null
+  docker rm "$probe" >/dev/null
+  glibc_max=$(objdump -T "$ROOT/target/agl-vllm-image-probe" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
+  rm -f "$ROOT/target/agl-vllm-image-probe"
+  echo "agl-vllm needs ${glibc_max}"
+  printf '%s\nGLIBC_2.35\n' "$glibc_max" | sort -V -C \
+    || { echo "agl-vllm needs ${glibc_max}, newer than the glibc 2.35 of vLLM's base images" >&2; exit 1; }
+fi
+for mb in "$store_mb" "$agentops_mb" "$proxy_mb"; do
   awk -v m="$mb" 'BEGIN { exit !(m < 40) }' || { echo "an image is over 40 MB" >&2; exit 1; }
 done
 
@@ -70,6 +105,20 @@ done
 up_s=$(python3 -c "import time; print(f'{time.time() - $up_start:.1f}')")
 echo "up to all healthy: ${up_s} s"
 
+echo "==> gpu profile's llm-proxy in front of the vLLM test double"
+until healthy vllm-double; do
+  [ "$(date +%s)" -lt "$deadline" ] || { dc ps; dc logs --tail 50 vllm-double; exit 1; }
+  sleep 0.2
+done
+proxy_start=$(python3 -c 'import time; print(time.time())')
+dc --profile gpu up -d --no-build --no-deps llm-proxy
+until healthy llm-proxy; do
+  [ "$(date +%s)" -lt "$deadline" ] || { dc ps; dc --profile gpu logs --tail 50 llm-proxy; exit 1; }
+  sleep 0.2
+done
+proxy_up_s=$(python3 -c "import time; print(f'{time.time() - $proxy_start:.1f}')")
+echo "llm-proxy up to healthy: ${proxy_up_s} s"
+
 echo "==> end-to-end tests with the official packages"
 VENV="$ROOT/.venv-agentops-0421"
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import agentlightning, agentops, pytest' 2>/dev/null; then
@@ -77,13 +126,15 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import agentlightning
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/agentops/requirements-0421.txt
 fi
 AGL_E2E_STORE=http://127.0.0.1:14747 AGL_E2E_AGENTOPS=http://127.0.0.1:18002 \
-AGL_E2E_COMPOSE="$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "${COMPOSE[@]}" "${FILES[@]}")" \
+AGL_E2E_LLM=http://127.0.0.1:18000 AGL_E2E_LAUNCHER_IMAGE="$LAUNCHER_IMAGE" \
+AGL_E2E_LAUNCHER_CONTAINER="$LAUNCHER_CONTAINER" AGL_E2E_NETWORK="${COMPOSE_PROJECT_NAME}_default" \
+AGL_E2E_COMPOSE="$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "${COMPOSE[@]}" "${FILES[@]}" --profile gpu)" \
 LITELLM_LOCAL_MODEL_COST_MAP=True \
   "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/docker
 
 echo "==> down (SIGTERM handled within the grace period)"
 down_start=$(python3 -c 'import time; print(time.time())')
-dc down -v
+dc --profile gpu down -v
 down_s=$(python3 -c "import time; print(f'{time.time() - $down_start:.1f}')")
 echo "down: ${down_s} s"
 awk -v d="$down_s" 'BEGIN { exit !(d < 20) }' || { echo "down took longer than the 20 s grace period" >&2; exit 1; }
@@ -100,11 +151,18 @@ $("${COMPOSE[@]}" version --short 2>/dev/null || "${COMPOSE[@]}" version | head 
 |---|---|
 | \`ghcr.io/agl-project/agl-store\` image | ${store_mb} MB |
 | \`ghcr.io/agl-project/agl-agentops\` image | ${agentops_mb} MB |
+| \`ghcr.io/agl-project/agl-vllm-proxy\` image | ${proxy_mb} MB |
+| \`ghcr.io/agl-project/agl-vllm\` (launcher) on top of \`vllm/vllm-openai\` | + ${launcher_add_mb} MB (needs ${glibc_max:-?}) |
 | \`up -d\` to store and AgentOps healthy (images built) | ${up_s} s |
+| \`llm-proxy\` (gpu profile, before the vLLM test double) to healthy | ${proxy_up_s} s |
 | \`down\` (SIGTERM, drain, exit) | ${down_s} s |
 
-Both images: distroless cc (glibc only), user 65532, read-only root filesystem in compose,
-all capabilities dropped, exec-form entrypoint, \`HEALTHCHECK\` through the binary itself.
+agl-store, agl-agentops and agl-vllm-proxy: distroless cc (glibc only), user 65532,
+read-only root filesystem in compose, all capabilities dropped, exec-form entrypoint,
+\`HEALTHCHECK\` through the binary itself. agl-vllm adds its one binary (its newest glibc
+symbol version is checked against the 2.35 of the Ubuntu 22.04-based vLLM images) and user
+65532 to the official image; here it was built on a local stand-in for that image, since
+none can be pulled.
 DOC
   echo "wrote docs/docker.md"
 fi

@@ -1,7 +1,8 @@
 """End to end against the compose stack, through its published ports.
 
-scripts/docker-test.sh builds the images, brings the stack up and runs this module with a
-virtualenv that holds the official packages (agentlightning 0.3.0 and agentops 0.4.21).
+scripts/docker-test.sh builds the images, brings the stack up (with the gpu profile's
+`llm-proxy` in front of the vLLM test double) and runs this module with a virtualenv that
+holds the official packages (agentlightning 0.3.0 and agentops 0.4.21).
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from agentlightning.adapter.triplet import LlmProxyTraceToTriplet  # noqa: E402
 from agentlightning.store.client_server import LightningStoreClient  # noqa: E402
 from agentlightning.types import Span  # noqa: E402,F401  (the client validates spans with it)
 
 ROOT = Path(__file__).resolve().parents[2]
 STORE = os.environ.get("AGL_E2E_STORE", "http://127.0.0.1:14747")
 AGENTOPS = os.environ.get("AGL_E2E_AGENTOPS", "http://127.0.0.1:18002")
+LLM = os.environ.get("AGL_E2E_LLM", "http://127.0.0.1:18000")
+LAUNCHER_IMAGE = os.environ.get("AGL_E2E_LAUNCHER_IMAGE", "")
+LAUNCHER_CONTAINER = os.environ.get("AGL_E2E_LAUNCHER_CONTAINER", "agl-e2e-launcher")
+NETWORK = os.environ.get("AGL_E2E_NETWORK", "agl-e2e_default")
 COMPOSE = json.loads(os.environ.get("AGL_E2E_COMPOSE", '["docker-compose"]'))
 
 
@@ -58,11 +64,67 @@ def wait_healthy(service: str, timeout: float = 60.0) -> float:
     raise AssertionError(f"{service} did not turn healthy within {timeout}s")
 
 
+# Loopback only, whatever proxy the environment names.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def http(method: str, url: str, body=None):
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
+    with _OPENER.open(req, timeout=10) as resp:
         return resp.status, json.loads(resp.read() or b"null")
+
+
+def sse(url: str, body) -> list[dict]:
+    """A streamed call: the data events of the response, in order, without [DONE]."""
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
+    events = []
+    with _OPENER.open(req, timeout=30) as resp:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        for line in resp.read().decode().splitlines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                events.append(json.loads(line[len("data: "):]))
+    return events
+
+
+def proxied_calls_land_in_the_store(llm: str) -> None:
+    """A non-streaming and a streaming chat call under a fresh attempt, through `llm`; the
+    official client reads the spans back and the official adapter turns them into triplets
+    that carry the token ids the agent received."""
+    status, rollout = http("POST", f"{STORE}/v1/agl/rollouts", {"input": {"llm": llm}})
+    assert status == 201
+    rid, aid = rollout["rollout_id"], rollout["attempt"]["attempt_id"]
+    base = f"{llm}/rollout/{rid}/attempt/{aid}/v1"
+    _, first = http("POST", f"{base}/chat/completions", {
+        "model": "agl-model", "messages": [{"role": "user", "content": "hello from the e2e test"}], "max_tokens": 16,
+    })
+    assert first["prompt_token_ids"] and first["choices"][0]["token_ids"], first
+    expected = [(first["prompt_token_ids"], first["choices"][0]["token_ids"])]
+    events = sse(f"{base}/chat/completions", {
+        "model": "agl-model", "messages": [{"role": "user", "content": "stream it please"}], "stream": True,
+    })
+    prompt_ids = next(e["prompt_token_ids"] for e in events if e.get("prompt_token_ids"))
+    response_ids = [t for e in events for c in e["choices"] for t in (c.get("token_ids") or [])]
+    assert response_ids
+    expected.append((prompt_ids, response_ids))
+
+    async def read(client: LightningStoreClient):
+        deadline = time.monotonic() + 30
+        while True:
+            spans = list(await client.query_spans(rid))
+            if sum(s.name == "raw_gen_ai_request" for s in spans) >= 2:
+                return spans
+            assert time.monotonic() < deadline, f"only {len(spans)} spans recorded"
+            await asyncio.sleep(0.1)
+
+    spans = run(with_client(read))
+    assert all(s.rollout_id == rid and s.attempt_id == aid for s in spans)
+    calls = sorted((s for s in spans if s.name == "raw_gen_ai_request"), key=lambda s: s.sequence_id)
+    assert [s.sequence_id for s in calls] == [1, 2]
+    triplets = LlmProxyTraceToTriplet().adapt(spans)
+    assert [(t.prompt["token_ids"], t.response["token_ids"]) for t in triplets] == expected
 
 
 def run(coro):
@@ -182,3 +244,58 @@ def test_containers_run_hardened(service):
     status = Path(f"/proc/{pid}/status").read_text()
     uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
     assert set(uids) == {"65532"}, uids
+
+
+def test_llm_proxy_records_token_ids_into_the_store():
+    # /v1/models passes through to the double; plain /v1 calls are served untracked.
+    _, models = http("GET", f"{LLM}/v1/models")
+    assert [m["id"] for m in models["data"]] == ["agl-model"]
+    proxied_calls_land_in_the_store(LLM)
+
+
+def test_llm_proxy_runs_hardened():
+    info = inspect("llm-proxy")
+    assert info["Config"]["User"] == "65532:65532"
+    assert info["HostConfig"]["ReadonlyRootfs"] is True
+    assert "ALL" in (info["HostConfig"]["CapDrop"] or [])
+    assert info["State"]["Health"]["Status"] == "healthy"
+
+
+@pytest.mark.skipif(not LAUNCHER_IMAGE, reason="no launcher image was built (AGL_E2E_LAUNCHER_IMAGE)")
+def test_launcher_image_serves_records_and_drains():
+    """The agl-vllm launcher image (built here on a stand-in for vllm/vllm-openai whose
+    `vllm` is the test double): vLLM's arguments pass through, the healthcheck turns
+    healthy, calls are recorded, and `docker stop` drains it to exit status 0."""
+    subprocess.run(["docker", "rm", "-f", LAUNCHER_CONTAINER], capture_output=True)
+    subprocess.run([
+        "docker", "run", "-d", "--name", LAUNCHER_CONTAINER, "--network", NETWORK,
+        "-p", "127.0.0.1:18010:8000", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges:true", "--health-interval", "1s",
+        "-e", "AGL_STORE_URL=http://store:4747",
+        LAUNCHER_IMAGE, "agl/double-model", "--host", "127.0.0.1", "--port", "8001",
+        "--served-model-name", "agl-model",
+    ], check=True, capture_output=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            state = json.loads(subprocess.run(
+                ["docker", "inspect", "-f", "{{json .State}}", LAUNCHER_CONTAINER], capture_output=True, text=True
+            ).stdout)
+            if state.get("Health", {}).get("Status") == "healthy":
+                break
+            assert state["Running"], subprocess.run(["docker", "logs", LAUNCHER_CONTAINER], capture_output=True, text=True).stderr
+            assert time.monotonic() < deadline, "the launcher did not turn healthy"
+            time.sleep(0.2)
+        pid = state["Pid"]
+        uids = next(line.split()[1:] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("Uid:"))
+        assert set(uids) == {"65532"}, uids
+        proxied_calls_land_in_the_store("http://127.0.0.1:18010")
+        started = time.monotonic()
+        subprocess.run(["docker", "stop", "-t", "20", LAUNCHER_CONTAINER], check=True, capture_output=True)
+        assert time.monotonic() - started < 20, "the launcher drained within the grace period"
+        code = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", LAUNCHER_CONTAINER],
+                              capture_output=True, text=True).stdout.strip()
+        assert code == "0", "vLLM drained on SIGTERM and the launcher exited with its status"
+    finally:
+        subprocess.run(["docker", "rm", "-f", LAUNCHER_CONTAINER], capture_output=True)
