@@ -1,7 +1,8 @@
 //! `agl`: one command line for the agl services.
 //!
-//! `agl store` runs the LightningStore server; `agl agentops` and `agl vllm` follow the
-//! product reference and are served by their own crates as they land.
+//! `agl store`, `agl agentops` and `agl vllm` parse the product reference's flags here and
+//! run the same code as the `agl-store`, `agl-agentops` and `agl-vllm` binaries, whose
+//! crates hold the services.
 
 use std::process::ExitCode;
 
