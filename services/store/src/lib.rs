@@ -6,6 +6,7 @@
 //!   sequence ids, waiting; [`clock`] gives it time;
 //! * [`persist`]: the narrow seam to durable storage; [`sqlite`]: the SQLite backend;
 //! * [`span`] and [`validate`]: request validation with FastAPI-shaped 422 errors;
+//! * [`stored_span`]: the compact in-memory form of a stored span;
 //! * [`metrics`]: the store's Prometheus metrics, ours and upstream's names;
 //! * [`otlp`]: decoding OTLP/HTTP trace payloads into spans;
 //! * [`api`]: the three HTTP protocols (`/v1/agl`, `/agl/v1`, flat 0.2.2) and `/v1/traces`;
@@ -21,6 +22,7 @@ pub mod persist;
 pub mod server;
 pub mod span;
 pub mod sqlite;
+pub mod stored_span;
 pub mod validate;
 
 pub use server::{App, StoreArgs, run};

@@ -2,10 +2,12 @@
 //!
 //! Run with `cargo run -p agl-store -- --port 4747`.
 
-use clap::Parser;
+//!
+//! It keeps the system allocator, as `agl store` does: mimalloc held about 0.9 KB more per
+//! stored span (2.2 KB against 1.2 KB at a million spans) for 18 % fewer instructions per
+//! OTLP request, and memory per span is the budget that binds.
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use clap::Parser;
 
 /// Run a LightningStore server
 #[derive(Debug, Parser)]

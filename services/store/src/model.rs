@@ -9,6 +9,8 @@ use serde_json::value::RawValue;
 /// An arbitrary JSON document kept as its original text: cheap to clone and to write back.
 pub type Json = Arc<RawValue>;
 
+pub use crate::stored_span::StoredSpan;
+
 /// Seconds since the Unix epoch, as the Python models use.
 pub type Timestamp = f64;
 
@@ -262,27 +264,6 @@ pub struct Page<T> {
     pub limit: i64,
     pub offset: i64,
     pub total: usize,
-}
-
-/// A stored span: the fields queries filter and sort on, plus the whole span as JSON.
-#[derive(Debug)]
-pub struct StoredSpan {
-    pub attempt_id: String,
-    pub sequence_id: i64,
-    pub trace_id: String,
-    pub span_id: String,
-    pub parent_id: Option<String>,
-    pub name: String,
-    pub start_time: Option<f64>,
-    pub end_time: Option<f64>,
-    /// The complete span document as the client will read it back.
-    pub json: Box<RawValue>,
-}
-
-impl Serialize for StoredSpan {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.json.serialize(serializer)
-    }
 }
 
 /// Field names of each queried model, in declaration order: what `sort_by` may name.

@@ -12,7 +12,8 @@
 //! Sequence-id issuing and storage stay with the caller.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+use std::hash::Hash;
 use std::io::{Read, Write as _};
 
 use flate2::Compression;
@@ -25,9 +26,14 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span as ProtoSpan;
 use opentelemetry_proto::tonic::trace::v1::Status as ProtoStatus;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message as _;
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde::ser::{Error as _, SerializeMap as _, Serializer};
+
+use crate::model::StoredSpan;
+use crate::stored_span::{SpanDocError, SpanWriter};
 
 /// Largest request body accepted after decompression; bigger bodies are refused with
 /// [`OtlpError::Decompress`] so a small gzip bomb cannot exhaust memory.
@@ -39,27 +45,25 @@ const ATTEMPT_ID_KEY: &str = "agentlightning.attempt_id";
 const SEQUENCE_ID_KEY: &str = "agentlightning.span_sequence_id";
 
 /// One span decoded from an OTLP request, not yet stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct DecodedSpan {
     /// Rollout the span belongs to: `str()` of the `agentlightning.rollout_id` span
-    /// attribute, else of the resource attribute of the same name.
+    /// attribute, else of the resource attribute of the same name. The attempt, looked up
+    /// the same way with `agentlightning.attempt_id`, is the document's `attempt_id`.
     pub rollout_id: String,
-    /// Attempt the span belongs to, looked up like `rollout_id` with
-    /// `agentlightning.attempt_id`.
-    pub attempt_id: String,
     /// explicit `agentlightning.span_sequence_id` (span attribute overrides resource
     /// attribute); None when absent, unparseable (`int(str(v))` semantics), negative or
     /// beyond `i64`, in which case the caller issues one.
     pub sequence_id: Option<i64>,
-    /// The full Agent Lightning `Span` JSON object (all fields of spec §2.9 in this key
+    /// The full Agent Lightning `Span` document (all fields of spec §2.9 in this key
     /// order: rollout_id, attempt_id, sequence_id, trace_id, span_id, parent_id, name,
     /// status, attributes, events, links, start_time, end_time, context, parent,
-    /// resource), with "sequence_id" set to 0 as a placeholder the caller overwrites.
-    pub span: Map<String, Value>,
+    /// resource), with sequence id 0 as a placeholder the caller overwrites.
+    pub span: StoredSpan,
 }
 
 /// Result of decoding one OTLP export request.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Default)]
 pub struct DecodedTraces {
     /// Spans in request order (resource spans, then scope spans, then spans).
     pub spans: Vec<DecodedSpan>,
@@ -265,15 +269,12 @@ fn map_request(request: &ExportTraceServiceRequest) -> DecodedTraces {
             .as_ref()
             .map(|resource| resource.attributes.as_slice())
             .unwrap_or(&[]);
-        let mut resource = Map::new();
-        resource.insert(
-            "attributes".to_owned(),
-            Value::Object(convert_attributes(resource_attributes)),
-        );
-        resource.insert(
-            "schema_url".to_owned(),
-            Value::String(resource_spans.schema_url.clone()),
-        );
+        // Every span of the resource carries the same copy: written once, copied as text.
+        let resource = serde_json::to_string(&ResourceDoc {
+            attributes: Attributes::new(resource_attributes),
+            schema_url: &resource_spans.schema_url,
+        })
+        .expect("OTLP values always serialize");
         for scope_spans in &resource_spans.scope_spans {
             for span in &scope_spans.spans {
                 let lookup = |key: &str| {
@@ -291,12 +292,15 @@ fn map_request(request: &ExportTraceServiceRequest) -> DecodedTraces {
                     .and_then(|value| parse_python_int(&python_str(value)))
                     .and_then(|id| i64::try_from(id).ok())
                     .filter(|id| *id >= 0);
-                let span = span_json(span, &rollout_id, &attempt_id, &resource);
+                // Only a span beyond 4 GiB fails, which no body limit lets through.
+                let Ok(doc) = span_doc(span, &rollout_id, &attempt_id, &resource) else {
+                    decoded.dropped += 1;
+                    continue;
+                };
                 decoded.spans.push(DecodedSpan {
-                    rollout_id,
-                    attempt_id,
+                    rollout_id: rollout_id.into_owned(),
                     sequence_id,
-                    span,
+                    span: doc,
                 });
             }
         }
@@ -316,133 +320,218 @@ fn find_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Any> 
         .filter(|value| !matches!(value, Any::StringValueStrindex(_)))
 }
 
-fn span_json(
+/// Writes the span's document straight from the protobuf message: the values serialize
+/// from borrowed views of it, so no JSON tree is built on the way.
+fn span_doc(
     span: &ProtoSpan,
     rollout_id: &str,
     attempt_id: &str,
-    resource: &Map<String, Value>,
-) -> Map<String, Value> {
-    let trace_id = id_hex(&span.trace_id, 32);
-    let span_id = id_hex(&span.span_id, 16);
-    let parent_id = if span.parent_span_id.is_empty() {
-        Value::Null
-    } else {
-        Value::String(id_hex(&span.parent_span_id, 16))
-    };
-    let events = span
-        .events
-        .iter()
-        .map(|event| {
-            let mut out = Map::new();
-            out.insert("name".to_owned(), Value::String(event.name.clone()));
-            out.insert(
-                "attributes".to_owned(),
-                Value::Object(convert_attributes(&event.attributes)),
-            );
-            out.insert("timestamp".to_owned(), timestamp(event.time_unix_nano));
-            Value::Object(out)
-        })
-        .collect();
-    let links = span
-        .links
-        .iter()
-        .map(|link| {
-            let attributes = convert_attributes(&link.attributes);
-            let mut out = Map::new();
-            out.insert(
-                "context".to_owned(),
-                context_json(id_hex(&link.trace_id, 32), id_hex(&link.span_id, 16)),
-            );
-            // Upstream writes `attributes or None`.
-            out.insert(
-                "attributes".to_owned(),
-                if attributes.is_empty() {
-                    Value::Null
-                } else {
-                    Value::Object(attributes)
-                },
-            );
-            Value::Object(out)
-        })
-        .collect();
-
-    let mut out = Map::new();
-    out.insert(
-        "rollout_id".to_owned(),
-        Value::String(rollout_id.to_owned()),
-    );
-    out.insert(
-        "attempt_id".to_owned(),
-        Value::String(attempt_id.to_owned()),
-    );
-    out.insert("sequence_id".to_owned(), Value::from(0));
-    out.insert("trace_id".to_owned(), Value::String(trace_id.clone()));
-    out.insert("span_id".to_owned(), Value::String(span_id.clone()));
-    out.insert("parent_id".to_owned(), parent_id);
-    out.insert("name".to_owned(), Value::String(span.name.clone()));
-    out.insert("status".to_owned(), status_json(span.status.as_ref()));
-    out.insert(
-        "attributes".to_owned(),
-        Value::Object(convert_attributes(&span.attributes)),
-    );
-    out.insert("events".to_owned(), Value::Array(events));
-    out.insert("links".to_owned(), Value::Array(links));
-    out.insert(
-        "start_time".to_owned(),
-        timestamp(span.start_time_unix_nano),
-    );
-    out.insert("end_time".to_owned(), timestamp(span.end_time_unix_nano));
-    out.insert("context".to_owned(), context_json(trace_id, span_id));
+    resource: &str,
+) -> Result<StoredSpan, SpanDocError> {
+    let trace_id = Hex::padded(&span.trace_id, 32);
+    let span_id = Hex::padded(&span.span_id, 16);
+    let parent_id =
+        (!span.parent_span_id.is_empty()).then(|| Hex::padded(&span.parent_span_id, 16));
+    let start_time = timestamp(span.start_time_unix_nano);
+    let end_time = timestamp(span.end_time_unix_nano);
+    let estimate = 400
+        + resource.len()
+        + span.name.len()
+        + attributes_size(&span.attributes)
+        + span
+            .events
+            .iter()
+            .map(|e| 80 + e.name.len() + attributes_size(&e.attributes))
+            .sum::<usize>()
+        + span
+            .links
+            .iter()
+            .map(|l| 160 + attributes_size(&l.attributes))
+            .sum::<usize>();
+    let mut doc = SpanWriter::with_capacity(estimate);
+    doc.field("rollout_id", rollout_id);
+    doc.field("attempt_id", attempt_id);
+    doc.sequence_id();
+    doc.field("trace_id", &trace_id);
+    doc.field("span_id", &span_id);
+    doc.field("parent_id", &parent_id);
+    doc.field("name", &span.name);
+    doc.field("status", &status_doc(span.status.as_ref()));
+    doc.field("attributes", &Attributes::new(&span.attributes));
+    doc.field("events", &Events(&span.events));
+    doc.field("links", &Links(&span.links));
+    doc.field("start_time", &start_time);
+    doc.field("end_time", &end_time);
+    doc.field("context", &Context::new(trace_id, span_id));
     // OTLP only carries the parent's span id, not a full SpanContext.
-    out.insert("parent".to_owned(), Value::Null);
-    out.insert("resource".to_owned(), Value::Object(resource.clone()));
-    out
+    doc.field("parent", &());
+    doc.raw_field("resource", resource);
+    doc.finish(0, start_time, end_time)
 }
 
-/// Lowercase hex left-padded to `width`; longer ids are kept whole, not truncated, as
-/// Python's `hex().rjust()` does.
-fn id_hex(bytes: &[u8], width: usize) -> String {
-    format!("{:0>width$}", hex::encode(bytes))
+/// A rough size of attributes as JSON, so a document is written without regrowing.
+fn attributes_size(attributes: &[KeyValue]) -> usize {
+    attributes
+        .iter()
+        .map(|kv| {
+            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Any::StringValue(s)) => s.len(),
+                Some(Any::BytesValue(b)) => 2 * b.len(),
+                _ => 24,
+            };
+            kv.key.len() + value + 6
+        })
+        .sum()
 }
 
-fn context_json(trace_id: String, span_id: String) -> Value {
-    let mut out = Map::new();
-    out.insert("trace_id".to_owned(), Value::String(trace_id));
-    out.insert("span_id".to_owned(), Value::String(span_id));
-    out.insert("is_remote".to_owned(), Value::Bool(false));
-    out.insert("trace_state".to_owned(), Value::Object(Map::new()));
-    Value::Object(out)
+/// Bytes as lowercase hex, left-padded with zeros to `width` digits; longer ids are kept
+/// whole, not truncated, as Python's `hex().rjust()` does.
+#[derive(Clone, Copy)]
+struct Hex<'a> {
+    bytes: &'a [u8],
+    width: usize,
 }
 
-fn status_json(status: Option<&ProtoStatus>) -> Value {
+impl<'a> Hex<'a> {
+    fn padded(bytes: &'a [u8], width: usize) -> Self {
+        Self { bytes, width }
+    }
+
+    fn plain(bytes: &'a [u8]) -> Self {
+        Self { bytes, width: 0 }
+    }
+}
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for _ in 0..self.width.saturating_sub(2 * self.bytes.len()) {
+            f.write_char('0')?;
+        }
+        let mut chunk = [0u8; 64];
+        for bytes in self.bytes.chunks(chunk.len() / 2) {
+            for (pair, byte) in chunk.chunks_exact_mut(2).zip(bytes) {
+                pair[0] = DIGITS[usize::from(byte >> 4)];
+                pair[1] = DIGITS[usize::from(byte & 0x0f)];
+            }
+            let text = std::str::from_utf8(&chunk[..2 * bytes.len()]).map_err(|_| fmt::Error)?;
+            f.write_str(text)?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Hex<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// `{}`.
+struct EmptyObject;
+
+impl Serialize for EmptyObject {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_map(Some(0))?.end()
+    }
+}
+
+#[derive(Serialize)]
+struct Context<'a> {
+    trace_id: Hex<'a>,
+    span_id: Hex<'a>,
+    is_remote: bool,
+    trace_state: EmptyObject,
+}
+
+impl<'a> Context<'a> {
+    fn new(trace_id: Hex<'a>, span_id: Hex<'a>) -> Self {
+        Self {
+            trace_id,
+            span_id,
+            is_remote: false,
+            trace_state: EmptyObject,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct StatusDoc<'a> {
+    status_code: &'static str,
+    description: Option<&'a str>,
+}
+
+fn status_doc(status: Option<&ProtoStatus>) -> StatusDoc<'_> {
     let (code, message) = status.map_or((0, ""), |s| (s.code, s.message.as_str()));
     // Unknown codes read as UNSET, like upstream's `_STATUS_CODE_MAP.get(code, "UNSET")`.
-    let code = match StatusCode::try_from(code) {
+    let status_code = match StatusCode::try_from(code) {
         Ok(StatusCode::Ok) => "OK",
         Ok(StatusCode::Error) => "ERROR",
         _ => "UNSET",
     };
-    let mut out = Map::new();
-    out.insert("status_code".to_owned(), Value::String(code.to_owned()));
-    out.insert(
-        "description".to_owned(),
-        if message.is_empty() {
-            Value::Null
-        } else {
-            Value::String(message.to_owned())
-        },
-    );
-    Value::Object(out)
+    StatusDoc {
+        status_code,
+        description: (!message.is_empty()).then_some(message),
+    }
+}
+
+#[derive(Serialize)]
+struct ResourceDoc<'a> {
+    attributes: Attributes<'a>,
+    schema_url: &'a str,
+}
+
+#[derive(Serialize)]
+struct EventDoc<'a> {
+    name: &'a str,
+    attributes: Attributes<'a>,
+    timestamp: Option<f64>,
+}
+
+struct Events<'a>(&'a [Event]);
+
+impl Serialize for Events<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|event| EventDoc {
+            name: &event.name,
+            attributes: Attributes::new(&event.attributes),
+            timestamp: timestamp(event.time_unix_nano),
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct LinkDoc<'a> {
+    context: Context<'a>,
+    attributes: Option<Attributes<'a>>,
+}
+
+struct Links<'a>(&'a [Link]);
+
+impl Serialize for Links<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|link| {
+            let attributes = Attributes::new(&link.attributes);
+            LinkDoc {
+                context: Context::new(
+                    Hex::padded(&link.trace_id, 32),
+                    Hex::padded(&link.span_id, 16),
+                ),
+                // Upstream writes `attributes or None`.
+                attributes: (!attributes.0.is_empty()).then_some(attributes),
+            }
+        }))
+    }
 }
 
 /// Upstream's `convert_timestamp`: 0 is null, values above 1e12 are nanoseconds turned
 /// into seconds, smaller ones are taken as seconds already.
-fn timestamp(nanos: u64) -> Value {
+fn timestamp(nanos: u64) -> Option<f64> {
     match nanos {
-        0 => Value::Null,
-        n if n > 1_000_000_000_000 => Value::from(nanos_to_seconds(n)),
+        0 => None,
+        n if n > 1_000_000_000_000 => Some(nanos_to_seconds(n)),
         // Below 2^53, so the conversion is exact.
-        n => Value::from(n as f64),
+        n => Some(n as f64),
     }
 }
 
@@ -483,139 +572,189 @@ fn nanos_to_seconds(nanos: u64) -> f64 {
     mantissa as f64 * power
 }
 
-/// Converts OTLP attributes into a valid Agent Lightning `Attributes` object: kvlists are
-/// flattened into dotted keys, arrays are made homogeneous (see [`convert_array`]), and
-/// empty values are skipped, because upstream's `None`/dict/mixed values fail validation.
-fn convert_attributes(attributes: &[KeyValue]) -> Map<String, Value> {
-    let mut out = Map::new();
-    for kv in attributes {
-        if let Some(value) = &kv.value {
-            insert_flattened(&mut out, &kv.key, value);
+/// Keeps each repeated key at its first position with its last value: what inserting
+/// into an ordered map does, and what Python's dict comprehension does.
+fn last_wins<K: AsRef<str> + Eq + Hash, V>(entries: &mut Vec<(K, V)>) {
+    // Attribute lists are short: comparing beats building an index below this size.
+    const LINEAR: usize = 16;
+    if entries.len() <= LINEAR {
+        let mut i = 1;
+        while i < entries.len() {
+            let key = entries[i].0.as_ref();
+            match entries[..i].iter().position(|(k, _)| k.as_ref() == key) {
+                Some(first) => {
+                    let (_, value) = entries.remove(i);
+                    entries[first].1 = value;
+                }
+                None => i += 1,
+            }
         }
+        return;
     }
-    out
+    let mut merged: indexmap::IndexMap<K, V, foldhash::fast::RandomState> =
+        indexmap::IndexMap::with_capacity_and_hasher(entries.len(), Default::default());
+    for (key, value) in entries.drain(..) {
+        merged.insert(key, value);
+    }
+    entries.extend(merged);
 }
 
-/// Later duplicates overwrite earlier ones in place (the map preserves order), which is
-/// what Python's dict comprehension does. Recursion is bounded by prost's decode depth.
-fn insert_flattened(out: &mut Map<String, Value>, key: &str, value: &AnyValue) {
+/// OTLP attributes as a valid Agent Lightning `Attributes` object: kvlists are flattened
+/// into dotted keys, arrays are made homogeneous (see [`ArrayAttribute`]), and empty
+/// values are skipped, because upstream's `None`/dict/mixed values fail validation.
+struct Attributes<'a>(Vec<(Cow<'a, str>, &'a Any)>);
+
+impl<'a> Attributes<'a> {
+    fn new(attributes: &'a [KeyValue]) -> Self {
+        let mut entries = Vec::with_capacity(attributes.len());
+        for kv in attributes {
+            if let Some(value) = &kv.value {
+                flatten(&mut entries, Cow::Borrowed(&kv.key), value);
+            }
+        }
+        last_wins(&mut entries);
+        Self(entries)
+    }
+}
+
+/// Recursion is bounded by prost's decode depth.
+fn flatten<'a>(out: &mut Vec<(Cow<'a, str>, &'a Any)>, key: Cow<'a, str>, value: &'a AnyValue) {
     match &value.value {
         None | Some(Any::StringValueStrindex(_)) => {}
         Some(Any::KvlistValue(list)) => {
             for kv in &list.values {
                 if let Some(inner) = &kv.value {
-                    insert_flattened(out, &format!("{key}.{}", kv.key), inner);
+                    flatten(out, Cow::Owned(format!("{key}.{}", kv.key)), inner);
                 }
             }
         }
-        Some(Any::ArrayValue(array)) => {
-            out.insert(key.to_owned(), convert_array(&array.values));
-        }
-        Some(scalar) => {
-            out.insert(key.to_owned(), plain_json(Some(scalar)));
-        }
+        Some(value) => out.push((key, value)),
     }
 }
 
-/// Homogeneous scalar arrays pass through; an int/float mix becomes all floats, as
-/// pydantic coerces it; anything else (mixed types, nested arrays or kvlists, empty
-/// elements, non-finite floats) is kept as the JSON text of the array.
-fn convert_array(values: &[AnyValue]) -> Value {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Kind {
-        Str,
-        Bool,
-        Int,
-        Float,
+impl Serialize for Attributes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(key, value)| {
+            let value = match value {
+                Any::ArrayValue(array) => Attribute::Array(ArrayAttribute(&array.values)),
+                scalar => Attribute::Scalar(Plain(Some(scalar))),
+            };
+            (key.as_ref(), value)
+        }))
     }
-    let items: Vec<Value> = values
-        .iter()
-        .map(|v| plain_json(v.value.as_ref()))
-        .collect();
-    let mut first = None;
-    let mut homogeneous = true;
-    let mut numeric = true;
-    for item in &items {
-        let kind = match item {
-            Value::String(_) => Kind::Str,
-            Value::Bool(_) => Kind::Bool,
-            Value::Number(n) if n.is_f64() => Kind::Float,
-            Value::Number(_) => Kind::Int,
-            _ => {
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Attribute<'a> {
+    Scalar(Plain<'a>),
+    Array(ArrayAttribute<'a>),
+}
+
+/// An array attribute: homogeneous scalar arrays pass through; an int/float mix becomes
+/// all floats, as pydantic coerces it; anything else (mixed types, nested arrays or
+/// kvlists, empty elements, non-finite floats) is kept as the JSON text of the array.
+struct ArrayAttribute<'a>(&'a [AnyValue]);
+
+impl Serialize for ArrayAttribute<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Kind {
+            Str,
+            Bool,
+            Int,
+            Float,
+        }
+        // The kind of each element's plain JSON: bytes and non-finite floats are strings.
+        let kind = |value: Option<&Any>| match value {
+            Some(Any::StringValue(_) | Any::BytesValue(_)) => Some(Kind::Str),
+            Some(Any::BoolValue(_)) => Some(Kind::Bool),
+            Some(Any::IntValue(_)) => Some(Kind::Int),
+            Some(Any::DoubleValue(d)) if d.is_finite() => Some(Kind::Float),
+            Some(Any::DoubleValue(_)) => Some(Kind::Str),
+            _ => None,
+        };
+        let mut first = None;
+        let mut homogeneous = true;
+        let mut numeric = true;
+        for value in self.0 {
+            let Some(kind) = kind(value.value.as_ref()) else {
                 homogeneous = false;
                 numeric = false;
                 break;
+            };
+            numeric &= matches!(kind, Kind::Int | Kind::Float);
+            match first {
+                None => first = Some(kind),
+                Some(prev) => homogeneous &= prev == kind,
             }
-        };
-        numeric &= matches!(kind, Kind::Int | Kind::Float);
-        match first {
-            None => first = Some(kind),
-            Some(prev) => homogeneous &= prev == kind,
         }
-    }
-    if homogeneous {
-        Value::Array(items)
-    } else if numeric {
-        Value::Array(
-            items
-                .iter()
-                .filter_map(Value::as_f64)
-                .map(Value::from)
-                .collect(),
-        )
-    } else {
-        Value::String(Value::Array(items).to_string())
+        if homogeneous {
+            PlainArray(self.0).serialize(serializer)
+        } else if numeric {
+            serializer.collect_seq(self.0.iter().filter_map(|value| match value.value {
+                Some(Any::IntValue(i)) => Some(i as f64),
+                Some(Any::DoubleValue(d)) => Some(d),
+                _ => None,
+            }))
+        } else {
+            let text = serde_json::to_string(&PlainArray(self.0)).map_err(S::Error::custom)?;
+            serializer.serialize_str(&text)
+        }
     }
 }
 
 /// Structural JSON of a value, used for scalars and for array elements: bytes become
 /// lowercase hex, non-finite floats become Python's JSON tokens as strings, and an empty
 /// value becomes null.
-fn plain_json(value: Option<&Any>) -> Value {
-    match value {
-        None | Some(Any::StringValueStrindex(_)) => Value::Null,
-        Some(Any::StringValue(s)) => Value::String(s.clone()),
-        Some(Any::BoolValue(b)) => Value::Bool(*b),
-        Some(Any::IntValue(i)) => Value::from(*i),
-        Some(Any::DoubleValue(d)) => float_json(*d),
-        Some(Any::BytesValue(bytes)) => Value::String(hex::encode(bytes)),
-        Some(Any::ArrayValue(array)) => Value::Array(
-            array
-                .values
-                .iter()
-                .map(|v| plain_json(v.value.as_ref()))
-                .collect(),
-        ),
-        Some(Any::KvlistValue(list)) => Value::Object(
-            list.values
-                .iter()
-                .map(|kv| {
-                    let inner = kv.value.as_ref().and_then(|v| v.value.as_ref());
-                    (kv.key.clone(), plain_json(inner))
-                })
-                .collect(),
-        ),
+#[derive(Clone, Copy)]
+struct Plain<'a>(Option<&'a Any>);
+
+struct PlainArray<'a>(&'a [AnyValue]);
+
+impl Serialize for PlainArray<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|value| Plain(value.value.as_ref())))
     }
 }
 
-fn float_json(value: f64) -> Value {
-    if value.is_nan() {
-        Value::String("NaN".to_owned())
-    } else if value.is_infinite() {
-        let token = if value > 0.0 { "Infinity" } else { "-Infinity" };
-        Value::String(token.to_owned())
-    } else {
-        Value::from(value)
+impl Serialize for Plain<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            None | Some(Any::StringValueStrindex(_)) => serializer.serialize_unit(),
+            Some(Any::StringValue(s)) => serializer.serialize_str(s),
+            Some(Any::BoolValue(b)) => serializer.serialize_bool(*b),
+            Some(Any::IntValue(i)) => serializer.serialize_i64(*i),
+            Some(Any::DoubleValue(d)) if d.is_nan() => serializer.serialize_str("NaN"),
+            Some(Any::DoubleValue(d)) if d.is_infinite() => {
+                serializer.serialize_str(if *d > 0.0 { "Infinity" } else { "-Infinity" })
+            }
+            Some(Any::DoubleValue(d)) => serializer.serialize_f64(*d),
+            Some(Any::BytesValue(bytes)) => Hex::plain(bytes).serialize(serializer),
+            Some(Any::ArrayValue(array)) => PlainArray(&array.values).serialize(serializer),
+            Some(Any::KvlistValue(list)) => {
+                let mut entries: Vec<(&str, Plain<'_>)> = list
+                    .values
+                    .iter()
+                    .map(|kv| {
+                        let inner = kv.value.as_ref().and_then(|v| v.value.as_ref());
+                        (kv.key.as_str(), Plain(inner))
+                    })
+                    .collect();
+                last_wins(&mut entries);
+                serializer.collect_map(entries)
+            }
+        }
     }
 }
 
 /// Python's `str()` of the value upstream derives from an attribute (bytes are already
 /// hex strings there), so ids match what the reference server stores.
-fn python_str(value: &Any) -> String {
+fn python_str(value: &Any) -> Cow<'_, str> {
     match value {
-        Any::StringValue(s) => s.clone(),
-        Any::BytesValue(bytes) => hex::encode(bytes),
-        other => python_repr(Some(other)),
+        Any::StringValue(s) => Cow::Borrowed(s),
+        Any::BytesValue(bytes) => Cow::Owned(hex::encode(bytes)),
+        other => Cow::Owned(python_repr(Some(other))),
     }
 }
 
@@ -778,11 +917,327 @@ mod tests {
     use super::*;
     use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
     use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
-    use serde_json::json;
+    use serde_json::{Map, Value, json};
 
     const CT: Option<&str> = Some("application/x-protobuf");
+
+    /// The conversion through `serde_json` maps that `span_doc` replaced, kept as the
+    /// oracle the new writer is checked against byte for byte.
+    mod reference {
+        use super::super::*;
+        use serde_json::{Map, Value};
+
+        /// One span as the old conversion produced it.
+        pub(super) struct Old {
+            pub(super) rollout_id: String,
+            pub(super) attempt_id: String,
+            pub(super) sequence_id: Option<i64>,
+            pub(super) span: Map<String, Value>,
+        }
+
+        pub(super) fn map_request(request: &ExportTraceServiceRequest) -> Vec<Old> {
+            let mut decoded = Vec::new();
+            for resource_spans in &request.resource_spans {
+                let resource_attributes: &[KeyValue] = resource_spans
+                    .resource
+                    .as_ref()
+                    .map(|resource| resource.attributes.as_slice())
+                    .unwrap_or(&[]);
+                let mut resource = Map::new();
+                resource.insert(
+                    "attributes".to_owned(),
+                    Value::Object(convert_attributes(resource_attributes)),
+                );
+                resource.insert(
+                    "schema_url".to_owned(),
+                    Value::String(resource_spans.schema_url.clone()),
+                );
+                for scope_spans in &resource_spans.scope_spans {
+                    for span in &scope_spans.spans {
+                        let lookup = |key: &str| {
+                            find_attribute(&span.attributes, key)
+                                .or_else(|| find_attribute(resource_attributes, key))
+                        };
+                        let (Some(rollout_id), Some(attempt_id)) = (
+                            lookup(ROLLOUT_ID_KEY).map(python_str),
+                            lookup(ATTEMPT_ID_KEY).map(python_str),
+                        ) else {
+                            continue;
+                        };
+                        let sequence_id = lookup(SEQUENCE_ID_KEY)
+                            .and_then(|value| parse_python_int(&python_str(value)))
+                            .and_then(|id| i64::try_from(id).ok())
+                            .filter(|id| *id >= 0);
+                        let span = span_json(span, &rollout_id, &attempt_id, &resource);
+                        decoded.push(Old {
+                            rollout_id: rollout_id.into_owned(),
+                            attempt_id: attempt_id.into_owned(),
+                            sequence_id,
+                            span,
+                        });
+                    }
+                }
+            }
+            decoded
+        }
+
+        fn span_json(
+            span: &ProtoSpan,
+            rollout_id: &str,
+            attempt_id: &str,
+            resource: &Map<String, Value>,
+        ) -> Map<String, Value> {
+            let trace_id = id_hex(&span.trace_id, 32);
+            let span_id = id_hex(&span.span_id, 16);
+            let parent_id = if span.parent_span_id.is_empty() {
+                Value::Null
+            } else {
+                Value::String(id_hex(&span.parent_span_id, 16))
+            };
+            let events = span
+                .events
+                .iter()
+                .map(|event| {
+                    let mut out = Map::new();
+                    out.insert("name".to_owned(), Value::String(event.name.clone()));
+                    out.insert(
+                        "attributes".to_owned(),
+                        Value::Object(convert_attributes(&event.attributes)),
+                    );
+                    out.insert("timestamp".to_owned(), timestamp(event.time_unix_nano));
+                    Value::Object(out)
+                })
+                .collect();
+            let links = span
+                .links
+                .iter()
+                .map(|link| {
+                    let attributes = convert_attributes(&link.attributes);
+                    let mut out = Map::new();
+                    out.insert(
+                        "context".to_owned(),
+                        context_json(id_hex(&link.trace_id, 32), id_hex(&link.span_id, 16)),
+                    );
+                    // Upstream writes `attributes or None`.
+                    out.insert(
+                        "attributes".to_owned(),
+                        if attributes.is_empty() {
+                            Value::Null
+                        } else {
+                            Value::Object(attributes)
+                        },
+                    );
+                    Value::Object(out)
+                })
+                .collect();
+
+            let mut out = Map::new();
+            out.insert(
+                "rollout_id".to_owned(),
+                Value::String(rollout_id.to_owned()),
+            );
+            out.insert(
+                "attempt_id".to_owned(),
+                Value::String(attempt_id.to_owned()),
+            );
+            out.insert("sequence_id".to_owned(), Value::from(0));
+            out.insert("trace_id".to_owned(), Value::String(trace_id.clone()));
+            out.insert("span_id".to_owned(), Value::String(span_id.clone()));
+            out.insert("parent_id".to_owned(), parent_id);
+            out.insert("name".to_owned(), Value::String(span.name.clone()));
+            out.insert("status".to_owned(), status_json(span.status.as_ref()));
+            out.insert(
+                "attributes".to_owned(),
+                Value::Object(convert_attributes(&span.attributes)),
+            );
+            out.insert("events".to_owned(), Value::Array(events));
+            out.insert("links".to_owned(), Value::Array(links));
+            out.insert(
+                "start_time".to_owned(),
+                timestamp(span.start_time_unix_nano),
+            );
+            out.insert("end_time".to_owned(), timestamp(span.end_time_unix_nano));
+            out.insert("context".to_owned(), context_json(trace_id, span_id));
+            // OTLP only carries the parent's span id, not a full SpanContext.
+            out.insert("parent".to_owned(), Value::Null);
+            out.insert("resource".to_owned(), Value::Object(resource.clone()));
+            out
+        }
+
+        /// Lowercase hex left-padded to `width`; longer ids are kept whole, not truncated, as
+        /// Python's `hex().rjust()` does.
+        fn id_hex(bytes: &[u8], width: usize) -> String {
+            format!("{:0>width$}", hex::encode(bytes))
+        }
+
+        fn context_json(trace_id: String, span_id: String) -> Value {
+            let mut out = Map::new();
+            out.insert("trace_id".to_owned(), Value::String(trace_id));
+            out.insert("span_id".to_owned(), Value::String(span_id));
+            out.insert("is_remote".to_owned(), Value::Bool(false));
+            out.insert("trace_state".to_owned(), Value::Object(Map::new()));
+            Value::Object(out)
+        }
+
+        fn status_json(status: Option<&ProtoStatus>) -> Value {
+            let (code, message) = status.map_or((0, ""), |s| (s.code, s.message.as_str()));
+            // Unknown codes read as UNSET, like upstream's `_STATUS_CODE_MAP.get(code, "UNSET")`.
+            let code = match StatusCode::try_from(code) {
+                Ok(StatusCode::Ok) => "OK",
+                Ok(StatusCode::Error) => "ERROR",
+                _ => "UNSET",
+            };
+            let mut out = Map::new();
+            out.insert("status_code".to_owned(), Value::String(code.to_owned()));
+            out.insert(
+                "description".to_owned(),
+                if message.is_empty() {
+                    Value::Null
+                } else {
+                    Value::String(message.to_owned())
+                },
+            );
+            Value::Object(out)
+        }
+
+        /// Upstream's `convert_timestamp`: 0 is null, values above 1e12 are nanoseconds turned
+        /// into seconds, smaller ones are taken as seconds already.
+        fn timestamp(nanos: u64) -> Value {
+            match nanos {
+                0 => Value::Null,
+                n if n > 1_000_000_000_000 => Value::from(nanos_to_seconds(n)),
+                // Below 2^53, so the conversion is exact.
+                n => Value::from(n as f64),
+            }
+        }
+
+        /// Converts OTLP attributes into a valid Agent Lightning `Attributes` object: kvlists are
+        /// flattened into dotted keys, arrays are made homogeneous (see [`convert_array`]), and
+        /// empty values are skipped, because upstream's `None`/dict/mixed values fail validation.
+        fn convert_attributes(attributes: &[KeyValue]) -> Map<String, Value> {
+            let mut out = Map::new();
+            for kv in attributes {
+                if let Some(value) = &kv.value {
+                    insert_flattened(&mut out, &kv.key, value);
+                }
+            }
+            out
+        }
+
+        /// Later duplicates overwrite earlier ones in place (the map preserves order), which is
+        /// what Python's dict comprehension does. Recursion is bounded by prost's decode depth.
+        fn insert_flattened(out: &mut Map<String, Value>, key: &str, value: &AnyValue) {
+            match &value.value {
+                None | Some(Any::StringValueStrindex(_)) => {}
+                Some(Any::KvlistValue(list)) => {
+                    for kv in &list.values {
+                        if let Some(inner) = &kv.value {
+                            insert_flattened(out, &format!("{key}.{}", kv.key), inner);
+                        }
+                    }
+                }
+                Some(Any::ArrayValue(array)) => {
+                    out.insert(key.to_owned(), convert_array(&array.values));
+                }
+                Some(scalar) => {
+                    out.insert(key.to_owned(), plain_json(Some(scalar)));
+                }
+            }
+        }
+
+        /// Homogeneous scalar arrays pass through; an int/float mix becomes all floats, as
+        /// pydantic coerces it; anything else (mixed types, nested arrays or kvlists, empty
+        /// elements, non-finite floats) is kept as the JSON text of the array.
+        fn convert_array(values: &[AnyValue]) -> Value {
+            #[derive(Clone, Copy, PartialEq)]
+            enum Kind {
+                Str,
+                Bool,
+                Int,
+                Float,
+            }
+            let items: Vec<Value> = values
+                .iter()
+                .map(|v| plain_json(v.value.as_ref()))
+                .collect();
+            let mut first = None;
+            let mut homogeneous = true;
+            let mut numeric = true;
+            for item in &items {
+                let kind = match item {
+                    Value::String(_) => Kind::Str,
+                    Value::Bool(_) => Kind::Bool,
+                    Value::Number(n) if n.is_f64() => Kind::Float,
+                    Value::Number(_) => Kind::Int,
+                    _ => {
+                        homogeneous = false;
+                        numeric = false;
+                        break;
+                    }
+                };
+                numeric &= matches!(kind, Kind::Int | Kind::Float);
+                match first {
+                    None => first = Some(kind),
+                    Some(prev) => homogeneous &= prev == kind,
+                }
+            }
+            if homogeneous {
+                Value::Array(items)
+            } else if numeric {
+                Value::Array(
+                    items
+                        .iter()
+                        .filter_map(Value::as_f64)
+                        .map(Value::from)
+                        .collect(),
+                )
+            } else {
+                Value::String(Value::Array(items).to_string())
+            }
+        }
+
+        /// Structural JSON of a value, used for scalars and for array elements: bytes become
+        /// lowercase hex, non-finite floats become Python's JSON tokens as strings, and an empty
+        /// value becomes null.
+        fn plain_json(value: Option<&Any>) -> Value {
+            match value {
+                None | Some(Any::StringValueStrindex(_)) => Value::Null,
+                Some(Any::StringValue(s)) => Value::String(s.clone()),
+                Some(Any::BoolValue(b)) => Value::Bool(*b),
+                Some(Any::IntValue(i)) => Value::from(*i),
+                Some(Any::DoubleValue(d)) => float_json(*d),
+                Some(Any::BytesValue(bytes)) => Value::String(hex::encode(bytes)),
+                Some(Any::ArrayValue(array)) => Value::Array(
+                    array
+                        .values
+                        .iter()
+                        .map(|v| plain_json(v.value.as_ref()))
+                        .collect(),
+                ),
+                Some(Any::KvlistValue(list)) => Value::Object(
+                    list.values
+                        .iter()
+                        .map(|kv| {
+                            let inner = kv.value.as_ref().and_then(|v| v.value.as_ref());
+                            (kv.key.clone(), plain_json(inner))
+                        })
+                        .collect(),
+                ),
+            }
+        }
+
+        fn float_json(value: f64) -> Value {
+            if value.is_nan() {
+                Value::String("NaN".to_owned())
+            } else if value.is_infinite() {
+                let token = if value > 0.0 { "Infinity" } else { "-Infinity" };
+                Value::String(token.to_owned())
+            } else {
+                Value::from(value)
+            }
+        }
+    }
 
     fn any(value: Any) -> AnyValue {
         AnyValue { value: Some(value) }
@@ -859,12 +1314,64 @@ mod tests {
         ExportTraceServiceRequest { resource_spans }.encode_to_vec()
     }
 
-    fn decode_ok(resource_spans: Vec<ResourceSpans>) -> DecodedTraces {
-        let decoded = decode_traces(CT, None, &encode(resource_spans)).expect("decodes");
-        for span in &decoded.spans {
-            assert_valid_span(&span.span);
+    /// A decoded span; `span` is its document as a map (the reference conversion's, whose
+    /// text [`decode_ok`] found equal), for asserting on fields.
+    struct TestSpan {
+        rollout_id: String,
+        attempt_id: String,
+        sequence_id: Option<i64>,
+        span: Map<String, Value>,
+        stored: StoredSpan,
+    }
+
+    struct TestTraces {
+        spans: Vec<TestSpan>,
+        dropped: usize,
+    }
+
+    /// Decodes, checks every document against the old map-based conversion byte for byte
+    /// (with placeholder and real sequence ids), and parses it for the field assertions.
+    fn decode_ok(resource_spans: Vec<ResourceSpans>) -> TestTraces {
+        let body = encode(resource_spans);
+        let decoded = decode_traces(CT, None, &body).expect("decodes");
+        let request = ExportTraceServiceRequest::decode(body.as_slice()).expect("decodes");
+        let old = reference::map_request(&request);
+        assert_eq!(old.len(), decoded.spans.len());
+        let mut spans = Vec::new();
+        for (mut new, mut old) in decoded.spans.into_iter().zip(old) {
+            assert_eq!(new.rollout_id, old.rollout_id);
+            assert_eq!(new.span.attempt_id(), old.attempt_id);
+            assert_eq!(new.sequence_id, old.sequence_id);
+            for id in [0, 17, i64::MAX] {
+                new.span.set_sequence_id(id);
+                old.span.insert("sequence_id".into(), Value::from(id));
+                let expected = serde_json::value::to_raw_value(&old.span).expect("json");
+                assert_eq!(new.span.to_json(), expected.get());
+            }
+            new.span.set_sequence_id(0);
+            old.span.insert("sequence_id".into(), Value::from(0));
+            assert_eq!(new.span.trace_id(), old.span["trace_id"].as_str().unwrap());
+            assert_eq!(new.span.span_id(), old.span["span_id"].as_str().unwrap());
+            assert_eq!(
+                new.span.parent_id().as_deref(),
+                old.span["parent_id"].as_str()
+            );
+            assert_eq!(new.span.name(), old.span["name"].as_str().unwrap());
+            assert_eq!(new.span.start_time(), old.span["start_time"].as_f64());
+            assert_eq!(new.span.end_time(), old.span["end_time"].as_f64());
+            assert_valid_span(&old.span);
+            spans.push(TestSpan {
+                rollout_id: new.rollout_id,
+                attempt_id: old.attempt_id,
+                sequence_id: new.sequence_id,
+                span: old.span,
+                stored: new.span,
+            });
         }
-        decoded
+        TestTraces {
+            spans,
+            dropped: decoded.dropped,
+        }
     }
 
     /// Decodes one span carrying `attributes` plus valid ids and returns its attributes.
@@ -937,6 +1444,181 @@ mod tests {
             .read_to_end(&mut out)
             .expect("gunzip");
         out
+    }
+
+    /// Random spans over every value kind and shape; [`decode_ok`] checks each document
+    /// byte for byte against the reference conversion.
+    #[test]
+    fn writer_matches_the_map_conversion_on_varied_spans() {
+        fn text(rng: &mut fastrand::Rng) -> String {
+            const PIECES: &[&str] = &[
+                "a", "b", "x.y", "\"", "\\", "\n", "\t", "\u{1}", "\u{7f}", "é", "日本", "😀",
+                "\u{2028}", " ", "{", "[1]", "",
+            ];
+            (0..rng.usize(0..5))
+                .map(|_| PIECES[rng.usize(..PIECES.len())])
+                .collect()
+        }
+        fn float(rng: &mut fastrand::Rng) -> f64 {
+            const SPECIAL: &[f64] = &[
+                0.0,
+                -0.0,
+                1.0,
+                0.1,
+                1e16,
+                1e-7,
+                1.5e300,
+                5e-324,
+                f64::MAX,
+                f64::NAN,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                1_700_000_000.123_456_7,
+                -2.5,
+            ];
+            if rng.bool() {
+                SPECIAL[rng.usize(..SPECIAL.len())]
+            } else {
+                f64::from_bits(rng.u64(..))
+            }
+        }
+        fn int(rng: &mut fastrand::Rng) -> i64 {
+            [
+                0,
+                1,
+                -1,
+                i64::MAX,
+                i64::MIN,
+                rng.i64(..),
+                rng.i64(-1000..1000),
+            ][rng.usize(..7)]
+        }
+        fn scalar(rng: &mut fastrand::Rng) -> Option<Any> {
+            Some(match rng.usize(..8) {
+                0 => Any::StringValue(text(rng)),
+                1 => Any::BoolValue(rng.bool()),
+                2 => Any::IntValue(int(rng)),
+                3 => Any::DoubleValue(float(rng)),
+                4 => Any::BytesValue((0..rng.usize(0..6)).map(|_| rng.u8(..)).collect()),
+                5 => Any::StringValueStrindex(rng.i32(..)),
+                6 => return None,
+                _ => Any::IntValue(rng.i64(0..10)),
+            })
+        }
+        fn value(rng: &mut fastrand::Rng, depth: usize) -> AnyValue {
+            let value = match rng.usize(..10) {
+                0..=4 => scalar(rng),
+                5..=7 if depth < 3 => {
+                    // Often homogeneous or an int/float mix, sometimes anything.
+                    let kind = rng.usize(..4);
+                    let values = (0..rng.usize(0..5))
+                        .map(|_| match kind {
+                            0 => int_or_float(rng),
+                            1 => AnyValue {
+                                value: Some(Any::StringValue(text(rng))),
+                            },
+                            2 => AnyValue {
+                                value: Some(Any::BoolValue(rng.bool())),
+                            },
+                            _ => value(rng, depth + 1),
+                        })
+                        .collect();
+                    Some(Any::ArrayValue(ArrayValue { values }))
+                }
+                8..=9 if depth < 3 => Some(Any::KvlistValue(KeyValueList {
+                    values: attributes(rng, depth + 1, 4),
+                })),
+                _ => scalar(rng),
+            };
+            AnyValue { value }
+        }
+        fn int_or_float(rng: &mut fastrand::Rng) -> AnyValue {
+            let value = if rng.bool() {
+                Any::IntValue(rng.i64(-5..5))
+            } else {
+                Any::DoubleValue(float(rng))
+            };
+            AnyValue { value: Some(value) }
+        }
+        fn attributes(rng: &mut fastrand::Rng, depth: usize, max: usize) -> Vec<KeyValue> {
+            const KEYS: &[&str] = &["a", "b", "a.b", "b.a", "c", "gen_ai.prompt", "\"q\"", ""];
+            (0..rng.usize(0..=max))
+                .map(|_| KeyValue {
+                    key: if rng.usize(..4) == 0 {
+                        text(rng)
+                    } else {
+                        KEYS[rng.usize(..KEYS.len())].to_owned()
+                    },
+                    // The outer value may be missing as well as empty.
+                    value: (rng.usize(..12) != 0).then(|| value(rng, depth)),
+                    ..Default::default()
+                })
+                .collect()
+        }
+        fn id(rng: &mut fastrand::Rng, usual: usize) -> Vec<u8> {
+            let len = [usual, usual, 0, 1, usual + 3][rng.usize(..5)];
+            (0..len).map(|_| rng.u8(..)).collect()
+        }
+        fn nanos(rng: &mut fastrand::Rng) -> u64 {
+            [
+                0,
+                5,
+                1_000_000_000_000,
+                1_000_000_000_001,
+                u64::MAX,
+                rng.u64(..),
+            ][rng.usize(..6)]
+        }
+
+        let mut rng = fastrand::Rng::with_seed(0x5eed);
+        for round in 0..300 {
+            let spans = (0..rng.usize(1..4))
+                .map(|_| {
+                    // Past 16 attributes duplicates are merged through an index.
+                    let max = if rng.bool() { 6 } else { 40 };
+                    let mut own = attributes(&mut rng, 0, max);
+                    if rng.bool() {
+                        own.extend(ids("ro-1", "at-1"));
+                    }
+                    ProtoSpan {
+                        trace_id: id(&mut rng, 16),
+                        span_id: id(&mut rng, 8),
+                        parent_span_id: id(&mut rng, 8),
+                        name: text(&mut rng),
+                        start_time_unix_nano: nanos(&mut rng),
+                        end_time_unix_nano: nanos(&mut rng),
+                        attributes: own,
+                        events: (0..rng.usize(0..3))
+                            .map(|_| Event {
+                                time_unix_nano: nanos(&mut rng),
+                                name: text(&mut rng),
+                                attributes: attributes(&mut rng, 0, 4),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        links: (0..rng.usize(0..3))
+                            .map(|_| Link {
+                                trace_id: id(&mut rng, 16),
+                                span_id: id(&mut rng, 8),
+                                attributes: attributes(&mut rng, 0, 3),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        status: rng.bool().then(|| ProtoStatus {
+                            message: text(&mut rng),
+                            code: [0, 1, 2, 99, -1][rng.usize(..5)],
+                        }),
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            let mut resource = attributes(&mut rng, 0, 5);
+            resource.extend(ids("ro-r", "at-r"));
+            let mut rs = resource_spans(resource, spans);
+            rs.schema_url = text(&mut rng);
+            let decoded = decode_ok(vec![rs]);
+            assert!(!decoded.spans.is_empty(), "round {round}");
+        }
     }
 
     #[test]
@@ -1340,6 +2022,11 @@ mod tests {
         // Expected values are Python's `ns / 1_000_000_000`.
         assert_eq!(at(1, "start_time").as_f64(), Some(1_700_000_000.123_456_7));
         assert_eq!(at(1, "end_time").as_f64(), Some(1_924_948_642.789_419_7));
+        assert_eq!(
+            decoded.spans[1].stored.start_time(),
+            Some(1_700_000_000.123_456_7)
+        );
+        assert_eq!(decoded.spans[0].stored.end_time(), None);
         // At or below 1e12 the value is taken as seconds already, as a float.
         assert_eq!(at(2, "start_time"), json!(5.0));
         assert_eq!(at(2, "end_time"), json!(1e12));

@@ -7,6 +7,7 @@
 use serde_json::{Map, Value};
 
 use crate::model::StoredSpan;
+use crate::stored_span::{SpanDocError, SpanWriter};
 use crate::validate::{
     self, DICT_NULL, Errors, INT_NULL, LIST_NULL, Loc, STRING_NULL, object, required,
     required_non_null,
@@ -16,51 +17,40 @@ use crate::validate::{
 #[derive(Debug)]
 pub struct SpanInput {
     pub rollout_id: String,
-    pub attempt_id: String,
-    pub sequence_id: i64,
-    /// The normalized document; `sequence_id` inside it is rewritten when stored.
-    pub doc: Map<String, Value>,
+    /// The normalized document; its sequence id is the client's, or a placeholder the
+    /// store replaces when it issues one.
+    pub span: StoredSpan,
 }
 
-impl SpanInput {
-    /// Freezes the document into the stored form.
-    pub fn into_stored(mut self) -> StoredSpan {
-        self.doc
-            .insert("sequence_id".into(), Value::from(self.sequence_id));
-        let get_str = |doc: &Map<String, Value>, k: &str| {
-            doc.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let trace_id = get_str(&self.doc, "trace_id");
-        let span_id = get_str(&self.doc, "span_id");
-        let name = get_str(&self.doc, "name");
-        let parent_id = self
-            .doc
-            .get("parent_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let start_time = self.doc.get("start_time").and_then(Value::as_f64);
-        let end_time = self.doc.get("end_time").and_then(Value::as_f64);
-        let json =
-            serde_json::value::to_raw_value(&self.doc).expect("a serde_json map always serializes");
-        StoredSpan {
-            attempt_id: self.attempt_id,
-            sequence_id: self.sequence_id,
-            trace_id,
-            span_id,
-            parent_id,
-            name,
-            start_time,
-            end_time,
-            json,
+/// Freezes a normalized document into the stored form, with `sequence_id` as its id.
+fn freeze(doc: &Map<String, Value>, sequence_id: i64) -> Result<StoredSpan, SpanDocError> {
+    let mut writer = SpanWriter::with_capacity(1024);
+    for (key, value) in doc {
+        if key == "sequence_id" {
+            writer.sequence_id();
+        } else {
+            writer.field(key, value);
         }
     }
+    let time = |k: &str| doc.get(k).and_then(Value::as_f64);
+    writer.finish(sequence_id, time("start_time"), time("end_time"))
 }
 
 /// Validates a posted `Span` body.
 pub fn parse_span(value: &Value, errs: &mut Errors) -> Option<SpanInput> {
+    let (rollout_id, sequence_id, doc) = normalize(value, errs)?;
+    match freeze(&doc, sequence_id) {
+        Ok(span) => Some(SpanInput { rollout_id, span }),
+        Err(err) => {
+            errs.push(&[], "value_error", err.to_string(), value);
+            None
+        }
+    }
+}
+
+/// The validated span as a map in the key order it is stored in, with its rollout and
+/// sequence ids.
+fn normalize(value: &Value, errs: &mut Errors) -> Option<(String, i64, Map<String, Value>)> {
     let map = object(value, errs)?;
     let before = errs.list.len();
     let mut doc = Map::new();
@@ -121,12 +111,9 @@ pub fn parse_span(value: &Value, errs: &mut Errors) -> Option<SpanInput> {
     if errs.list.len() != before {
         return None;
     }
-    Some(SpanInput {
-        rollout_id: rollout_id?,
-        attempt_id: attempt_id?,
-        sequence_id: sequence_id?,
-        doc,
-    })
+    // The stored span reads its attempt id back from the document.
+    attempt_id?;
+    Some((rollout_id?, sequence_id?, doc))
 }
 
 /// Copies the keys of `map` that are not in `doc` yet (the models that allow extras).
@@ -342,8 +329,8 @@ mod tests {
     fn normalizes_and_keeps_extras() {
         let mut errs = Errors::new("body");
         let input = parse_span(&span(), &mut errs).expect("valid span");
-        let stored = input.into_stored();
-        let back: Value = serde_json::from_str(stored.json.get()).unwrap();
+        let stored = input.span;
+        let back: Value = serde_json::from_str(&stored.to_json()).unwrap();
         assert_eq!(back["attributes"]["b"], json!([1.5, 2.0]));
         assert_eq!(
             back["status"],
@@ -356,7 +343,43 @@ mod tests {
             back["resource"],
             json!({"attributes": {}, "schema_url": ""})
         );
-        assert_eq!(stored.sequence_id, 3);
+        assert_eq!(stored.sequence_id(), 3);
+        assert_eq!(stored.attempt_id(), "at-1");
+        assert_eq!(stored.trace_id(), "ab");
+        assert_eq!(stored.span_id(), "cd");
+        assert_eq!(stored.parent_id(), None);
+        assert_eq!(stored.name(), "n");
+        assert_eq!(stored.start_time(), Some(1.0));
+        assert_eq!(stored.end_time(), None);
+    }
+
+    /// The stored text is what serializing the normalized map wrote before spans were
+    /// kept as text: byte for byte, escapes, number formats and extras included.
+    #[test]
+    fn stored_text_is_the_serialized_document() {
+        let mut odd = span();
+        odd["name"] = json!("q\"uote\\ \u{1} é");
+        odd["trace_id"] = json!("t\n");
+        odd["parent_id"] = json!("p");
+        odd["end_time"] = json!(1e16);
+        odd["start_time"] = json!(0.1);
+        odd["attributes"] =
+            json!({"f": 1.0000000000000002, "big": 18_446_744_073_709_551_615_u64, "neg": -5});
+        odd["z_extra"] = json!([null, {"k": "v"}]);
+        for body in [span(), odd] {
+            let mut errs = Errors::new("body");
+            let (_, sequence_id, mut doc) = normalize(&body, &mut errs).expect("valid span");
+            for id in [sequence_id, 0, 1234, -7] {
+                let stored = freeze(&doc, id).unwrap();
+                doc.insert("sequence_id".into(), Value::from(id));
+                let old = serde_json::value::to_raw_value(&doc).unwrap();
+                assert_eq!(stored.to_json(), old.get());
+                assert_eq!(stored.json_len(), old.get().len());
+            }
+            let input = parse_span(&body, &mut errs).expect("valid span");
+            assert_eq!(input.span.name(), body["name"].as_str().unwrap());
+            assert_eq!(input.span.trace_id(), body["trace_id"].as_str().unwrap());
+        }
     }
 
     #[test]

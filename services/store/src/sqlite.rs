@@ -11,7 +11,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, Transaction, params};
-use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use crate::model::{Attempt, ResourcesUpdate, Rollout, StoredSpan, Worker};
@@ -257,29 +256,14 @@ fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
     for row in q.query_map([], |r| r.get::<_, String>(0))? {
         snap.attempts.push(doc::<Attempt>(&row?, "attempt")?);
     }
-    let mut q = conn.prepare(
-        "SELECT rollout_id, attempt_id, span_id, sequence_id, trace_id, parent_id, name, \
-         start_time, end_time, doc FROM spans ORDER BY id",
-    )?;
+    // The indexed columns are copies of fields of `doc`, which the span reads them from.
+    let mut q = conn.prepare("SELECT rollout_id, doc FROM spans ORDER BY id")?;
     let rows = q.query_map([], |r| {
-        let json: String = r.get(9)?;
-        let json = RawValue::from_string(json).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, e.into())
+        let json: String = r.get(1)?;
+        let span = StoredSpan::from_json(&json).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
         })?;
-        Ok((
-            r.get::<_, String>(0)?,
-            StoredSpan {
-                attempt_id: r.get(1)?,
-                span_id: r.get(2)?,
-                sequence_id: r.get(3)?,
-                trace_id: r.get(4)?,
-                parent_id: r.get(5)?,
-                name: r.get(6)?,
-                start_time: r.get(7)?,
-                end_time: r.get(8)?,
-                json,
-            },
-        ))
+        Ok((r.get::<_, String>(0)?, span))
     })?;
     for row in rows {
         snap.spans.push(row?);
@@ -339,15 +323,15 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> rusqlite::Result<()> {
             )?
             .execute(params![
                 rollout_id,
-                span.attempt_id,
-                span.span_id,
-                span.sequence_id,
-                span.trace_id,
-                span.parent_id,
-                span.name,
-                span.start_time,
-                span.end_time,
-                span.json.get(),
+                span.attempt_id(),
+                span.span_id(),
+                span.sequence_id(),
+                span.trace_id(),
+                span.parent_id(),
+                span.name(),
+                span.start_time(),
+                span.end_time(),
+                span.to_json(),
             ])?;
         }
         Change::Worker(w) => {

@@ -15,10 +15,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::params::{self, body, query};
-use super::{ApiError, ApiResult, AppState, Body, null, ok};
+use super::{ApiError, ApiResult, AppState, Body, null, ok, ok_raw};
 use crate::core::{PageRequest, RolloutQuery, SpanQuery};
 use crate::model::{NamedResources, ResourcesUpdate, Rollout, RolloutStatus, RolloutView};
 use crate::span::parse_span;
+use crate::stored_span;
 use crate::validate::{self, Errors, object, optional, required_non_null};
 
 /// Routes relative to `/agl/v1`.
@@ -124,10 +125,10 @@ fn all_rollouts(
 /// (the older protocols never answer `null` here).
 async fn add_span_echo(s: &AppState, bytes: &[u8], status: StatusCode) -> ApiResult {
     let span = body(bytes, parse_span)?;
-    let echo = Value::Object(span.doc.clone());
+    let echo = span.span.to_json();
     match s.store.add_span(span).await? {
-        Some(stored) => ok(status, &stored),
-        None => ok(status, &echo),
+        Some(stored) => ok_raw(status, stored.to_json()),
+        None => ok_raw(status, echo),
     }
 }
 
@@ -273,7 +274,10 @@ fn spans_list(s: &AppState, rollout_id: String, attempt_id: Option<String>) -> A
         attempt_id,
         ..SpanQuery::default()
     };
-    ok(StatusCode::OK, &s.store.query_spans(&q)?.items)
+    ok_raw(
+        StatusCode::OK,
+        stored_span::spans_json(&s.store.query_spans(&q)?.items),
+    )
 }
 
 async fn a1_list_spans(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {

@@ -153,6 +153,11 @@ pub fn ok<T: serde::Serialize>(status: StatusCode, value: &T) -> ApiResult {
     Ok(json_response(status, value))
 }
 
+/// A body that is JSON already (stored span documents are kept as text).
+pub fn ok_raw(status: StatusCode, json: impl Into<axum::body::Body>) -> ApiResult {
+    Ok(raw_json(status, json))
+}
+
 /// A JSON `null` (with the JSON content type the official client insists on).
 pub fn null(status: StatusCode) -> ApiResult {
     Ok(raw_json(status, "null"))

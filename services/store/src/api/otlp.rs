@@ -96,9 +96,7 @@ pub(super) async fn traces(
             sequence_id: d.sequence_id,
             span: SpanInput {
                 rollout_id: d.rollout_id,
-                attempt_id: d.attempt_id,
-                sequence_id: 0,
-                doc: d.span,
+                span: d.span,
             },
         })
         .collect();

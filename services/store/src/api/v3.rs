@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::openapi;
 use super::params::{self, body, optional_body, query};
-use super::{ApiResult, AppState, Body, null, ok};
+use super::{ApiResult, AppState, Body, null, ok, ok_raw};
 use crate::model::{
     Attempt, Page, Resource, ResourcesUpdate, Rollout, RolloutStatus, RolloutView, Worker,
     WorkerStatus, fields,
@@ -291,7 +291,7 @@ pub(super) async fn update_resources(
 pub(super) async fn add_span(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     let span = body(&b, parse_span)?;
     match s.store.add_span(span).await? {
-        Some(stored) => ok(StatusCode::CREATED, &stored),
+        Some(stored) => ok_raw(StatusCode::CREATED, stored.to_json()),
         None => null(StatusCode::CREATED),
     }
 }
@@ -300,14 +300,14 @@ pub(super) async fn add_span(State(s): State<AppState>, Body(b): Body) -> ApiRes
 pub(super) async fn list_spans(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
     let q = query(q.as_deref(), &[], params::span_query)?;
     params::check_page(&q.page, fields::SPAN)?;
-    ok(StatusCode::OK, &s.store.query_spans(&q)?)
+    ok_raw(StatusCode::OK, s.store.query_spans(&q)?.to_json())
 }
 
 #[utoipa::path(post, path = "/v1/agl/spans/search", tag = "spans", request_body = openapi::QuerySpansRequest, responses((status = 200, body = Page<openapi::Span>)))]
 pub(super) async fn search_spans(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     let q = body(&b, params::span_query)?;
     params::check_page(&q.page, fields::SPAN)?;
-    ok(StatusCode::OK, &s.store.query_spans(&q)?)
+    ok_raw(StatusCode::OK, s.store.query_spans(&q)?.to_json())
 }
 
 #[utoipa::path(post, path = "/v1/agl/spans/next", tag = "spans", request_body = openapi::SequenceIdRequest, responses((status = 200, body = openapi::SequenceIdResponse)))]

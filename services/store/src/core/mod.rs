@@ -29,6 +29,7 @@ use crate::persist::{Backend, Durable, Memory, StorageError};
 use crate::span::SpanInput;
 
 mod query;
+mod sharded;
 mod state;
 
 use query::{
@@ -522,7 +523,7 @@ impl Store {
         let now = self.now();
         let mut st = self.state.lock();
         self.scan_and_submit(&mut st, now);
-        st.rollouts.get(rollout_id).map(Entry::view)
+        st.rollouts.get(rollout_id).map(|e| e.view())
     }
 
     /// Rollouts matching `q`, each with its latest attempt.
@@ -542,12 +543,12 @@ impl Store {
                 .order
                 .iter()
                 .filter(|id| ids.contains(id.as_str()))
-                .filter_map(|id| st.rollouts.get(id))
+                .filter_map(|id| st.rollouts.get(id).map(|e| &**e))
                 .collect(),
             _ => st
                 .order
                 .iter()
-                .filter_map(|id| st.rollouts.get(id))
+                .filter_map(|id| st.rollouts.get(id).map(|e| &**e))
                 .collect(),
         };
         let matches: Vec<&Entry> = matches
@@ -791,15 +792,14 @@ impl Store {
     }
 
     /// Stores one span; `Ok(None)` when a span with the same attempt and span id exists.
-    pub async fn add_span(&self, span: SpanInput) -> Result<Option<Arc<StoredSpan>>, StoreError> {
+    pub async fn add_span(&self, input: SpanInput) -> Result<Option<Arc<StoredSpan>>, StoreError> {
+        let SpanInput { rollout_id, span } = input;
         self.try_write(false, |st, now| {
-            st.bump_sequence(&span.rollout_id, span.sequence_id);
-            st.check_attempt(&span.rollout_id, &span.attempt_id)?;
-            let rollout_id = span.rollout_id.clone();
-            let attempt_id = span.attempt_id.clone();
-            let stored = st.insert_span(&rollout_id, span.into_stored());
-            if stored.is_some() {
-                st.heartbeat(&rollout_id, &attempt_id, now);
+            st.bump_sequence(&rollout_id, span.sequence_id());
+            st.check_attempt(&rollout_id, &span.attempt_id())?;
+            let stored = st.insert_span(&rollout_id, span);
+            if let Some(stored) = &stored {
+                st.heartbeat(&rollout_id, &stored.attempt_id(), now);
                 self.counters
                     .spans_stored
                     .fetch_add(1, AtomicOrdering::Relaxed);
@@ -834,32 +834,40 @@ impl Store {
             }
             let mut touched: IndexSet<(String, String)> = IndexSet::new();
             for UnsequencedSpan {
-                mut span,
+                span:
+                    SpanInput {
+                        rollout_id,
+                        mut span,
+                    },
                 sequence_id,
             } in spans
             {
-                span.sequence_id = match sequence_id {
+                let sequence_id = match sequence_id {
                     Some(id) => id,
                     None => {
-                        let n = next.get_mut(&span.rollout_id).expect("reserved above");
+                        let n = next.get_mut(&rollout_id).expect("reserved above");
                         *n += 1;
                         *n - 1
                     }
                 };
-                st.bump_sequence(&span.rollout_id, span.sequence_id);
-                if st
-                    .check_attempt(&span.rollout_id, &span.attempt_id)
-                    .is_err()
-                {
+                span.set_sequence_id(sequence_id);
+                st.bump_sequence(&rollout_id, sequence_id);
+                if st.check_attempt(&rollout_id, &span.attempt_id()).is_err() {
                     outcome.rejected += 1;
                     continue;
                 }
-                let key = (span.rollout_id.clone(), span.attempt_id.clone());
-                if st.insert_span(&key.0, span.into_stored()).is_some() {
-                    outcome.stored += 1;
-                    touched.insert(key);
-                } else {
+                let Some(stored) = st.insert_span(&rollout_id, span) else {
                     outcome.duplicates += 1;
+                    continue;
+                };
+                outcome.stored += 1;
+                // A batch is mostly one attempt's spans: skip the set for repeats.
+                let attempt_id = stored.attempt_id();
+                if touched
+                    .last()
+                    .is_none_or(|(r, a)| *r != rollout_id || *a != attempt_id)
+                {
+                    touched.insert((rollout_id, attempt_id.into_owned()));
                 }
             }
             for (rollout_id, attempt_id) in touched {
@@ -875,58 +883,82 @@ impl Store {
 
     /// Spans of one rollout matching `q`.
     pub fn query_spans(&self, q: &SpanQuery) -> Result<Page<Arc<StoredSpan>>, StoreError> {
-        let now = self.now();
-        let mut st = self.state.lock();
-        self.scan_and_submit(&mut st, now);
+        // Only the lookup and the pointer copies hold the lock; filtering by field, sorting
+        // and cutting the page work on the copies after it is released.
         let empty = || Page {
             items: Vec::new(),
             limit: q.page.limit,
             offset: q.page.offset,
             total: 0,
         };
-        let Some(entry) = st.rollouts.get(&q.rollout_id) else {
-            return Ok(empty());
-        };
-        let attempt_filter = match q.attempt_id.as_deref() {
-            Some("latest") => match entry.attempts.last() {
-                Some(a) => Some(a.attempt_id.as_str()),
-                None => return Ok(empty()),
-            },
-            other => other,
-        };
-        let pool = |s: &StoredSpan| {
-            let exact = |f: &str, v: &Option<String>| v.as_ref().map(|v| f == v);
-            let opt_exact =
-                |f: &Option<String>, v: &Option<String>| v.as_ref().map(|v| f.as_ref() == Some(v));
-            let contains = |f: &str, v: &Option<String>| v.as_ref().map(|v| f.contains(v.as_str()));
-            let opt_contains = |f: &Option<String>, v: &Option<String>| {
-                v.as_ref()
-                    .map(|v| f.as_ref().is_some_and(|f| f.contains(v.as_str())))
+        let candidates: Vec<Arc<StoredSpan>> = {
+            let now = self.now();
+            let mut st = self.state.lock();
+            self.scan_and_submit(&mut st, now);
+            let Some(entry) = st.rollouts.get(&q.rollout_id) else {
+                return Ok(empty());
             };
+            let attempt_filter = match q.attempt_id.as_deref() {
+                Some("latest") => match entry.attempts.last() {
+                    Some(a) => Some(a.attempt_id.as_str()),
+                    None => return Ok(empty()),
+                },
+                other => other,
+            };
+            entry
+                .spans
+                .iter()
+                .filter(|s| attempt_filter.is_none_or(|a| s.attempt_id() == a))
+                .cloned()
+                .collect()
+        };
+        // Each field is read only when a filter names it: reading one costs a lookup.
+        let pool = |s: &StoredSpan| {
             let conds = [
-                exact(&s.trace_id, &q.trace_id),
-                contains(&s.trace_id, &q.trace_id_contains),
-                exact(&s.span_id, &q.span_id),
-                contains(&s.span_id, &q.span_id_contains),
-                opt_exact(&s.parent_id, &q.parent_id),
-                opt_contains(&s.parent_id, &q.parent_id_contains),
-                exact(&s.name, &q.name),
-                contains(&s.name, &q.name_contains),
+                q.trace_id.as_ref().map(|v| s.trace_id() == v.as_str()),
+                q.trace_id_contains
+                    .as_ref()
+                    .map(|v| s.trace_id().contains(v.as_str())),
+                q.span_id.as_ref().map(|v| s.span_id() == v.as_str()),
+                q.span_id_contains
+                    .as_ref()
+                    .map(|v| s.span_id().contains(v.as_str())),
+                q.parent_id
+                    .as_ref()
+                    .map(|v| s.parent_id().as_deref() == Some(v.as_str())),
+                q.parent_id_contains
+                    .as_ref()
+                    .map(|v| s.parent_id().is_some_and(|p| p.contains(v.as_str()))),
+                q.name.as_ref().map(|v| s.name() == v.as_str()),
+                q.name_contains
+                    .as_ref()
+                    .map(|v| s.name().contains(v.as_str())),
             ];
             combine(&conds, q.any)
         };
-        let matches: Vec<&Arc<StoredSpan>> = entry
-            .spans
-            .iter()
-            .filter(|s| attempt_filter.is_none_or(|a| s.attempt_id == a))
-            .filter(|s| pool(s))
-            .collect();
+        let filtered = [
+            &q.trace_id,
+            &q.trace_id_contains,
+            &q.span_id,
+            &q.span_id_contains,
+            &q.parent_id,
+            &q.parent_id_contains,
+            &q.name,
+            &q.name_contains,
+        ]
+        .iter()
+        .any(|f| f.is_some());
+        let matches: Vec<Arc<StoredSpan>> = if filtered {
+            candidates.into_iter().filter(|s| pool(s)).collect()
+        } else {
+            candidates
+        };
         let mut page_req = q.page.clone();
         page_req
             .sort_by
             .get_or_insert_with(|| "sequence_id".to_owned());
         let rollout_id = q.rollout_id.as_str();
-        Ok(paginate(matches, &page_req, |s, f| span_key(rollout_id, s, f))?.map(Arc::clone))
+        paginate(matches, &page_req, |s, f| span_key(rollout_id, s, f))
     }
 
     // ----- workers --------------------------------------------------------------------

@@ -104,17 +104,17 @@ pub(super) fn worker_key(w: &&Worker, field: &str) -> Option<SortKey> {
     }
 }
 
-pub(super) fn span_key(rollout_id: &str, s: &&Arc<StoredSpan>, field: &str) -> Option<SortKey> {
+pub(super) fn span_key(rollout_id: &str, s: &Arc<StoredSpan>, field: &str) -> Option<SortKey> {
     match field {
         "rollout_id" => str_key(Some(rollout_id)),
-        "attempt_id" => str_key(Some(&s.attempt_id)),
-        "sequence_id" => int_key(s.sequence_id),
-        "trace_id" => str_key(Some(&s.trace_id)),
-        "span_id" => str_key(Some(&s.span_id)),
-        "parent_id" => str_key(s.parent_id.as_deref()),
-        "name" => str_key(Some(&s.name)),
-        "start_time" => time_key(s.start_time),
-        "end_time" => time_key(s.end_time),
+        "attempt_id" => str_key(Some(&s.attempt_id())),
+        "sequence_id" => int_key(s.sequence_id()),
+        "trace_id" => str_key(Some(&s.trace_id())),
+        "span_id" => str_key(Some(&s.span_id())),
+        "parent_id" => str_key(s.parent_id().as_deref()),
+        "name" => str_key(Some(&s.name())),
+        "start_time" => time_key(s.start_time()),
+        "end_time" => time_key(s.end_time()),
         _ => None,
     }
 }

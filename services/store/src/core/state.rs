@@ -3,16 +3,18 @@
 //! change through [`State::apply_attempt_patch`]: the status machines live here, once.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 
 /// The store's indexes hash untrusted ids with a fast, randomly seeded hasher.
 type Hasher = foldhash::fast::RandomState;
 pub(super) type HashMap<K, V> = std::collections::HashMap<K, V, Hasher>;
-pub(super) type HashSet<K> = std::collections::HashSet<K, Hasher>;
 pub(super) type IndexMap<K, V> = indexmap::IndexMap<K, V, Hasher>;
 pub(super) type IndexSet<K> = indexmap::IndexSet<K, Hasher>;
+use hashbrown::hash_table::{self, HashTable};
 use tokio::sync::Notify;
 
+use super::sharded::ShardedMap;
 use super::{AttemptPatch, FinishHook, NewRollout, StoreError, empty_object, random_hex};
 use crate::model::{
     Attempt, AttemptStatus, NamedResources, ResourcesUpdate, Rollout, RolloutConfig, RolloutStatus,
@@ -25,16 +27,58 @@ pub(super) struct Entry {
     /// Index `i` holds the attempt with sequence id `i + 1`.
     pub(super) attempts: Vec<Attempt>,
     pub(super) spans: Vec<Arc<StoredSpan>>,
-    /// `(attempt_id, span_id)` of every stored span, for duplicate detection.
-    pub(super) span_keys: HashSet<(String, String)>,
+    /// Indexes into `spans` by `(attempt_id, span_id)`, for duplicate detection: the ids
+    /// stay in the span documents instead of being copied into a set of strings.
+    pub(super) span_keys: HashTable<u32>,
+    /// In the queue: a rollout is queued at most once (a flag here rather than a set of
+    /// ids, which would be one more table to grow under the lock).
+    pub(super) queued: bool,
+}
+
+/// The duplicate-detection hash of a span.
+fn span_hash(hasher: &Hasher, span: &StoredSpan) -> u64 {
+    hasher.hash_one((&*span.attempt_id(), &*span.span_id()))
 }
 
 impl Entry {
+    fn new(rollout: Rollout) -> Self {
+        Self {
+            rollout,
+            attempts: Vec::new(),
+            spans: Vec::new(),
+            span_keys: HashTable::new(),
+            queued: false,
+        }
+    }
+
     pub(super) fn view(&self) -> RolloutView {
         RolloutView {
             rollout: self.rollout.clone(),
             attempt: self.attempts.last().cloned(),
         }
+    }
+
+    /// Appends `span` unless one with its attempt and span id is stored; returns it shared.
+    fn push_span(&mut self, hasher: &Hasher, span: StoredSpan) -> Option<Arc<StoredSpan>> {
+        // Four billion spans in one rollout would take terabytes; refusing is enough.
+        let index = u32::try_from(self.spans.len()).ok()?;
+        let spans = &self.spans;
+        let (attempt_id, span_id) = (span.attempt_id(), span.span_id());
+        let same = |&i: &u32| {
+            let other = &spans[i as usize];
+            other.span_id() == span_id && other.attempt_id() == attempt_id
+        };
+        match self.span_keys.entry(span_hash(hasher, &span), same, |&i| {
+            span_hash(hasher, &spans[i as usize])
+        }) {
+            hash_table::Entry::Occupied(_) => return None,
+            hash_table::Entry::Vacant(slot) => {
+                slot.insert(index);
+            }
+        }
+        let span = Arc::new(span);
+        self.spans.push(Arc::clone(&span));
+        Some(span)
     }
 
     pub(super) fn attempt_index(&self, attempt_id: &str) -> Option<usize> {
@@ -49,11 +93,13 @@ impl Entry {
 
 #[derive(Default)]
 pub(super) struct State {
-    pub(super) rollouts: HashMap<String, Entry>,
-    /// Rollout ids in creation order (the natural order of unsorted queries).
-    pub(super) order: IndexSet<String>,
+    /// Sharded, and boxed so that growing a shard moves pointers, not 256-byte entries:
+    /// an insert that crosses a capacity step stalls the callers behind the lock briefly.
+    pub(super) rollouts: ShardedMap<Box<Entry>>,
+    /// Rollout ids in creation order (the natural order of unsorted queries); ids are
+    /// unique by construction, so a list does without a table to rehash as it grows.
+    pub(super) order: Vec<String>,
     pub(super) queue: VecDeque<String>,
-    pub(super) queued: HashSet<String>,
     /// Rollouts the watchdog watches: those preparing or running.
     pub(super) active: IndexSet<String>,
     pub(super) workers: IndexMap<String, Worker>,
@@ -66,6 +112,8 @@ pub(super) struct State {
     pub(super) total_attempts: usize,
     pub(super) total_spans: usize,
     pub(super) span_bytes: usize,
+    /// Hashes `(attempt_id, span_id)` for every rollout's `span_keys`.
+    pub(super) span_hasher: Hasher,
     /// Rollouts per status, by `RolloutStatus::index`, kept as statuses change.
     pub(super) rollout_counts: [usize; 7],
     /// Attempts per status, by `AttemptStatus::index`.
@@ -107,16 +155,8 @@ impl State {
             if rollout.status.is_running() {
                 st.active.insert(id.clone());
             }
-            st.order.insert(id.clone());
-            st.rollouts.insert(
-                id,
-                Entry {
-                    rollout,
-                    attempts: Vec::new(),
-                    spans: Vec::new(),
-                    span_keys: HashSet::default(),
-                },
-            );
+            st.order.push(id.clone());
+            st.rollouts.insert(id, Box::new(Entry::new(rollout)));
         }
         let mut attempts = snapshot.attempts;
         attempts.sort_by_key(|a| a.sequence_id);
@@ -129,12 +169,11 @@ impl State {
         }
         for (rollout_id, span) in snapshot.spans {
             if let Some(entry) = st.rollouts.get_mut(&rollout_id) {
-                entry
-                    .span_keys
-                    .insert((span.attempt_id.clone(), span.span_id.clone()));
-                st.span_bytes += span.json.get().len();
-                st.total_spans += 1;
-                entry.spans.push(Arc::new(span));
+                let bytes = span.json_len();
+                if entry.push_span(&st.span_hasher, span).is_some() {
+                    st.span_bytes += bytes;
+                    st.total_spans += 1;
+                }
             }
         }
         for worker in snapshot.workers {
@@ -147,7 +186,7 @@ impl State {
         st.latest_resources = snapshot.latest_resources;
         st.sequence = snapshot.sequences.into_iter().collect();
         for id in snapshot.queue {
-            if st.queued.insert(id.clone()) {
+            if st.mark_queued(&id) {
                 st.queue.push_back(id);
             }
         }
@@ -222,7 +261,9 @@ impl State {
     /// Removes the head of the queue.
     pub(super) fn pop_queue(&mut self) -> Option<String> {
         let id = self.queue.pop_front()?;
-        self.queued.remove(&id);
+        if let Some(entry) = self.rollouts.get_mut(&id) {
+            entry.queued = false;
+        }
         if let Some(j) = self.journal.as_mut() {
             j.queue.push(Change::QueuePop(id.clone()));
         }
@@ -251,16 +292,9 @@ impl State {
             config: new.config.unwrap_or_default(),
             metadata: Some(new.metadata.unwrap_or_else(empty_object)),
         };
-        self.rollouts.insert(
-            id.clone(),
-            Entry {
-                rollout,
-                attempts: Vec::new(),
-                spans: Vec::new(),
-                span_keys: HashSet::default(),
-            },
-        );
-        self.order.insert(id.clone());
+        self.rollouts
+            .insert(id.clone(), Box::new(Entry::new(rollout)));
+        self.order.push(id.clone());
         self.rollout_counts[status.index()] += 1;
         self.mark_rollout(&id);
         id
@@ -341,8 +375,17 @@ impl State {
         attempt
     }
 
+    /// Flags a rollout as queued; false when it already was.
+    fn mark_queued(&mut self, id: &str) -> bool {
+        // An id without a rollout (only a damaged file has one) is queued as it is;
+        // dequeuing skips it.
+        self.rollouts
+            .get_mut(id)
+            .is_none_or(|entry| !std::mem::replace(&mut entry.queued, true))
+    }
+
     pub(super) fn push_queue(&mut self, id: &str) {
-        if self.queued.insert(id.to_owned()) {
+        if self.mark_queued(id) {
             self.queue.push_back(id.to_owned());
             if let Some(j) = self.journal.as_mut() {
                 j.queue.push(Change::QueuePush(id.to_owned()));
@@ -508,16 +551,10 @@ impl State {
         span: StoredSpan,
     ) -> Option<Arc<StoredSpan>> {
         let entry = self.rollouts.get_mut(rollout_id)?;
-        if !entry
-            .span_keys
-            .insert((span.attempt_id.clone(), span.span_id.clone()))
-        {
-            return None;
-        }
-        self.span_bytes += span.json.get().len();
+        let bytes = span.json_len();
+        let span = entry.push_span(&self.span_hasher, span)?;
+        self.span_bytes += bytes;
         self.total_spans += 1;
-        let span = Arc::new(span);
-        entry.spans.push(Arc::clone(&span));
         if let Some(j) = self.journal.as_mut() {
             j.spans.push((rollout_id.to_owned(), Arc::clone(&span)));
         }
