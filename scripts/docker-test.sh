@@ -80,8 +80,10 @@ echo "image sizes: agl-store ${store_mb} MB, agl-agentops ${agentops_mb} MB, agl
 if command -v objdump >/dev/null; then
   mkdir -p "$ROOT/target"
   probe=$(docker create "$LAUNCHER_IMAGE")
-  docker cp "$probe:/usr/local/bin/agl-vllm" "$ROOT/target/agl-vllm-image-probe" >/dev/null
+  copied=0
+  docker cp "$probe:/usr/local/bin/agl-vllm" "$ROOT/target/agl-vllm-image-probe" >/dev/null || copied=$?
   docker rm "$probe" >/dev/null
+  [ "$copied" = 0 ] || { echo "could not copy agl-vllm out of $LAUNCHER_IMAGE" >&2; exit 1; }
   glibc_max=$(objdump -T "$ROOT/target/agl-vllm-image-probe" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
   rm -f "$ROOT/target/agl-vllm-image-probe"
   echo "agl-vllm needs ${glibc_max}"

@@ -1,7 +1,6 @@
 //! `agl-store`: the LightningStore server on its own.
 //!
 //! Run with `cargo run -p agl-store -- --port 4747`.
-
 //!
 //! It keeps the system allocator, as `agl store` does: mimalloc held about 0.9 KB more per
 //! stored span (2.2 KB against 1.2 KB at a million spans) for 18 % fewer instructions per

@@ -936,23 +936,7 @@ impl Store {
             ];
             combine(&conds, q.any)
         };
-        let filtered = [
-            &q.trace_id,
-            &q.trace_id_contains,
-            &q.span_id,
-            &q.span_id_contains,
-            &q.parent_id,
-            &q.parent_id_contains,
-            &q.name,
-            &q.name_contains,
-        ]
-        .iter()
-        .any(|f| f.is_some());
-        let matches: Vec<Arc<StoredSpan>> = if filtered {
-            candidates.into_iter().filter(|s| pool(s)).collect()
-        } else {
-            candidates
-        };
+        let matches: Vec<Arc<StoredSpan>> = candidates.into_iter().filter(|s| pool(s)).collect();
         let mut page_req = q.page.clone();
         page_req
             .sort_by
