@@ -214,6 +214,9 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
+/// The name of the server span each request runs in.
+pub const REQUEST_SPAN: &str = "request";
+
 /// One server span and one metrics sample per request, labelled by the route template so
 /// that ids in paths never explode the label space.
 async fn observe(State(ops): State<Arc<Ops>>, req: Request, next: Next) -> Response {
@@ -223,7 +226,7 @@ async fn observe(State(ops): State<Arc<Ops>>, req: Request, next: Next) -> Respo
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = req.method().as_str().to_owned();
     let span = tracing::info_span!(
-        "request",
+        REQUEST_SPAN,
         otel.name = %format!("{method} {route}"),
         otel.kind = "server",
         otel.status_code = field::Empty,

@@ -5,22 +5,34 @@
 //! field that is absent can be told apart from one that is `null` (the store's update
 //! routes give the two different meanings).
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::model::{AttemptStatus, RolloutConfig, RolloutMode, RolloutStatus, WorkerStatus};
 
 /// One segment of an error location: a key or an index.
+///
+/// Model keys are `'static`, so entering a field while a valid body is read costs no
+/// allocation; only keys taken from the input (attribute names) are copied, on error.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum Loc {
-    Key(String),
+    Key(Cow<'static, str>),
     Index(usize),
 }
 
-impl From<&str> for Loc {
-    fn from(s: &str) -> Self {
-        Self::Key(s.to_owned())
+impl From<&'static str> for Loc {
+    fn from(s: &'static str) -> Self {
+        Self::Key(Cow::Borrowed(s))
+    }
+}
+
+impl Loc {
+    /// A key taken from the input.
+    pub fn key(s: &str) -> Self {
+        Self::Key(Cow::Owned(s.to_owned()))
     }
 }
 
@@ -43,7 +55,7 @@ pub struct Errors {
 
 impl Errors {
     /// Errors located under `root` (`"body"` or `"query"`).
-    pub fn new(root: &str) -> Self {
+    pub fn new(root: &'static str) -> Self {
         Self {
             list: Vec::new(),
             path: vec![Loc::from(root)],
@@ -147,11 +159,11 @@ impl<T> Field<T> {
 }
 
 /// Reads `key` from `map`, converting a non-null value with `conv`.
-pub fn field<T>(
-    map: &Map<String, Value>,
-    key: &str,
+pub fn field<'a, T>(
+    map: &'a Map<String, Value>,
+    key: &'static str,
     errs: &mut Errors,
-    conv: impl FnOnce(&Value, &mut Errors) -> Option<T>,
+    conv: impl FnOnce(&'a Value, &mut Errors) -> Option<T>,
 ) -> Field<T> {
     match map.get(key) {
         None => Field::Absent,
@@ -164,11 +176,11 @@ pub fn field<T>(
 }
 
 /// A required field that may be `null`.
-pub fn required<T>(
-    map: &Map<String, Value>,
-    key: &str,
+pub fn required<'a, T>(
+    map: &'a Map<String, Value>,
+    key: &'static str,
     errs: &mut Errors,
-    conv: impl FnOnce(&Value, &mut Errors) -> Option<T>,
+    conv: impl FnOnce(&'a Value, &mut Errors) -> Option<T>,
 ) -> Option<Option<T>> {
     match field(map, key, errs, conv) {
         Field::Absent => {
@@ -187,11 +199,11 @@ pub fn required<T>(
 }
 
 /// A required, non-null field.
-pub fn required_non_null<T>(
-    map: &Map<String, Value>,
-    key: &str,
+pub fn required_non_null<'a, T>(
+    map: &'a Map<String, Value>,
+    key: &'static str,
     errs: &mut Errors,
-    conv: impl FnOnce(&Value, &mut Errors) -> Option<T>,
+    conv: impl FnOnce(&'a Value, &mut Errors) -> Option<T>,
     null_kind: (&'static str, &'static str),
 ) -> Option<T> {
     match required(map, key, errs, conv)? {
@@ -204,11 +216,11 @@ pub fn required_non_null<T>(
 }
 
 /// An optional field whose `null` means "not given".
-pub fn optional<T>(
-    map: &Map<String, Value>,
-    key: &str,
+pub fn optional<'a, T>(
+    map: &'a Map<String, Value>,
+    key: &'static str,
     errs: &mut Errors,
-    conv: impl FnOnce(&Value, &mut Errors) -> Option<T>,
+    conv: impl FnOnce(&'a Value, &mut Errors) -> Option<T>,
 ) -> Option<T> {
     field(map, key, errs, conv).into_option()
 }
@@ -228,6 +240,17 @@ pub const LIST_NULL: (&str, &str) = ("list_type", "Input should be a valid list"
 pub fn string(v: &Value, errs: &mut Errors) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
+        other => {
+            errs.push(&[], STRING_NULL.0, STRING_NULL.1, other);
+            None
+        }
+    }
+}
+
+/// A string, borrowed from the body.
+pub fn str_ref<'a>(v: &'a Value, errs: &mut Errors) -> Option<&'a str> {
+    match v {
+        Value::String(s) => Some(s),
         other => {
             errs.push(&[], STRING_NULL.0, STRING_NULL.1, other);
             None
@@ -284,11 +307,22 @@ pub fn dict(v: &Value, errs: &mut Errors) -> Option<Map<String, Value>> {
     }
 }
 
+/// A JSON object, borrowed from the body.
+pub fn dict_ref<'a>(v: &'a Value, errs: &mut Errors) -> Option<&'a Map<String, Value>> {
+    match v {
+        Value::Object(m) => Some(m),
+        other => {
+            errs.push(&[], DICT_NULL.0, DICT_NULL.1, other);
+            None
+        }
+    }
+}
+
 /// A list whose items are converted with `item`.
-pub fn list<T>(
-    v: &Value,
+pub fn list<'a, T>(
+    v: &'a Value,
     errs: &mut Errors,
-    mut item: impl FnMut(&Value, &mut Errors) -> Option<T>,
+    mut item: impl FnMut(&'a Value, &mut Errors) -> Option<T>,
 ) -> Option<Vec<T>> {
     let Value::Array(items) = v else {
         errs.push(&[], LIST_NULL.0, LIST_NULL.1, v);

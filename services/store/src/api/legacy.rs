@@ -18,7 +18,7 @@ use super::params::{self, body, query};
 use super::{ApiError, ApiResult, AppState, Body, null, ok, ok_raw};
 use crate::core::{PageRequest, RolloutQuery, SpanQuery};
 use crate::model::{NamedResources, ResourcesUpdate, Rollout, RolloutStatus, RolloutView};
-use crate::span::parse_span;
+use crate::span::parse_span_body;
 use crate::stored_span;
 use crate::validate::{self, Errors, object, optional, required_non_null};
 
@@ -124,7 +124,7 @@ fn all_rollouts(
 /// Stores a span and answers with it; a duplicate is answered with the span as posted
 /// (the older protocols never answer `null` here).
 async fn add_span_echo(s: &AppState, bytes: &[u8], status: StatusCode) -> ApiResult {
-    let span = body(bytes, parse_span)?;
+    let span = parse_span_body(bytes).map_err(ApiError::Validation)?;
     let echo = span.span.to_json();
     match s.store.add_span(span).await? {
         Some(stored) => ok_raw(status, stored.to_json()),
@@ -471,7 +471,7 @@ async fn v2_query_spans(
     .await
 }
 
-fn id_field(map: &serde_json::Map<String, Value>, key: &str) -> Result<String, ApiError> {
+fn id_field(map: &serde_json::Map<String, Value>, key: &'static str) -> Result<String, ApiError> {
     let mut errs = Errors::new("body");
     match required_non_null(map, key, &mut errs, validate::string, validate::STRING_NULL) {
         Some(id) => Ok(id),

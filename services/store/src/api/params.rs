@@ -71,7 +71,7 @@ pub fn query<T>(
 
 fn run<T>(
     value: &Value,
-    root: &str,
+    root: &'static str,
     read: impl FnOnce(&Value, &mut Errors) -> Option<T>,
 ) -> Result<T, ApiError> {
     let mut errs = Errors::new(root);
@@ -158,21 +158,24 @@ pub fn worker_id(v: &Value, errs: &mut Errors) -> Option<Option<String>> {
 
 /// Pagination fields common to every query, with the route's default sort.
 fn page(map: &Map<String, Value>, errs: &mut Errors, default_sort: Option<&str>) -> PageRequest {
-    let int_or =
-        |errs: &mut Errors, key: &str, default: i64| match field(map, key, errs, validate::integer)
-        {
-            Field::Value(n) => n,
-            Field::Null => {
-                errs.push(
-                    &[Loc::from(key)],
-                    validate::INT_NULL.0,
-                    validate::INT_NULL.1,
-                    &Value::Null,
-                );
-                default
-            }
-            _ => default,
-        };
+    let int_or = |errs: &mut Errors, key: &'static str, default: i64| match field(
+        map,
+        key,
+        errs,
+        validate::integer,
+    ) {
+        Field::Value(n) => n,
+        Field::Null => {
+            errs.push(
+                &[Loc::from(key)],
+                validate::INT_NULL.0,
+                validate::INT_NULL.1,
+                &Value::Null,
+            );
+            default
+        }
+        _ => default,
+    };
     let limit = int_or(errs, "limit", -1);
     let offset = int_or(errs, "offset", 0);
     let sort_by = match field(map, "sort_by", errs, validate::string) {
@@ -271,7 +274,7 @@ pub fn span_query(v: &Value, errs: &mut Errors) -> Option<SpanQuery> {
         validate::string,
         validate::STRING_NULL,
     );
-    let s = |errs: &mut Errors, key: &str| optional(map, key, errs, validate::string);
+    let s = |errs: &mut Errors, key: &'static str| optional(map, key, errs, validate::string);
     let q = SpanQuery {
         rollout_id: String::new(),
         attempt_id: s(errs, "attempt_id"),
@@ -445,7 +448,7 @@ pub fn attempt_patch(
 
 /// Turns the collected problems into the error each protocol gives: 422 for type errors,
 /// then 400 (current protocol) or 422 (flat protocol) for forbidden `null`s.
-fn null_fields(mut errs: Errors, nulls: &[&str], flat: bool) -> Result<(), ApiError> {
+fn null_fields(mut errs: Errors, nulls: &[&'static str], flat: bool) -> Result<(), ApiError> {
     if flat {
         for name in nulls {
             errs.push(
@@ -494,7 +497,7 @@ pub fn named_resources(v: &Value, errs: &mut Errors) -> Option<NamedResources> {
         let tag = resource.get("resource_type").and_then(Value::as_str);
         if !matches!(tag, Some("llm" | "proxy_llm" | "prompt_template")) {
             errs.push(
-                &[Loc::Key(name.clone())],
+                &[Loc::key(&name)],
                 "union_tag_invalid",
                 format!(
                     "Input tag '{}' found using 'resource_type' does not match any of the expected tags: 'llm', 'proxy_llm', 'prompt_template'",
@@ -509,7 +512,7 @@ pub fn named_resources(v: &Value, errs: &mut Errors) -> Option<NamedResources> {
                 out.insert(name, r);
             }
             Err(err) => errs.push(
-                &[Loc::Key(name.clone())],
+                &[Loc::key(&name)],
                 "value_error",
                 err.to_string(),
                 &resource,

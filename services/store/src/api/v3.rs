@@ -8,12 +8,12 @@ use serde_json::json;
 
 use super::openapi;
 use super::params::{self, body, optional_body, query};
-use super::{ApiResult, AppState, Body, null, ok, ok_raw};
+use super::{ApiError, ApiResult, AppState, Body, null, ok, ok_raw};
 use crate::model::{
     Attempt, Page, Resource, ResourcesUpdate, Rollout, RolloutStatus, RolloutView, Worker,
     WorkerStatus, fields,
 };
-use crate::span::parse_span;
+use crate::span::parse_span_body;
 
 /// Routes relative to `/v1/agl`.
 pub fn routes() -> Router<AppState> {
@@ -289,7 +289,7 @@ pub(super) async fn update_resources(
 
 #[utoipa::path(post, path = "/v1/agl/spans", tag = "spans", request_body = openapi::Span, responses((status = 201, description = "the stored span, or null for a duplicate", body = Option<openapi::Span>), (status = 404, description = "unknown rollout or attempt")))]
 pub(super) async fn add_span(State(s): State<AppState>, Body(b): Body) -> ApiResult {
-    let span = body(&b, parse_span)?;
+    let span = parse_span_body(&b).map_err(ApiError::Validation)?;
     match s.store.add_span(span).await? {
         Some(stored) => ok_raw(StatusCode::CREATED, stored.to_json()),
         None => null(StatusCode::CREATED),
