@@ -6,7 +6,8 @@
 //!   sequence ids, waiting; [`clock`] gives it time;
 //! * [`persist`]: the narrow seam to durable storage; [`sqlite`]: the SQLite backend;
 //! * [`span`] and [`validate`]: request validation with FastAPI-shaped 422 errors;
-//! * [`stored_span`]: the compact in-memory form of a stored span;
+//! * [`stored_span`]: the compact in-memory form of a stored span; [`json`]: stored JSON
+//!   text written straight from request bytes (the fast way in for common bodies);
 //! * [`metrics`]: the store's Prometheus metrics, ours and upstream's names;
 //! * [`otlp`]: decoding OTLP/HTTP trace payloads into spans;
 //! * [`api`]: the three HTTP protocols (`/v1/agl`, `/agl/v1`, flat 0.2.2) and `/v1/traces`;
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod clock;
 pub mod core;
+pub mod json;
 pub mod metrics;
 pub mod model;
 pub mod otlp;

@@ -21,6 +21,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
+use crate::json;
 use crate::model::StoredSpan;
 use crate::stored_span::{SpanDocError, SpanWriter, Text};
 use crate::validate::{
@@ -438,21 +439,6 @@ impl<'de> Deserialize<'de> for Common<'de> {
     }
 }
 
-/// Keys compared pairwise up to this many entries, sorted beyond.
-const LINEAR_DUPLICATE_CHECK: usize = 16;
-
-fn has_duplicate_keys<V>(pairs: &[(Text<'_>, V)]) -> bool {
-    if pairs.len() <= LINEAR_DUPLICATE_CHECK {
-        return pairs
-            .iter()
-            .enumerate()
-            .any(|(i, (k, _))| pairs[..i].iter().any(|(seen, _)| seen.0 == k.0));
-    }
-    let mut keys: Vec<&str> = pairs.iter().map(|(k, _)| k.0.as_ref()).collect();
-    keys.sort_unstable();
-    keys.windows(2).any(|w| w[0] == w[1])
-}
-
 impl<'de: 'a, 'a, V: Deserialize<'de>> Deserialize<'de> for Pairs<'a, V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct PairsVisitor<V>(std::marker::PhantomData<V>);
@@ -468,7 +454,7 @@ impl<'de: 'a, 'a, V: Deserialize<'de>> Deserialize<'de> for Pairs<'a, V> {
                 }
                 // A repeated key means "the last one wins, at the first one's place" in
                 // the checked way; rare enough to leave to it.
-                if has_duplicate_keys(&out) {
+                if json::has_duplicates(out.iter().map(|(k, _)| k.0.as_ref())) {
                     return Err(uncommon("duplicate key"));
                 }
                 Ok(Pairs(out))

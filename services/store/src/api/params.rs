@@ -2,8 +2,10 @@
 //! input types. Query strings are first turned into the JSON object the `POST .../search`
 //! twin of the route would receive, so each model is read by one function.
 
+use std::fmt;
 use std::sync::Arc;
 
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::ApiError;
@@ -11,7 +13,9 @@ use crate::core::{
     AttemptPatch, NewRollout, PageRequest, ResourcesQuery, RolloutPatch, RolloutQuery, SpanQuery,
     WorkerQuery,
 };
-use crate::model::{Json, NamedResources};
+use crate::json::CanonicalJson;
+use crate::model::{Json, NamedResources, RolloutMode};
+use crate::stored_span::Text;
 use crate::validate::{
     self, Errors, Field, Loc, field, object, optional, required, required_non_null,
 };
@@ -127,6 +131,124 @@ pub fn enqueue_many(v: &Value, errs: &mut Errors) -> Option<Vec<NewRollout>> {
         |v, e| validate::list(v, e, |item, e| new_rollout(item, e).map(|(r, _)| r)),
         validate::LIST_NULL,
     )
+}
+
+/// `{"rollouts": [...]}` of an enqueue: the common shape read straight from the bytes,
+/// anything else (and every invalid body) through [`enqueue_many`], which reports problems.
+pub fn enqueue_many_body(bytes: &[u8]) -> Result<Vec<NewRollout>, ApiError> {
+    match serde_json::from_slice(bytes) {
+        Ok(EnqueueCommon(rollouts)) => Ok(rollouts),
+        Err(_) => body(bytes, enqueue_many),
+    }
+}
+
+/// An enqueue body with no repeated keys whose values all pass as they are (nothing to
+/// coerce or report); deserializing fails on anything else.
+struct EnqueueCommon(Vec<NewRollout>);
+
+/// One rollout of [`EnqueueCommon`].
+struct RolloutCommon(NewRollout);
+
+fn uncommon<E: de::Error>(what: &str) -> E {
+    E::custom(format_args!("not the common enqueue shape: {what}"))
+}
+
+fn set_once<T, E: de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
+    match slot.replace(value) {
+        None => Ok(()),
+        Some(_) => Err(uncommon("repeated key")),
+    }
+}
+
+impl<'de> Deserialize<'de> for EnqueueCommon {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = EnqueueCommon;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an enqueue request")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut rollouts = None;
+                while let Some(Text(key)) = map.next_key()? {
+                    if key == "rollouts" {
+                        let items: Vec<RolloutCommon> = map.next_value()?;
+                        set_once(&mut rollouts, items)?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                let items = rollouts.ok_or_else(|| uncommon("no rollouts"))?;
+                Ok(EnqueueCommon(items.into_iter().map(|r| r.0).collect()))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RolloutCommon {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RolloutCommon;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a rollout")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (mut input, mut mode, mut resources_id) = (None, None, None);
+                let (mut config, mut metadata, mut worker_id) = (None, None, None);
+                while let Some(Text(key)) = map.next_key()? {
+                    match key.as_ref() {
+                        "input" => set_once(&mut input, map.next_value_seed(CanonicalJson)?)?,
+                        "mode" => set_once(&mut mode, map.next_value::<Option<Text<'de>>>()?)?,
+                        "resources_id" => {
+                            set_once(&mut resources_id, map.next_value::<Option<Text<'de>>>()?)?;
+                        }
+                        "config" => set_once(&mut config, map.next_value::<Option<Value>>()?)?,
+                        "metadata" => {
+                            set_once(&mut metadata, map.next_value_seed(CanonicalJson)?)?;
+                        }
+                        "worker_id" => {
+                            set_once(&mut worker_id, map.next_value::<Option<Text<'de>>>()?)?;
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                let mode = match mode.flatten() {
+                    None => None,
+                    Some(Text(name)) => Some(
+                        *RolloutMode::ALL
+                            .iter()
+                            .find(|m| m.as_str() == name)
+                            .ok_or_else(|| uncommon("mode"))?,
+                    ),
+                };
+                let config = match config.flatten() {
+                    None => None,
+                    Some(v) => Some(
+                        validate::rollout_config(&v, &mut Errors::new("body"))
+                            .ok_or_else(|| uncommon("config"))?,
+                    ),
+                };
+                let metadata = match metadata {
+                    Some(m) if m.get() == "null" => None,
+                    Some(m) if m.get().starts_with('{') => Some(m),
+                    None => None,
+                    Some(_) => return Err(uncommon("metadata")),
+                };
+                Ok(RolloutCommon(NewRollout {
+                    input: input.ok_or_else(|| uncommon("no input"))?,
+                    mode,
+                    resources_id: resources_id.flatten().map(|t| t.0.into_owned()),
+                    config,
+                    metadata,
+                }))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// `{"limit": 1, "worker_id": null}` of a dequeue.
@@ -520,4 +642,117 @@ pub fn named_resources(v: &Value, errs: &mut Errors) -> Option<NamedResources> {
         }
     }
     errs.is_empty().then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the checked way makes of a body, as comparable text.
+    fn checked(bytes: &[u8]) -> Option<String> {
+        body(bytes, enqueue_many).ok().map(|r| format!("{r:?}"))
+    }
+
+    /// Random enqueue bodies: whatever the common-shape reader accepts, it reads exactly as
+    /// the checked way does, and it accepts the usual bodies.
+    #[test]
+    fn common_shape_reads_as_the_checked_way() {
+        fn any(rng: &mut fastrand::Rng, depth: u32) -> String {
+            match rng.u8(0..9) {
+                0 => "null".into(),
+                1 => rng.bool().to_string(),
+                2 => rng.i64(..).to_string(),
+                3 => format!("{}", rng.f64() * 1e6),
+                4 => "1.50e2".into(),
+                5 if depth > 0 => {
+                    let items: Vec<String> =
+                        (0..rng.usize(0..3)).map(|_| any(rng, depth - 1)).collect();
+                    format!("[ {} ]", items.join(" , "))
+                }
+                6 | 7 if depth > 0 => {
+                    let n = rng.usize(0..4);
+                    let items: Vec<String> = (0..n)
+                        // Now and then a key twice.
+                        .map(|i| format!("\"k{}\": {}", i % 3, any(rng, depth - 1)))
+                        .collect();
+                    format!("{{{}}}", items.join(","))
+                }
+                _ => ["\"q\"", "\"\\u00e9\\n\"", "\"日本\"", "\"\""][rng.usize(0..4)].into(),
+            }
+        }
+        let mut rng = fastrand::Rng::with_seed(0xe2c0);
+        let (mut common, mut valid) = (0, 0);
+        for _ in 0..3000 {
+            let n = rng.usize(0..4);
+            let items: Vec<String> = (0..n)
+                .map(|_| {
+                    let mut fields = vec![format!("\"input\": {}", any(&mut rng, 3))];
+                    let mut maybe = |key: &str, values: &[&str], rng: &mut fastrand::Rng| {
+                        if rng.bool() {
+                            fields
+                                .push(format!("\"{key}\": {}", values[rng.usize(..values.len())]));
+                        }
+                    };
+                    maybe(
+                        "mode",
+                        &["\"train\"", "\"val\"", "\"test\"", "null", "\"x\"", "1"],
+                        &mut rng,
+                    );
+                    maybe("resources_id", &["\"rs-1\"", "null", "7"], &mut rng);
+                    maybe(
+                        "config",
+                        &[
+                            "null",
+                            "{}",
+                            "{\"max_attempts\": 3, \"retry_condition\": [\"failed\"]}",
+                            "{\"max_attempts\": 0}",
+                            "{\"timeout_seconds\": 5, \"unresponsive_seconds\": null}",
+                            "[]",
+                        ],
+                        &mut rng,
+                    );
+                    maybe(
+                        "metadata",
+                        &[
+                            "null",
+                            "{}",
+                            "{\"a\": [1, 2.0]}",
+                            "[]",
+                            "\"m\"",
+                            "{\"a\":1,\"a\":2}",
+                        ],
+                        &mut rng,
+                    );
+                    maybe("worker_id", &["\"w\"", "null", "false"], &mut rng);
+                    maybe("extra", &["{\"z\": 1}", "null"], &mut rng);
+                    maybe("input", &["2"], &mut rng);
+                    if rng.u8(0..10) == 0 {
+                        fields.remove(0);
+                    }
+                    rng.shuffle(&mut fields);
+                    format!("{{{}}}", fields.join(", "))
+                })
+                .collect();
+            let body = match rng.u8(0..12) {
+                0 => "{\"rollouts\": null}".to_owned(),
+                1 => format!("{{\"rollouts\": [{}], \"rollouts\": []}}", items.join(",")),
+                2 => format!("[{}]", items.join(",")),
+                _ => format!("{{\"other\": 1, \"rollouts\": [{}]}}", items.join(",")),
+            };
+            let expected = checked(body.as_bytes());
+            if let Ok(EnqueueCommon(rollouts)) = serde_json::from_slice(body.as_bytes()) {
+                common += 1;
+                assert_eq!(Some(format!("{rollouts:?}")), expected, "{body}");
+            }
+            valid += usize::from(expected.is_some());
+            let through = enqueue_many_body(body.as_bytes())
+                .ok()
+                .map(|r| format!("{r:?}"));
+            assert_eq!(through, expected, "{body}");
+        }
+        assert!(
+            common > 300 && valid > common + 100,
+            "common {common}, valid {valid}"
+        );
+    }
 }

@@ -69,7 +69,7 @@ pub(super) async fn health() -> ApiResult {
 
 #[utoipa::path(post, path = "/v1/agl/queues/rollouts/enqueue", tag = "rollouts", request_body = openapi::EnqueueManyRolloutsRequest, responses((status = 201, description = "the new rollouts, in request order", body = Vec<Rollout>), (status = 422, description = "invalid body")))]
 pub(super) async fn enqueue(State(s): State<AppState>, Body(b): Body) -> ApiResult {
-    let rollouts = body(&b, params::enqueue_many)?;
+    let rollouts = params::enqueue_many_body(&b)?;
     ok(
         StatusCode::CREATED,
         &s.store.enqueue_rollouts(rollouts).await?,

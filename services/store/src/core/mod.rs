@@ -247,11 +247,18 @@ pub struct Store {
 }
 
 /// `len` random lowercase hex digits (ids only need to be unique, and are checked).
-fn random_hex(len: usize) -> String {
-    let mut out = String::with_capacity(len);
-    while out.len() < len {
-        let chunk = format!("{:016x}", fastrand::u64(..));
-        out.push_str(&chunk[..(len - out.len()).min(16)]);
+/// `prefix` followed by `digits` random lowercase hex digits, as upstream's ids look.
+fn random_id(prefix: &str, digits: usize) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(prefix.len() + digits);
+    out.push_str(prefix);
+    let mut bits = 0_u64;
+    for i in 0..digits {
+        if i % 16 == 0 {
+            bits = fastrand::u64(..);
+        }
+        out.push(char::from(HEX[(bits >> 60) as usize]));
+        bits <<= 4;
     }
     out
 }
@@ -726,9 +733,9 @@ impl Store {
         resources: NamedResources,
     ) -> Result<ResourcesUpdate, StoreError> {
         self.write(false, |st, now| {
-            let mut id = format!("rs-{}", random_hex(12));
+            let mut id = random_id("rs-", 12);
             while st.resources.contains_key(&id) {
-                id = format!("rs-{}", random_hex(12));
+                id = random_id("rs-", 12);
             }
             st.upsert_resources(id, resources, now)
         })
@@ -1091,6 +1098,30 @@ mod tests {
     use super::query::time_key;
     use super::*;
     use crate::clock::ManualClock;
+
+    #[test]
+    fn random_ids_are_prefixed_lowercase_hex_of_the_asked_length() {
+        let mut seen = std::collections::HashSet::new();
+        for digits in [8, 12, 16, 20] {
+            for _ in 0..200 {
+                let id = random_id("ro-", digits);
+                let hex = id.strip_prefix("ro-").expect("prefix");
+                assert_eq!(hex.len(), digits);
+                assert!(
+                    hex.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                );
+                assert!(seen.insert(id));
+            }
+        }
+        // Every digit value turns up, at every position.
+        let ids: Vec<String> = (0..2000).map(|_| random_id("", 12)).collect();
+        for pos in 0..12 {
+            let digits: std::collections::HashSet<u8> =
+                ids.iter().map(|id| id.as_bytes()[pos]).collect();
+            assert_eq!(digits.len(), 16, "position {pos}");
+        }
+    }
 
     fn store(clock: Arc<ManualClock>) -> Store {
         Store::new(

@@ -15,7 +15,7 @@ use hashbrown::hash_table::{self, HashTable};
 use tokio::sync::Notify;
 
 use super::sharded::ShardedMap;
-use super::{AttemptPatch, FinishHook, NewRollout, StoreError, empty_object, random_hex};
+use super::{AttemptPatch, FinishHook, NewRollout, StoreError, empty_object, random_id};
 use crate::model::{
     Attempt, AttemptStatus, NamedResources, ResourcesUpdate, Rollout, RolloutConfig, RolloutStatus,
     RolloutView, StoredSpan, Worker, WorkerStatus,
@@ -276,9 +276,9 @@ impl State {
         status: RolloutStatus,
         now: f64,
     ) -> String {
-        let mut id = format!("ro-{}", random_hex(12));
+        let mut id = random_id("ro-", 12);
         while self.rollouts.contains_key(&id) {
-            id = format!("ro-{}", random_hex(12));
+            id = random_id("ro-", 12);
         }
         let resources_id = new.resources_id.or_else(|| self.latest_resources_id());
         let rollout = Rollout {
@@ -352,9 +352,9 @@ impl State {
         _now: f64,
     ) -> Attempt {
         let entry = self.rollouts.get_mut(rollout_id).expect("caller checked");
-        let mut attempt_id = format!("at-{}", random_hex(8));
+        let mut attempt_id = random_id("at-", 8);
         while entry.attempts.iter().any(|a| a.attempt_id == attempt_id) {
-            attempt_id = format!("at-{}", random_hex(8));
+            attempt_id = random_id("at-", 8);
         }
         let attempt = Attempt {
             rollout_id: rollout_id.to_owned(),

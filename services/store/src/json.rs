@@ -1,0 +1,181 @@
+//! JSON text in the form the store keeps: compact, as `serde_json` writes a parsed
+//! `Value`, written straight from the body bytes without building the `Value`.
+//!
+//! A parsed `Value` keeps the last of repeated keys (at the first one's place); text with
+//! repeated keys is refused here, and the caller reads that body the slower way.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::model::Json;
+use crate::stored_span::Text;
+
+/// Keys compared pairwise up to this many, sorted beyond.
+const LINEAR_DUPLICATE_CHECK: usize = 16;
+
+/// Whether any key occurs twice.
+pub(crate) fn has_duplicates<'a>(keys: impl ExactSizeIterator<Item = &'a str> + Clone) -> bool {
+    if keys.len() <= LINEAR_DUPLICATE_CHECK {
+        return keys
+            .clone()
+            .enumerate()
+            .any(|(i, k)| keys.clone().take(i).any(|seen| seen == k));
+    }
+    let mut sorted: Vec<&str> = keys.collect();
+    sorted.sort_unstable();
+    sorted.windows(2).any(|w| w[0] == w[1])
+}
+
+/// Why a value was refused (never shown: the body is then read the slower way).
+fn refused<E: de::Error>(what: &str) -> E {
+    E::custom(format_args!("not in the common shape: {what}"))
+}
+
+/// Writes the value being deserialized into `out` as compact JSON.
+pub(crate) struct Canonical<'o> {
+    pub out: &'o mut Vec<u8>,
+}
+
+/// Serializes scalars and strings into memory; they have no way to fail.
+fn put<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(&mut *out, value)
+        .expect("serializing strings and numbers into memory cannot fail");
+}
+
+impl<'de> DeserializeSeed<'de> for Canonical<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Canonical<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        put(self.out, &v);
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        put(self.out, &v);
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        put(self.out, &v);
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        put(self.out, &v);
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        put(self.out, v);
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.out.push(b'[');
+        let mut first = true;
+        loop {
+            let at = self.out.len();
+            if !first {
+                self.out.push(b',');
+            }
+            if seq
+                .next_element_seed(Canonical {
+                    out: &mut *self.out,
+                })?
+                .is_none()
+            {
+                self.out.truncate(at);
+                break;
+            }
+            first = false;
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.out.push(b'{');
+        let mut keys: Vec<Text<'de>> = Vec::new();
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            if !keys.is_empty() {
+                self.out.push(b',');
+            }
+            put(self.out, key.0.as_ref());
+            self.out.push(b':');
+            map.next_value_seed(Canonical {
+                out: &mut *self.out,
+            })?;
+            keys.push(key);
+        }
+        if has_duplicates(keys.iter().map(|k| k.0.as_ref())) {
+            return Err(refused("repeated key"));
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+}
+
+/// Reads one value as stored JSON text.
+pub(crate) struct CanonicalJson;
+
+impl<'de> DeserializeSeed<'de> for CanonicalJson {
+    type Value = Json;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
+        let mut out = Vec::with_capacity(128);
+        Canonical { out: &mut out }.deserialize(d)?;
+        let text = String::from_utf8(out).expect("serde_json writes UTF-8");
+        RawValue::from_string(text)
+            .map(Arc::from)
+            .map_err(|_| refused("unreadable text"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn canonical(text: &str) -> Option<String> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let json = CanonicalJson.deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        Some(json.get().to_owned())
+    }
+
+    /// Byte for byte what parsing into a `Value` and writing it back gives.
+    #[test]
+    fn matches_a_value_round_trip() {
+        for text in [
+            "null",
+            "true",
+            " [ 1 , -2, 3.50, 1e3, -0.0, 18446744073709551615, 1.0000000000000002 ] ",
+            r#"{"a": {"b": [], "c": {}}, "é\u00e9": "\u0001\"\\/\ud83d\ude00", "n": null}"#,
+            r#"[[[{"x": [{"y": 1}]}]], "", {}]"#,
+            "123456789012345678901234567890",
+            r#""plain""#,
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(canonical(text), Some(value.to_string()), "{text}");
+        }
+    }
+
+    #[test]
+    fn refuses_repeated_keys_at_any_depth() {
+        assert_eq!(canonical(r#"{"a": 1, "a": 2}"#), None);
+        assert_eq!(canonical(r#"[{"x": {"k": 1, "k": 1}}]"#), None);
+        let many: Vec<String> = (0..40).map(|i| format!("\"k{}\": {i}", i % 39)).collect();
+        assert_eq!(canonical(&format!("{{{}}}", many.join(","))), None);
+        let distinct: Vec<String> = (0..40).map(|i| format!("\"k{i}\": {i}")).collect();
+        assert!(canonical(&format!("{{{}}}", distinct.join(","))).is_some());
+    }
+}
