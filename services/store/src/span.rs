@@ -4,7 +4,7 @@
 //! defaults of nested models, turns integers in float fields into floats, and admits only
 //! the attribute values OpenTelemetry allows (scalars and homogeneous scalar arrays).
 //!
-//! Both ways in end in [`Parts`], the normalized span borrowed from the body, which one
+//! Both ways in end in `Parts`, the normalized span borrowed from the body, which one
 //! writer turns into the stored text:
 //! - the common shape (every model field, no extras, no duplicate keys) is deserialized
 //!   straight from the body bytes, without building a `serde_json::Value`;

@@ -3,7 +3,9 @@
 //!
 //! Bodies are parsed into a `serde_json::Value` first and then read field by field, so a
 //! field that is absent can be told apart from one that is `null` (the store's update
-//! routes give the two different meanings).
+//! routes give the two different meanings). The two hottest bodies, a span and an enqueue,
+//! are first tried in their common shape straight from the bytes (`span`, `api::params`);
+//! whatever that reader refuses, every invalid body included, is read here.
 
 use std::borrow::Cow;
 
