@@ -1711,27 +1711,7 @@ mod tests {
         assert_eq!(Value::Object(span.span.clone()), expected);
         // Key order is part of the contract (stored spans serialize in this order).
         let keys: Vec<&str> = span.span.keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            [
-                "rollout_id",
-                "attempt_id",
-                "sequence_id",
-                "trace_id",
-                "span_id",
-                "parent_id",
-                "name",
-                "status",
-                "attributes",
-                "events",
-                "links",
-                "start_time",
-                "end_time",
-                "context",
-                "parent",
-                "resource"
-            ]
-        );
+        assert_eq!(keys, crate::model::fields::SPAN);
         assert_eq!(
             serde_json::to_string(&span.span["status"]).expect("json"),
             r#"{"status_code":"ERROR","description":"boom"}"#

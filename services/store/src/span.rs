@@ -18,11 +18,11 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::ser::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::json;
-use crate::model::StoredSpan;
+use crate::model::{StoredSpan, fields};
 use crate::stored_span::{SpanDocError, SpanWriter, Text};
 use crate::validate::{
     self, DICT_NULL, Errors, FieldError, INT_NULL, LIST_NULL, Loc, STRING_NULL, object, required,
@@ -72,7 +72,14 @@ pub fn parse_span(value: &Value, errs: &mut Errors) -> Option<SpanInput> {
 // ----- the normalized span ----------------------------------------------------------------
 
 /// Keys a model allows beyond its fields, as the client sent them.
-type Extras<'a> = Vec<(&'a str, &'a Value)>;
+#[derive(Default)]
+struct Extras<'a>(Vec<(&'a str, &'a Value)>);
+
+impl Serialize for Extras<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().copied())
+    }
+}
 
 /// A normalized span, borrowed from the body.
 struct Parts<'a> {
@@ -95,20 +102,23 @@ struct Parts<'a> {
     extras: Extras<'a>,
 }
 
+// The nested models. Serializing one writes its fields in order, then the extras the
+// checked way kept; the common-shape reader deserializes them and refuses unknown keys.
+
 /// `TraceStatus`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct Status<'a> {
     #[serde(borrow)]
     status_code: Text<'a>,
     #[serde(borrow, default)]
     description: Option<Text<'a>>,
-    #[serde(skip)]
+    #[serde(skip_deserializing, flatten)]
     extras: Extras<'a>,
 }
 
 /// `SpanContext`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct Context<'a> {
     #[serde(borrow)]
@@ -118,12 +128,12 @@ struct Context<'a> {
     is_remote: bool,
     #[serde(borrow)]
     trace_state: Pairs<'a, Text<'a>>,
-    #[serde(skip)]
+    #[serde(skip_deserializing, flatten)]
     extras: Extras<'a>,
 }
 
 /// `Event`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct Event<'a> {
     #[serde(borrow)]
@@ -132,24 +142,24 @@ struct Event<'a> {
     attributes: Attrs<'a>,
     #[serde(default)]
     timestamp: Option<f64>,
-    #[serde(skip)]
+    #[serde(skip_deserializing, flatten)]
     extras: Extras<'a>,
 }
 
 /// `Link`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct Link<'a> {
     #[serde(borrow)]
     context: Context<'a>,
     #[serde(borrow, default)]
     attributes: Option<Attrs<'a>>,
-    #[serde(skip)]
+    #[serde(skip_deserializing, flatten)]
     extras: Extras<'a>,
 }
 
-/// `OtelResource` (upstream allows no extras: unknown keys are dropped).
-#[derive(serde::Deserialize)]
+/// `OtelResource` (upstream allows no extras: the checked way drops unknown keys).
+#[derive(serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct Resource<'a> {
     #[serde(borrow)]
@@ -257,7 +267,7 @@ impl Parts<'_> {
         w.field("context", &self.context);
         w.field("parent", &self.parent);
         w.field("resource", &self.resource);
-        for (key, value) in &self.extras {
+        for (key, value) in &self.extras.0 {
             w.field(key, value);
         }
         let span = w.finish(self.sequence_id, self.start_time, self.end_time)?;
@@ -268,66 +278,7 @@ impl Parts<'_> {
     }
 }
 
-// ----- writing: each model's fields in order, defaults filled, then its extras -------------
-
-fn write_extras<M: SerializeMap>(out: &mut M, extras: &Extras<'_>) -> Result<(), M::Error> {
-    for (key, value) in extras {
-        out.serialize_entry(key, value)?;
-    }
-    Ok(())
-}
-
-impl Serialize for Status<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("status_code", &self.status_code)?;
-        m.serialize_entry("description", &self.description)?;
-        write_extras(&mut m, &self.extras)?;
-        m.end()
-    }
-}
-
-impl Serialize for Context<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("trace_id", &self.trace_id)?;
-        m.serialize_entry("span_id", &self.span_id)?;
-        m.serialize_entry("is_remote", &self.is_remote)?;
-        m.serialize_entry("trace_state", &self.trace_state)?;
-        write_extras(&mut m, &self.extras)?;
-        m.end()
-    }
-}
-
-impl Serialize for Event<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("name", &self.name)?;
-        m.serialize_entry("attributes", &self.attributes)?;
-        m.serialize_entry("timestamp", &self.timestamp)?;
-        write_extras(&mut m, &self.extras)?;
-        m.end()
-    }
-}
-
-impl Serialize for Link<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("context", &self.context)?;
-        m.serialize_entry("attributes", &self.attributes)?;
-        write_extras(&mut m, &self.extras)?;
-        m.end()
-    }
-}
-
-impl Serialize for Resource<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(2))?;
-        m.serialize_entry("attributes", &self.attributes)?;
-        m.serialize_entry("schema_url", &self.schema_url)?;
-        m.end()
-    }
-}
+// ----- writing the attribute values ----------------------------------------------------------
 
 impl<V: Serialize> Serialize for Pairs<'_, V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -431,7 +382,7 @@ impl<'de> Deserialize<'de> for Common<'de> {
                     context: context.ok_or_else(need)?,
                     parent: parent.ok_or_else(need)?,
                     resource: resource.ok_or_else(need)?,
-                    extras: Vec::new(),
+                    extras: Extras::default(),
                 }))
             }
         }
@@ -533,31 +484,13 @@ fn text<'a>(v: &'a Value, errs: &mut Errors) -> Option<Text<'a>> {
 
 /// Keys of `map` that are not `known`, with their values.
 fn extras<'a>(map: &'a Map<String, Value>, known: &[&str]) -> Extras<'a> {
-    map.iter()
-        .filter(|(k, _)| !known.contains(&k.as_str()))
-        .map(|(k, v)| (k.as_str(), v))
-        .collect()
+    Extras(
+        map.iter()
+            .filter(|(k, _)| !known.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v))
+            .collect(),
+    )
 }
-
-/// The fields of upstream's `Span` model.
-const SPAN_KEYS: [&str; 16] = [
-    "rollout_id",
-    "attempt_id",
-    "sequence_id",
-    "trace_id",
-    "span_id",
-    "parent_id",
-    "name",
-    "status",
-    "attributes",
-    "events",
-    "links",
-    "start_time",
-    "end_time",
-    "context",
-    "parent",
-    "resource",
-];
 
 /// Checks a body against upstream's `Span` model, recording every problem.
 fn check<'a>(value: &'a Value, errs: &mut Errors) -> Option<Parts<'a>> {
@@ -613,7 +546,7 @@ fn check<'a>(value: &'a Value, errs: &mut Errors) -> Option<Parts<'a>> {
         context: context?,
         parent: parent?,
         resource: resource?,
-        extras: extras(map, &SPAN_KEYS),
+        extras: extras(map, fields::SPAN),
     })
 }
 
