@@ -22,11 +22,6 @@ use flate2::write::GzEncoder;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::Span as ProtoSpan;
-use opentelemetry_proto::tonic::trace::v1::Status as ProtoStatus;
-use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message as _;
 use serde::Serialize;
@@ -34,6 +29,10 @@ use serde::ser::{Error as _, SerializeMap as _, Serializer};
 
 use crate::model::StoredSpan;
 use crate::stored_span::{SpanDocError, SpanWriter};
+
+mod wire;
+
+use wire::{Any, AnyValue, Event, KeyValue, Link, Span as ProtoSpan, Status as ProtoStatus};
 
 /// Largest request body accepted after decompression; bigger bodies are refused with
 /// [`OtlpError::Decompress`] so a small gzip bomb cannot exhaust memory.
@@ -126,9 +125,13 @@ pub fn decode_traces(
 ) -> Result<DecodedTraces, OtlpError> {
     check_content_type(content_type)?;
     let body = decompress(content_encoding, body, MAX_DECOMPRESSED_BYTES)?;
+    // The borrowing reader takes what exporters send; prost judges everything else.
+    if let Ok(request) = wire::decode(&body) {
+        return Ok(map_request(&request));
+    }
     let request = ExportTraceServiceRequest::decode(body.as_ref())
         .map_err(|err| OtlpError::Parse(err.to_string()))?;
-    Ok(map_request(&request))
+    Ok(map_request(&wire::from_prost(&request)))
 }
 
 /// google.rpc.Status protobuf bytes carrying `message`. The code stays 0 (unset) like
@@ -261,10 +264,10 @@ fn gzip(bytes: &[u8]) -> Option<Vec<u8>> {
     encoder.finish().ok()
 }
 
-fn map_request(request: &ExportTraceServiceRequest) -> DecodedTraces {
+fn map_request(request: &wire::Request<'_>) -> DecodedTraces {
     let mut decoded = DecodedTraces::default();
     for resource_spans in &request.resource_spans {
-        let resource_attributes: &[KeyValue] = resource_spans
+        let resource_attributes: &[KeyValue<'_>] = resource_spans
             .resource
             .as_ref()
             .map(|resource| resource.attributes.as_slice())
@@ -272,7 +275,7 @@ fn map_request(request: &ExportTraceServiceRequest) -> DecodedTraces {
         // Every span of the resource carries the same copy: written once, copied as text.
         let resource = serde_json::to_string(&ResourceDoc {
             attributes: Attributes::new(resource_attributes),
-            schema_url: &resource_spans.schema_url,
+            schema_url: resource_spans.schema_url,
         })
         .expect("OTLP values always serialize");
         for scope_spans in &resource_spans.scope_spans {
@@ -310,28 +313,27 @@ fn map_request(request: &ExportTraceServiceRequest) -> DecodedTraces {
 
 /// Upstream reads ids from `{kv.key: value}` dicts, so the last duplicate wins and an
 /// empty value counts as absent (it becomes `None`, which falls back to the resource).
-fn find_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Any> {
+fn find_attribute<'a>(attributes: &'a [KeyValue<'a>], key: &str) -> Option<&'a Any<'a>> {
     attributes
         .iter()
         .rev()
         .find(|kv| kv.key == key)
         .and_then(|kv| kv.value.as_ref())
         .and_then(|value| value.value.as_ref())
-        .filter(|value| !matches!(value, Any::StringValueStrindex(_)))
+        .filter(|value| !matches!(value, Any::StringValueStrindex))
 }
 
 /// Writes the span's document straight from the protobuf message: the values serialize
 /// from borrowed views of it, so no JSON tree is built on the way.
 fn span_doc(
-    span: &ProtoSpan,
+    span: &ProtoSpan<'_>,
     rollout_id: &str,
     attempt_id: &str,
     resource: &str,
 ) -> Result<StoredSpan, SpanDocError> {
-    let trace_id = Hex::padded(&span.trace_id, 32);
-    let span_id = Hex::padded(&span.span_id, 16);
-    let parent_id =
-        (!span.parent_span_id.is_empty()).then(|| Hex::padded(&span.parent_span_id, 16));
+    let trace_id = Hex::padded(span.trace_id, 32);
+    let span_id = Hex::padded(span.span_id, 16);
+    let parent_id = (!span.parent_span_id.is_empty()).then(|| Hex::padded(span.parent_span_id, 16));
     let start_time = timestamp(span.start_time_unix_nano);
     let end_time = timestamp(span.end_time_unix_nano);
     let estimate = 400
@@ -370,7 +372,7 @@ fn span_doc(
 }
 
 /// A rough size of attributes as JSON, so a document is written without regrowing.
-fn attributes_size(attributes: &[KeyValue]) -> usize {
+fn attributes_size(attributes: &[KeyValue<'_>]) -> usize {
     attributes
         .iter()
         .map(|kv| {
@@ -423,7 +425,21 @@ impl fmt::Display for Hex<'_> {
 
 impl Serialize for Hex<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        // Trace and span ids (16 and 8 bytes) are written from the stack: going through
+        // `Display` costs more than the digits themselves.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [b'0'; 64];
+        let digits = 2 * self.bytes.len();
+        let len = digits.max(self.width);
+        if len > buf.len() {
+            return serializer.collect_str(self);
+        }
+        for (pair, byte) in buf[len - digits..len].chunks_exact_mut(2).zip(self.bytes) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        let text = std::str::from_utf8(&buf[..len]).map_err(S::Error::custom)?;
+        serializer.serialize_str(text)
     }
 }
 
@@ -461,8 +477,8 @@ struct StatusDoc<'a> {
     description: Option<&'a str>,
 }
 
-fn status_doc(status: Option<&ProtoStatus>) -> StatusDoc<'_> {
-    let (code, message) = status.map_or((0, ""), |s| (s.code, s.message.as_str()));
+fn status_doc<'a>(status: Option<&ProtoStatus<'a>>) -> StatusDoc<'a> {
+    let (code, message) = status.map_or((0, ""), |s| (s.code, s.message));
     // Unknown codes read as UNSET, like upstream's `_STATUS_CODE_MAP.get(code, "UNSET")`.
     let status_code = match StatusCode::try_from(code) {
         Ok(StatusCode::Ok) => "OK",
@@ -488,12 +504,12 @@ struct EventDoc<'a> {
     timestamp: Option<f64>,
 }
 
-struct Events<'a>(&'a [Event]);
+struct Events<'a>(&'a [Event<'a>]);
 
 impl Serialize for Events<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.0.iter().map(|event| EventDoc {
-            name: &event.name,
+            name: event.name,
             attributes: Attributes::new(&event.attributes),
             timestamp: timestamp(event.time_unix_nano),
         }))
@@ -506,7 +522,7 @@ struct LinkDoc<'a> {
     attributes: Option<Attributes<'a>>,
 }
 
-struct Links<'a>(&'a [Link]);
+struct Links<'a>(&'a [Link<'a>]);
 
 impl Serialize for Links<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -514,8 +530,8 @@ impl Serialize for Links<'_> {
             let attributes = Attributes::new(&link.attributes);
             LinkDoc {
                 context: Context::new(
-                    Hex::padded(&link.trace_id, 32),
-                    Hex::padded(&link.span_id, 16),
+                    Hex::padded(link.trace_id, 32),
+                    Hex::padded(link.span_id, 16),
                 ),
                 // Upstream writes `attributes or None`.
                 attributes: (!attributes.0.is_empty()).then_some(attributes),
@@ -602,14 +618,14 @@ fn last_wins<K: AsRef<str> + Eq + Hash, V>(entries: &mut Vec<(K, V)>) {
 /// OTLP attributes as a valid Agent Lightning `Attributes` object: kvlists are flattened
 /// into dotted keys, arrays are made homogeneous (see [`ArrayAttribute`]), and empty
 /// values are skipped, because upstream's `None`/dict/mixed values fail validation.
-struct Attributes<'a>(Vec<(Cow<'a, str>, &'a Any)>);
+struct Attributes<'a>(Vec<(Cow<'a, str>, &'a Any<'a>)>);
 
 impl<'a> Attributes<'a> {
-    fn new(attributes: &'a [KeyValue]) -> Self {
+    fn new(attributes: &'a [KeyValue<'a>]) -> Self {
         let mut entries = Vec::with_capacity(attributes.len());
         for kv in attributes {
             if let Some(value) = &kv.value {
-                flatten(&mut entries, Cow::Borrowed(&kv.key), value);
+                flatten(&mut entries, Cow::Borrowed(kv.key), value);
             }
         }
         last_wins(&mut entries);
@@ -618,9 +634,13 @@ impl<'a> Attributes<'a> {
 }
 
 /// Recursion is bounded by prost's decode depth.
-fn flatten<'a>(out: &mut Vec<(Cow<'a, str>, &'a Any)>, key: Cow<'a, str>, value: &'a AnyValue) {
+fn flatten<'a>(
+    out: &mut Vec<(Cow<'a, str>, &'a Any<'a>)>,
+    key: Cow<'a, str>,
+    value: &'a AnyValue<'a>,
+) {
     match &value.value {
-        None | Some(Any::StringValueStrindex(_)) => {}
+        None | Some(Any::StringValueStrindex) => {}
         Some(Any::KvlistValue(list)) => {
             for kv in &list.values {
                 if let Some(inner) = &kv.value {
@@ -654,7 +674,7 @@ enum Attribute<'a> {
 /// An array attribute: homogeneous scalar arrays pass through; an int/float mix becomes
 /// all floats, as pydantic coerces it; anything else (mixed types, nested arrays or
 /// kvlists, empty elements, non-finite floats) is kept as the JSON text of the array.
-struct ArrayAttribute<'a>(&'a [AnyValue]);
+struct ArrayAttribute<'a>(&'a [AnyValue<'a>]);
 
 impl Serialize for ArrayAttribute<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -666,7 +686,7 @@ impl Serialize for ArrayAttribute<'_> {
             Float,
         }
         // The kind of each element's plain JSON: bytes and non-finite floats are strings.
-        let kind = |value: Option<&Any>| match value {
+        let kind = |value: Option<&Any<'_>>| match value {
             Some(Any::StringValue(_) | Any::BytesValue(_)) => Some(Kind::Str),
             Some(Any::BoolValue(_)) => Some(Kind::Bool),
             Some(Any::IntValue(_)) => Some(Kind::Int),
@@ -708,9 +728,9 @@ impl Serialize for ArrayAttribute<'_> {
 /// lowercase hex, non-finite floats become Python's JSON tokens as strings, and an empty
 /// value becomes null.
 #[derive(Clone, Copy)]
-struct Plain<'a>(Option<&'a Any>);
+struct Plain<'a>(Option<&'a Any<'a>>);
 
-struct PlainArray<'a>(&'a [AnyValue]);
+struct PlainArray<'a>(&'a [AnyValue<'a>]);
 
 impl Serialize for PlainArray<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -721,7 +741,7 @@ impl Serialize for PlainArray<'_> {
 impl Serialize for Plain<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.0 {
-            None | Some(Any::StringValueStrindex(_)) => serializer.serialize_unit(),
+            None | Some(Any::StringValueStrindex) => serializer.serialize_unit(),
             Some(Any::StringValue(s)) => serializer.serialize_str(s),
             Some(Any::BoolValue(b)) => serializer.serialize_bool(*b),
             Some(Any::IntValue(i)) => serializer.serialize_i64(*i),
@@ -738,7 +758,7 @@ impl Serialize for Plain<'_> {
                     .iter()
                     .map(|kv| {
                         let inner = kv.value.as_ref().and_then(|v| v.value.as_ref());
-                        (kv.key.as_str(), Plain(inner))
+                        (kv.key, Plain(inner))
                     })
                     .collect();
                 last_wins(&mut entries);
@@ -750,7 +770,7 @@ impl Serialize for Plain<'_> {
 
 /// Python's `str()` of the value upstream derives from an attribute (bytes are already
 /// hex strings there), so ids match what the reference server stores.
-fn python_str(value: &Any) -> Cow<'_, str> {
+fn python_str<'a>(value: &Any<'a>) -> Cow<'a, str> {
     match value {
         Any::StringValue(s) => Cow::Borrowed(s),
         Any::BytesValue(bytes) => Cow::Owned(hex::encode(bytes)),
@@ -758,9 +778,9 @@ fn python_str(value: &Any) -> Cow<'_, str> {
     }
 }
 
-fn python_repr(value: Option<&Any>) -> String {
+fn python_repr(value: Option<&Any<'_>>) -> String {
     match value {
-        None | Some(Any::StringValueStrindex(_)) => "None".to_owned(),
+        None | Some(Any::StringValueStrindex) => "None".to_owned(),
         Some(Any::StringValue(s)) => python_str_repr(s),
         Some(Any::BoolValue(true)) => "True".to_owned(),
         Some(Any::BoolValue(false)) => "False".to_owned(),
@@ -777,12 +797,12 @@ fn python_repr(value: Option<&Any>) -> String {
         }
         Some(Any::KvlistValue(list)) => {
             // A dict keeps the first position and the last value of a duplicated key.
-            let mut entries: Vec<(&str, Option<&Any>)> = Vec::new();
+            let mut entries: Vec<(&str, Option<&Any<'_>>)> = Vec::new();
             for kv in &list.values {
                 let inner = kv.value.as_ref().and_then(|v| v.value.as_ref());
                 match entries.iter_mut().find(|(key, _)| *key == kv.key) {
                     Some(entry) => entry.1 = inner,
-                    None => entries.push((&kv.key, inner)),
+                    None => entries.push((kv.key, inner)),
                 }
             }
             let items: Vec<String> = entries
@@ -915,8 +935,14 @@ fn parse_python_int(s: &str) -> Option<i128> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+    // The tests build prost messages; the writer reads the borrowed view of them.
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, InstrumentationScope, KeyValueList};
     use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::Span as ProtoSpan;
+    use opentelemetry_proto::tonic::trace::v1::Status as ProtoStatus;
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
     use serde_json::{Map, Value, json};
 
@@ -936,10 +962,10 @@ mod tests {
             pub(super) span: Map<String, Value>,
         }
 
-        pub(super) fn map_request(request: &ExportTraceServiceRequest) -> Vec<Old> {
+        pub(super) fn map_request(request: &wire::Request<'_>) -> Vec<Old> {
             let mut decoded = Vec::new();
             for resource_spans in &request.resource_spans {
-                let resource_attributes: &[KeyValue] = resource_spans
+                let resource_attributes: &[KeyValue<'_>] = resource_spans
                     .resource
                     .as_ref()
                     .map(|resource| resource.attributes.as_slice())
@@ -951,7 +977,7 @@ mod tests {
                 );
                 resource.insert(
                     "schema_url".to_owned(),
-                    Value::String(resource_spans.schema_url.clone()),
+                    Value::String(resource_spans.schema_url.to_owned()),
                 );
                 for scope_spans in &resource_spans.scope_spans {
                     for span in &scope_spans.spans {
@@ -983,24 +1009,24 @@ mod tests {
         }
 
         fn span_json(
-            span: &ProtoSpan,
+            span: &ProtoSpan<'_>,
             rollout_id: &str,
             attempt_id: &str,
             resource: &Map<String, Value>,
         ) -> Map<String, Value> {
-            let trace_id = id_hex(&span.trace_id, 32);
-            let span_id = id_hex(&span.span_id, 16);
+            let trace_id = id_hex(span.trace_id, 32);
+            let span_id = id_hex(span.span_id, 16);
             let parent_id = if span.parent_span_id.is_empty() {
                 Value::Null
             } else {
-                Value::String(id_hex(&span.parent_span_id, 16))
+                Value::String(id_hex(span.parent_span_id, 16))
             };
             let events = span
                 .events
                 .iter()
                 .map(|event| {
                     let mut out = Map::new();
-                    out.insert("name".to_owned(), Value::String(event.name.clone()));
+                    out.insert("name".to_owned(), Value::String(event.name.to_owned()));
                     out.insert(
                         "attributes".to_owned(),
                         Value::Object(convert_attributes(&event.attributes)),
@@ -1017,7 +1043,7 @@ mod tests {
                     let mut out = Map::new();
                     out.insert(
                         "context".to_owned(),
-                        context_json(id_hex(&link.trace_id, 32), id_hex(&link.span_id, 16)),
+                        context_json(id_hex(link.trace_id, 32), id_hex(link.span_id, 16)),
                     );
                     // Upstream writes `attributes or None`.
                     out.insert(
@@ -1045,7 +1071,7 @@ mod tests {
             out.insert("trace_id".to_owned(), Value::String(trace_id.clone()));
             out.insert("span_id".to_owned(), Value::String(span_id.clone()));
             out.insert("parent_id".to_owned(), parent_id);
-            out.insert("name".to_owned(), Value::String(span.name.clone()));
+            out.insert("name".to_owned(), Value::String(span.name.to_owned()));
             out.insert("status".to_owned(), status_json(span.status.as_ref()));
             out.insert(
                 "attributes".to_owned(),
@@ -1080,8 +1106,8 @@ mod tests {
             Value::Object(out)
         }
 
-        fn status_json(status: Option<&ProtoStatus>) -> Value {
-            let (code, message) = status.map_or((0, ""), |s| (s.code, s.message.as_str()));
+        fn status_json(status: Option<&ProtoStatus<'_>>) -> Value {
+            let (code, message) = status.map_or((0, ""), |s| (s.code, s.message));
             // Unknown codes read as UNSET, like upstream's `_STATUS_CODE_MAP.get(code, "UNSET")`.
             let code = match StatusCode::try_from(code) {
                 Ok(StatusCode::Ok) => "OK",
@@ -1115,11 +1141,11 @@ mod tests {
         /// Converts OTLP attributes into a valid Agent Lightning `Attributes` object: kvlists are
         /// flattened into dotted keys, arrays are made homogeneous (see [`convert_array`]), and
         /// empty values are skipped, because upstream's `None`/dict/mixed values fail validation.
-        fn convert_attributes(attributes: &[KeyValue]) -> Map<String, Value> {
+        fn convert_attributes(attributes: &[KeyValue<'_>]) -> Map<String, Value> {
             let mut out = Map::new();
             for kv in attributes {
                 if let Some(value) = &kv.value {
-                    insert_flattened(&mut out, &kv.key, value);
+                    insert_flattened(&mut out, kv.key, value);
                 }
             }
             out
@@ -1127,9 +1153,9 @@ mod tests {
 
         /// Later duplicates overwrite earlier ones in place (the map preserves order), which is
         /// what Python's dict comprehension does. Recursion is bounded by prost's decode depth.
-        fn insert_flattened(out: &mut Map<String, Value>, key: &str, value: &AnyValue) {
+        fn insert_flattened(out: &mut Map<String, Value>, key: &str, value: &AnyValue<'_>) {
             match &value.value {
-                None | Some(Any::StringValueStrindex(_)) => {}
+                None | Some(Any::StringValueStrindex) => {}
                 Some(Any::KvlistValue(list)) => {
                     for kv in &list.values {
                         if let Some(inner) = &kv.value {
@@ -1149,7 +1175,7 @@ mod tests {
         /// Homogeneous scalar arrays pass through; an int/float mix becomes all floats, as
         /// pydantic coerces it; anything else (mixed types, nested arrays or kvlists, empty
         /// elements, non-finite floats) is kept as the JSON text of the array.
-        fn convert_array(values: &[AnyValue]) -> Value {
+        fn convert_array(values: &[AnyValue<'_>]) -> Value {
             #[derive(Clone, Copy, PartialEq)]
             enum Kind {
                 Str,
@@ -1200,10 +1226,10 @@ mod tests {
         /// Structural JSON of a value, used for scalars and for array elements: bytes become
         /// lowercase hex, non-finite floats become Python's JSON tokens as strings, and an empty
         /// value becomes null.
-        fn plain_json(value: Option<&Any>) -> Value {
+        fn plain_json(value: Option<&Any<'_>>) -> Value {
             match value {
-                None | Some(Any::StringValueStrindex(_)) => Value::Null,
-                Some(Any::StringValue(s)) => Value::String(s.clone()),
+                None | Some(Any::StringValueStrindex) => Value::Null,
+                Some(Any::StringValue(s)) => Value::String((*s).to_owned()),
                 Some(Any::BoolValue(b)) => Value::Bool(*b),
                 Some(Any::IntValue(i)) => Value::from(*i),
                 Some(Any::DoubleValue(d)) => float_json(*d),
@@ -1220,7 +1246,7 @@ mod tests {
                         .iter()
                         .map(|kv| {
                             let inner = kv.value.as_ref().and_then(|v| v.value.as_ref());
-                            (kv.key.clone(), plain_json(inner))
+                            (kv.key.to_owned(), plain_json(inner))
                         })
                         .collect(),
                 ),
@@ -1334,8 +1360,10 @@ mod tests {
     fn decode_ok(resource_spans: Vec<ResourceSpans>) -> TestTraces {
         let body = encode(resource_spans);
         let decoded = decode_traces(CT, None, &body).expect("decodes");
+        // Exporters' requests are read without prost; the reference reads prost's decoding.
+        assert!(wire::decode(&body).is_ok(), "the borrowing reader gave up");
         let request = ExportTraceServiceRequest::decode(body.as_slice()).expect("decodes");
-        let old = reference::map_request(&request);
+        let old = reference::map_request(&wire::from_prost(&request));
         assert_eq!(old.len(), decoded.spans.len());
         let mut spans = Vec::new();
         for (mut new, mut old) in decoded.spans.into_iter().zip(old) {
@@ -1571,6 +1599,7 @@ mod tests {
         }
 
         let mut rng = fastrand::Rng::with_seed(0x5eed);
+        let mut corrupted = Vec::new();
         for round in 0..300 {
             let spans = (0..rng.usize(1..4))
                 .map(|_| {
@@ -1608,7 +1637,13 @@ mod tests {
                             message: text(&mut rng),
                             code: [0, 1, 2, 99, -1][rng.usize(..5)],
                         }),
-                        ..Default::default()
+                        // Read and checked, not stored.
+                        trace_state: text(&mut rng),
+                        kind: rng.i32(-1..6),
+                        flags: rng.u32(..),
+                        dropped_attributes_count: rng.u32(..3),
+                        dropped_events_count: rng.u32(..3),
+                        dropped_links_count: rng.u32(..3),
                     }
                 })
                 .collect();
@@ -1616,9 +1651,135 @@ mod tests {
             resource.extend(ids("ro-r", "at-r"));
             let mut rs = resource_spans(resource, spans);
             rs.schema_url = text(&mut rng);
+            rs.scope_spans[0].scope = rng.bool().then(|| InstrumentationScope {
+                name: text(&mut rng),
+                version: text(&mut rng),
+                attributes: attributes(&mut rng, 0, 3),
+                dropped_attributes_count: rng.u32(..2),
+            });
+            rs.scope_spans[0].schema_url = text(&mut rng);
+            corrupted.push(encode(vec![rs.clone()]));
             let decoded = decode_ok(vec![rs]);
             assert!(!decoded.spans.is_empty(), "round {round}");
         }
+        // Damaged and unusual bodies: whatever the borrowing reader takes, prost takes too
+        // and reads the same; the rest is prost's to accept or refuse.
+        let (mut taken, mut left) = (0, 0);
+        for body in corrupted {
+            for _ in 0..20 {
+                let mut bad = body.clone();
+                match rng.u8(0..5) {
+                    0 => bad.truncate(rng.usize(..bad.len())),
+                    1 => {
+                        let at = rng.usize(..bad.len());
+                        bad[at] ^= 1 << rng.u8(0..8);
+                    }
+                    2 => {
+                        let at = rng.usize(..bad.len());
+                        bad[at] = rng.u8(..);
+                    }
+                    // An unknown field, or a second copy of the first resource spans.
+                    3 => bad.extend_from_slice(&[0xf8, 0x06, 0x01]),
+                    _ => {
+                        let copy = bad.clone();
+                        bad.extend_from_slice(&copy);
+                    }
+                }
+                match wire::decode(&bad) {
+                    Ok(view) => {
+                        taken += 1;
+                        let request = ExportTraceServiceRequest::decode(bad.as_slice())
+                            .expect("prost reads what the borrowing reader read");
+                        assert_eq!(
+                            documents(&map_request(&view)),
+                            documents(&map_request(&wire::from_prost(&request)))
+                        );
+                    }
+                    Err(wire::Refused) => left += 1,
+                }
+            }
+        }
+        assert!(taken > 500 && left > 500, "taken {taken}, left {left}");
+    }
+
+    /// `bytes` as field `field` (length-delimited) of an enclosing message.
+    fn wrap(field: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(field << 3) | 2];
+        let mut len = bytes.len();
+        while len >= 0x80 {
+            out.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    /// Encodings protobuf merges (a singular message sent twice, two members of a oneof)
+    /// are left to prost, and stored as prost reads them.
+    #[test]
+    fn merged_messages_are_read_as_prost_reads_them() {
+        // A `ResourceSpans` in two parts: its `resource` twice, so the attributes add up.
+        let first = resource_spans(ids("ro-1", "at-1"), vec![span("s", vec![])]);
+        let second = ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("extra", s("x"))],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let merged = [first.encode_to_vec(), second.encode_to_vec()].concat();
+        // An attribute whose value sets a string, then an int: the int wins.
+        let value = [s("text").encode_to_vec(), int(7).encode_to_vec()].concat();
+        let attribute = [
+            KeyValue {
+                key: "k".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            wrap(2, &value),
+        ]
+        .concat();
+        // Field 9 of the span is an attribute: splice it into the span's encoding.
+        let span_bytes = [span("t", vec![]).encode_to_vec(), wrap(9, &attribute)].concat();
+        let scope = wrap(2, &span_bytes);
+        let resource = Resource {
+            attributes: ids("ro-2", "at-2"),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let second_rs = [wrap(1, &resource), wrap(2, &scope)].concat();
+        for body in [wrap(1, &merged), wrap(1, &second_rs)] {
+            assert!(
+                wire::decode(&body).is_err(),
+                "the borrowing reader gives up"
+            );
+            let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+            let decoded = decode_traces(CT, None, &body).expect("prost reads it");
+            assert_eq!(
+                documents(&decoded),
+                documents(&map_request(&wire::from_prost(&request)))
+            );
+            assert_eq!(decoded.spans.len(), 1);
+        }
+        let stored = decode_traces(CT, None, &wrap(1, &merged)).unwrap().spans[0]
+            .span
+            .to_json();
+        assert!(stored.contains(r#""extra":"x""#), "{stored}");
+        let stored = decode_traces(CT, None, &wrap(1, &second_rs)).unwrap().spans[0]
+            .span
+            .to_json();
+        assert!(stored.contains(r#""attributes":{"k":7}"#), "{stored}");
+    }
+
+    /// The decoded spans as comparable text.
+    fn documents(decoded: &DecodedTraces) -> (Vec<(String, Option<i64>, String)>, usize) {
+        let spans = decoded
+            .spans
+            .iter()
+            .map(|s| (s.rollout_id.clone(), s.sequence_id, s.span.to_json()))
+            .collect();
+        (spans, decoded.dropped)
     }
 
     #[test]
@@ -1920,6 +2081,24 @@ mod tests {
         // The placeholder stays 0 and the attribute itself is kept.
         assert_eq!(decoded.spans[1].span["sequence_id"], 0);
         assert_eq!(decoded.spans[1].span["attributes"][SEQUENCE_ID_KEY], 9);
+    }
+
+    /// Ids written from the stack read as `Display` writes them, at every length.
+    #[test]
+    fn hex_ids_serialize_as_they_display() {
+        for len in 0..48 {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 5) as u8).collect();
+            for width in [0, 16, 32, 64, 70] {
+                let hex = Hex::padded(&bytes, width);
+                let expected = format!("\"{hex}\"");
+                assert_eq!(
+                    serde_json::to_string(&hex).unwrap(),
+                    expected,
+                    "{len} {width}"
+                );
+                assert_eq!(expected.len(), 2 + width.max(2 * len));
+            }
+        }
     }
 
     #[test]
