@@ -1,6 +1,8 @@
 //! OTLP/HTTP trace ingestion for `POST /v1/traces` (spec §4.11): content-type and
-//! content-encoding checks, protobuf decoding of `ExportTraceServiceRequest`, and the
-//! mapping of every protobuf span onto an Agent Lightning `Span` JSON object (spec §2.9).
+//! content-encoding checks, protobuf decoding of `ExportTraceServiceRequest` (into the
+//! borrowed view of [`wire`], read straight from the body when it has the usual shape,
+//! through prost otherwise), and the mapping of every protobuf span onto an Agent
+//! Lightning `Span` JSON object (spec §2.9), written from that view.
 //!
 //! The mapping mirrors upstream's `spans_from_proto`, including its Python-isms
 //! (`str()` of id attributes, `int(str(v))` for sequence ids, correctly rounded
@@ -30,7 +32,7 @@ use serde::ser::{Error as _, SerializeMap as _, Serializer};
 use crate::model::StoredSpan;
 use crate::stored_span::{SpanDocError, SpanWriter};
 
-mod wire;
+pub mod wire;
 
 use wire::{Any, AnyValue, Event, KeyValue, Link, Span as ProtoSpan, Status as ProtoStatus};
 
