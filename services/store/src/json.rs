@@ -34,6 +34,15 @@ fn refused<E: de::Error>(what: &str) -> E {
     E::custom(format_args!("not in the common shape: {what}"))
 }
 
+/// Fills a field's slot, refusing a key seen before in the same object: a parsed `Value`
+/// would keep the last one, which the checked readers do.
+pub(crate) fn set_once<T, E: de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
+    match slot.replace(value) {
+        None => Ok(()),
+        Some(_) => Err(refused("repeated key")),
+    }
+}
+
 /// Writes the value being deserialized into `out` as compact JSON.
 pub(crate) struct Canonical<'o> {
     pub out: &'o mut Vec<u8>,

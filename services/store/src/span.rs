@@ -318,13 +318,6 @@ fn uncommon<E: de::Error>(what: &str) -> E {
     E::custom(format_args!("not the common span shape: {what}"))
 }
 
-fn set<T, E: de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
-    match slot.replace(value) {
-        None => Ok(()),
-        Some(_) => Err(uncommon("duplicate key")),
-    }
-}
-
 impl<'de> Deserialize<'de> for Common<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -341,22 +334,24 @@ impl<'de> Deserialize<'de> for Common<'de> {
                 let (mut context, mut parent, mut resource) = (None, None, None);
                 while let Some(Text(key)) = map.next_key()? {
                     match key.as_ref() {
-                        "rollout_id" => set(&mut rollout_id, map.next_value()?)?,
-                        "attempt_id" => set(&mut attempt_id, map.next_value()?)?,
-                        "sequence_id" => set(&mut sequence_id, map.next_value::<i64>()?)?,
-                        "trace_id" => set(&mut trace_id, map.next_value()?)?,
-                        "span_id" => set(&mut span_id, map.next_value()?)?,
-                        "parent_id" => set(&mut parent_id, map.next_value()?)?,
-                        "name" => set(&mut name, map.next_value()?)?,
-                        "status" => set(&mut status, map.next_value::<Status<'de>>()?)?,
-                        "attributes" => set(&mut attributes, map.next_value()?)?,
-                        "events" => set(&mut events, map.next_value()?)?,
-                        "links" => set(&mut links, map.next_value()?)?,
-                        "start_time" => set(&mut start_time, map.next_value()?)?,
-                        "end_time" => set(&mut end_time, map.next_value()?)?,
-                        "context" => set(&mut context, map.next_value()?)?,
-                        "parent" => set(&mut parent, map.next_value()?)?,
-                        "resource" => set(&mut resource, map.next_value()?)?,
+                        "rollout_id" => json::set_once(&mut rollout_id, map.next_value()?)?,
+                        "attempt_id" => json::set_once(&mut attempt_id, map.next_value()?)?,
+                        "sequence_id" => {
+                            json::set_once(&mut sequence_id, map.next_value::<i64>()?)?
+                        }
+                        "trace_id" => json::set_once(&mut trace_id, map.next_value()?)?,
+                        "span_id" => json::set_once(&mut span_id, map.next_value()?)?,
+                        "parent_id" => json::set_once(&mut parent_id, map.next_value()?)?,
+                        "name" => json::set_once(&mut name, map.next_value()?)?,
+                        "status" => json::set_once(&mut status, map.next_value::<Status<'de>>()?)?,
+                        "attributes" => json::set_once(&mut attributes, map.next_value()?)?,
+                        "events" => json::set_once(&mut events, map.next_value()?)?,
+                        "links" => json::set_once(&mut links, map.next_value()?)?,
+                        "start_time" => json::set_once(&mut start_time, map.next_value()?)?,
+                        "end_time" => json::set_once(&mut end_time, map.next_value()?)?,
+                        "context" => json::set_once(&mut context, map.next_value()?)?,
+                        "parent" => json::set_once(&mut parent, map.next_value()?)?,
+                        "resource" => json::set_once(&mut resource, map.next_value()?)?,
                         _ => return Err(uncommon("extra key")),
                     }
                 }

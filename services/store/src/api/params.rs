@@ -13,7 +13,7 @@ use crate::core::{
     AttemptPatch, NewRollout, PageRequest, ResourcesQuery, RolloutPatch, RolloutQuery, SpanQuery,
     WorkerQuery,
 };
-use crate::json::CanonicalJson;
+use crate::json::{CanonicalJson, set_once};
 use crate::model::{Json, NamedResources, RolloutMode};
 use crate::stored_span::Text;
 use crate::validate::{
@@ -151,13 +151,6 @@ struct RolloutCommon(NewRollout);
 
 fn uncommon<E: de::Error>(what: &str) -> E {
     E::custom(format_args!("not the common enqueue shape: {what}"))
-}
-
-fn set_once<T, E: de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
-    match slot.replace(value) {
-        None => Ok(()),
-        Some(_) => Err(uncommon("repeated key")),
-    }
 }
 
 impl<'de> Deserialize<'de> for EnqueueCommon {
