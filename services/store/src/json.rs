@@ -3,15 +3,19 @@
 //!
 //! A parsed `Value` keeps the last of repeated keys (at the first one's place); text with
 //! repeated keys is refused here, and the caller reads that body the slower way.
+//!
+//! Also the pieces the common-shape readers of spans and enqueues share: [`Text`], a
+//! string borrowed from the body, [`set_once`] and [`uncommon`].
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Serialize;
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::model::Json;
-use crate::stored_span::Text;
 
 /// Keys compared pairwise up to this many, sorted beyond.
 const LINEAR_DUPLICATE_CHECK: usize = 16;
@@ -29,9 +33,42 @@ pub(crate) fn has_duplicates<'a>(keys: impl ExactSizeIterator<Item = &'a str> + 
     sorted.windows(2).any(|w| w[0] == w[1])
 }
 
-/// Why a value was refused (never shown: the body is then read the slower way).
-fn refused<E: de::Error>(what: &str) -> E {
+/// Why a common-shape reader gave up (never shown: the body is then read the slower way,
+/// which reports what is wrong with it, if anything).
+pub(crate) fn uncommon<E: de::Error>(what: &str) -> E {
     E::custom(format_args!("not in the common shape: {what}"))
+}
+
+/// A JSON string borrowed from the input unless it had escapes.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Text<'a>(pub Cow<'a, str>);
+
+impl Serialize for Text<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
 }
 
 /// Fills a field's slot, refusing a key seen before in the same object: a parsed `Value`
@@ -39,7 +76,7 @@ fn refused<E: de::Error>(what: &str) -> E {
 pub(crate) fn set_once<T, E: de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
     match slot.replace(value) {
         None => Ok(()),
-        Some(_) => Err(refused("repeated key")),
+        Some(_) => Err(uncommon("repeated key")),
     }
 }
 
@@ -127,7 +164,7 @@ impl<'de> Visitor<'de> for Canonical<'_> {
             keys.push(key);
         }
         if has_duplicates(keys.iter().map(|k| k.0.as_ref())) {
-            return Err(refused("repeated key"));
+            return Err(uncommon("repeated key"));
         }
         self.out.push(b'}');
         Ok(())
@@ -145,7 +182,7 @@ impl<'de> DeserializeSeed<'de> for CanonicalJson {
         let text = String::from_utf8(out).expect("serde_json writes UTF-8");
         RawValue::from_string(text)
             .map(Arc::from)
-            .map_err(|_| refused("unreadable text"))
+            .map_err(|_| uncommon("unreadable text"))
     }
 }
 

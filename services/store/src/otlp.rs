@@ -406,41 +406,38 @@ impl<'a> Hex<'a> {
     }
 }
 
+impl Hex<'_> {
+    /// Writes the zero padding and the digits into `out`, which holds exactly that many.
+    fn write_into(&self, out: &mut [u8]) {
+        let pad = out.len() - 2 * self.bytes.len();
+        out[..pad].fill(b'0');
+        hex::encode_to_slice(self.bytes, &mut out[pad..]).expect("two digits per byte");
+    }
+
+    fn len(&self) -> usize {
+        self.width.max(2 * self.bytes.len())
+    }
+}
+
 impl fmt::Display for Hex<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        for _ in 0..self.width.saturating_sub(2 * self.bytes.len()) {
-            f.write_char('0')?;
-        }
-        let mut chunk = [0u8; 64];
-        for bytes in self.bytes.chunks(chunk.len() / 2) {
-            for (pair, byte) in chunk.chunks_exact_mut(2).zip(bytes) {
-                pair[0] = DIGITS[usize::from(byte >> 4)];
-                pair[1] = DIGITS[usize::from(byte & 0x0f)];
-            }
-            let text = std::str::from_utf8(&chunk[..2 * bytes.len()]).map_err(|_| fmt::Error)?;
-            f.write_str(text)?;
-        }
-        Ok(())
+        let mut text = vec![0; self.len()];
+        self.write_into(&mut text);
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
 impl Serialize for Hex<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // Trace and span ids (16 and 8 bytes) are written from the stack: going through
-        // `Display` costs more than the digits themselves.
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut buf = [b'0'; 64];
-        let digits = 2 * self.bytes.len();
-        let len = digits.max(self.width);
-        if len > buf.len() {
+        // `Display` and a heap buffer costs more than the digits themselves.
+        let mut stack = [0_u8; 64];
+        let len = self.len();
+        if len > stack.len() {
             return serializer.collect_str(self);
         }
-        for (pair, byte) in buf[len - digits..len].chunks_exact_mut(2).zip(self.bytes) {
-            pair[0] = DIGITS[usize::from(byte >> 4)];
-            pair[1] = DIGITS[usize::from(byte & 0x0f)];
-        }
-        let text = std::str::from_utf8(&buf[..len]).map_err(S::Error::custom)?;
+        self.write_into(&mut stack[..len]);
+        let text = std::str::from_utf8(&stack[..len]).map_err(S::Error::custom)?;
         serializer.serialize_str(text)
     }
 }

@@ -17,13 +17,14 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::json;
+use crate::json::{Text, uncommon};
 use crate::model::{StoredSpan, fields};
-use crate::stored_span::{SpanDocError, SpanWriter, Text};
+use crate::stored_span::{SpanDocError, SpanWriter};
 use crate::validate::{
     self, DICT_NULL, Errors, FieldError, INT_NULL, LIST_NULL, Loc, STRING_NULL, object, required,
     required_non_null,
@@ -312,11 +313,6 @@ impl Serialize for Attr<'_> {
 
 /// A span in the common shape; deserializing fails on anything else.
 struct Common<'a>(Parts<'a>);
-
-/// Why the common-shape reader gave up (never shown: the body goes the checked way).
-fn uncommon<E: de::Error>(what: &str) -> E {
-    E::custom(format_args!("not the common span shape: {what}"))
-}
 
 impl<'de> Deserialize<'de> for Common<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::ApiError;
@@ -13,9 +13,8 @@ use crate::core::{
     AttemptPatch, NewRollout, PageRequest, ResourcesQuery, RolloutPatch, RolloutQuery, SpanQuery,
     WorkerQuery,
 };
-use crate::json::{CanonicalJson, set_once};
+use crate::json::{CanonicalJson, Text, set_once, uncommon};
 use crate::model::{Json, NamedResources, RolloutMode};
-use crate::stored_span::Text;
 use crate::validate::{
     self, Errors, Field, Loc, field, object, optional, required, required_non_null,
 };
@@ -149,10 +148,6 @@ struct EnqueueCommon(Vec<NewRollout>);
 /// One rollout of [`EnqueueCommon`].
 struct RolloutCommon(NewRollout);
 
-fn uncommon<E: de::Error>(what: &str) -> E {
-    E::custom(format_args!("not the common enqueue shape: {what}"))
-}
-
 impl<'de> Deserialize<'de> for EnqueueCommon {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -193,6 +188,7 @@ impl<'de> Deserialize<'de> for RolloutCommon {
                 while let Some(Text(key)) = map.next_key()? {
                     match key.as_ref() {
                         "input" => set_once(&mut input, map.next_value_seed(CanonicalJson)?)?,
+                        // Read as a string: serde's enum form would also take `{"train": null}`.
                         "mode" => set_once(&mut mode, map.next_value::<Option<Text<'de>>>()?)?,
                         "resources_id" => {
                             set_once(&mut resources_id, map.next_value::<Option<Text<'de>>>()?)?;
@@ -209,15 +205,6 @@ impl<'de> Deserialize<'de> for RolloutCommon {
                         }
                     }
                 }
-                let mode = match mode.flatten() {
-                    None => None,
-                    Some(Text(name)) => Some(
-                        *RolloutMode::ALL
-                            .iter()
-                            .find(|m| m.as_str() == name)
-                            .ok_or_else(|| uncommon("mode"))?,
-                    ),
-                };
                 let config = match config.flatten() {
                     None => None,
                     Some(v) => Some(
@@ -230,6 +217,15 @@ impl<'de> Deserialize<'de> for RolloutCommon {
                     Some(m) if m.get().starts_with('{') => Some(m),
                     None => None,
                     Some(_) => return Err(uncommon("metadata")),
+                };
+                let mode = match mode.flatten() {
+                    None => None,
+                    Some(Text(name)) => Some(
+                        *RolloutMode::ALL
+                            .iter()
+                            .find(|m| m.as_str() == name)
+                            .ok_or_else(|| uncommon("mode"))?,
+                    ),
                 };
                 Ok(RolloutCommon(NewRollout {
                     input: input.ok_or_else(|| uncommon("no input"))?,

@@ -246,21 +246,29 @@ pub struct Store {
     storage_failed: AtomicBool,
 }
 
-/// `len` random lowercase hex digits (ids only need to be unique, and are checked).
-/// `prefix` followed by `digits` random lowercase hex digits, as upstream's ids look.
+/// `prefix` followed by `digits` (even, at most 32) random lowercase hex digits, as
+/// upstream's ids look; [`fresh_id`] makes them unique.
 fn random_id(prefix: &str, digits: usize) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut raw = [0_u8; 16];
+    let mut hex = [0_u8; 32];
+    let bytes = digits / 2;
+    fastrand::fill(&mut raw[..bytes]);
+    hex::encode_to_slice(&raw[..bytes], &mut hex[..digits])
+        .expect("two hex digits per byte fit the buffer");
     let mut out = String::with_capacity(prefix.len() + digits);
     out.push_str(prefix);
-    let mut bits = 0_u64;
-    for i in 0..digits {
-        if i % 16 == 0 {
-            bits = fastrand::u64(..);
-        }
-        out.push(char::from(HEX[(bits >> 60) as usize]));
-        bits <<= 4;
-    }
+    out.push_str(std::str::from_utf8(&hex[..digits]).expect("hex digits are ASCII"));
     out
+}
+
+/// A random id that `taken` does not know yet.
+fn fresh_id(prefix: &str, digits: usize, taken: impl Fn(&str) -> bool) -> String {
+    loop {
+        let id = random_id(prefix, digits);
+        if !taken(&id) {
+            return id;
+        }
+    }
 }
 
 fn empty_object() -> Json {
@@ -733,10 +741,7 @@ impl Store {
         resources: NamedResources,
     ) -> Result<ResourcesUpdate, StoreError> {
         self.write(false, |st, now| {
-            let mut id = random_id("rs-", 12);
-            while st.resources.contains_key(&id) {
-                id = random_id("rs-", 12);
-            }
+            let id = fresh_id("rs-", 12, |id| st.resources.contains_key(id));
             st.upsert_resources(id, resources, now)
         })
         .await

@@ -15,7 +15,7 @@ use hashbrown::hash_table::{self, HashTable};
 use tokio::sync::Notify;
 
 use super::sharded::ShardedMap;
-use super::{AttemptPatch, FinishHook, NewRollout, StoreError, empty_object, random_id};
+use super::{AttemptPatch, FinishHook, NewRollout, StoreError, empty_object, fresh_id};
 use crate::model::{
     Attempt, AttemptStatus, NamedResources, ResourcesUpdate, Rollout, RolloutConfig, RolloutStatus,
     RolloutView, StoredSpan, Worker, WorkerStatus,
@@ -276,10 +276,7 @@ impl State {
         status: RolloutStatus,
         now: f64,
     ) -> String {
-        let mut id = random_id("ro-", 12);
-        while self.rollouts.contains_key(&id) {
-            id = random_id("ro-", 12);
-        }
+        let id = fresh_id("ro-", 12, |id| self.rollouts.contains_key(id));
         let resources_id = new.resources_id.or_else(|| self.latest_resources_id());
         let rollout = Rollout {
             rollout_id: id.clone(),
@@ -352,10 +349,9 @@ impl State {
         _now: f64,
     ) -> Attempt {
         let entry = self.rollouts.get_mut(rollout_id).expect("caller checked");
-        let mut attempt_id = random_id("at-", 8);
-        while entry.attempts.iter().any(|a| a.attempt_id == attempt_id) {
-            attempt_id = random_id("at-", 8);
-        }
+        let attempt_id = fresh_id("at-", 8, |id| {
+            entry.attempts.iter().any(|a| a.attempt_id == id)
+        });
         let attempt = Attempt {
             rollout_id: rollout_id.to_owned(),
             attempt_id,
