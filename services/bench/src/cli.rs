@@ -111,6 +111,10 @@ pub struct GrowArgs {
     /// The server's SQLite file: its size (with its -wal) is recorded at every size.
     #[arg(long)]
     pub disk_file: Option<PathBuf>,
+    /// Mark each filled rollout succeeded once its spans are in, as a training run does:
+    /// the store then grows in history, and the span queries read finished rollouts.
+    #[arg(long)]
+    pub finish: bool,
     /// Write the results here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -272,6 +276,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 step_duration: secs(a.step_duration, "step-duration")?,
                 step_warmup: Duration::from_millis(300),
                 disk_file: a.disk_file,
+                finish: a.finish,
             };
             let result = grow::grow(&cfg).await?;
             write_json(a.json.as_ref(), &ResultFile::Grow(result))

@@ -43,6 +43,8 @@ pub struct GrowConfig {
     /// The server's database file (SQLite), whose size with its write-ahead log is
     /// recorded next to the memory at every size; `None` for a store without one.
     pub disk_file: Option<PathBuf>,
+    /// Mark each filled rollout succeeded once its spans are in.
+    pub finish: bool,
 }
 
 const ADD: PathSpec = PathSpec::http("POST /v1/agl/spans");
@@ -100,6 +102,7 @@ async fn fill(
     rollouts: u64,
     concurrency: usize,
     span_counter: &Arc<AtomicU64>,
+    finish: bool,
 ) -> anyhow::Result<Vec<String>> {
     let next = Arc::new(AtomicU64::new(0));
     let ids = Arc::new(Mutex::new(Vec::with_capacity(rollouts as usize)));
@@ -119,6 +122,15 @@ async fn fill(
                     .await
                     .map_err(anyhow::Error::msg)
                     .context("filling spans over OTLP")?;
+                }
+                if finish {
+                    http.post_json(
+                        &format!("/v1/agl/rollouts/{rid}/attempts/{aid}"),
+                        payload::SUCCEEDED_BODY,
+                    )
+                    .await
+                    .map_err(anyhow::Error::msg)
+                    .context("finishing a filled rollout")?;
                 }
                 ids.lock().push(rid);
             }
@@ -236,12 +248,17 @@ pub async fn grow(cfg: &GrowConfig) -> anyhow::Result<GrowResult> {
         if size > have {
             let t = Instant::now();
             let new = (size - have).div_ceil(SPANS_PER_ROLLOUT);
-            let ids = fill(&http, new, cfg.concurrency, &span_counter).await?;
+            let ids = fill(&http, new, cfg.concurrency, &span_counter, cfg.finish).await?;
             stored.fetch_add(ids.len() as u64 * SPANS_PER_ROLLOUT, Ordering::Relaxed);
             notes.push(format!(
-                "filled {} spans ({} rollouts) over OTLP in {:.1} s",
+                "filled {} spans ({} rollouts{}) over OTLP in {:.1} s",
                 ids.len() as u64 * SPANS_PER_ROLLOUT,
                 ids.len(),
+                if cfg.finish {
+                    ", each then succeeded"
+                } else {
+                    ""
+                },
                 t.elapsed().as_secs_f64()
             ));
             filled.extend(ids);

@@ -24,6 +24,7 @@ pub struct StoreCollector {
     queue: IntGauge,
     spans: IntGauge,
     waiting: IntGauge,
+    in_memory: IntGauge,
     spans_stored: IntCounter,
     otlp_spans: IntCounterVec,
     otlp_payloads: IntCounterVec,
@@ -61,6 +62,11 @@ impl StoreCollector {
                 "agl_store_waiting_calls",
                 "wait_for_rollouts calls currently waiting",
             )?,
+            in_memory: g(
+                "agl_store_rollouts_in_memory",
+                "Rollouts held in memory (all of them on the memory backend; unfinished and \
+                 recently finished ones on SQLite)",
+            )?,
             // The counts live in the store's atomics; these counters catch up at scrape time.
             spans_stored: IntCounter::new(
                 "agl_store_spans_stored_total",
@@ -95,6 +101,7 @@ impl Collector for StoreCollector {
         d.extend(self.queue.desc());
         d.extend(self.spans.desc());
         d.extend(self.waiting.desc());
+        d.extend(self.in_memory.desc());
         d.extend(self.spans_stored.desc());
         d.extend(self.otlp_spans.desc());
         d.extend(self.otlp_payloads.desc());
@@ -124,6 +131,7 @@ impl Collector for StoreCollector {
         self.queue.set(g.queue_depth as i64);
         self.spans.set(g.spans as i64);
         self.waiting.set(g.waiting_calls as i64);
+        self.in_memory.set(g.rollouts_in_memory as i64);
         let c = self.store.counters();
         let read = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         catch_up(&self.spans_stored, read(&c.spans_stored));

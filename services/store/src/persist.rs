@@ -1,15 +1,19 @@
 //! The narrow seam between the semantics core and durable storage.
 //!
 //! The core keeps the working set in memory and decides every transition itself; a backend
-//! only (1) hands back what it holds at start-up and (2) makes a batch of changed rows
-//! durable, in the order the core produced them. A new backend therefore never re-implements
+//! only (1) hands back what it holds at start-up, (2) makes a batch of changed rows durable,
+//! in the order the core produced them, and (3), when it keeps history the core does not
+//! hold ([`History`]), reads rows back: one rollout's rows to bring it into memory again,
+//! and the answers to queries over everything. A new backend therefore never re-implements
 //! the status machines, the queue, retries or the watchdog.
 
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::model::{Attempt, ResourcesUpdate, Rollout, StoredSpan, Worker};
+use crate::model::{
+    Attempt, ResourcesUpdate, Rollout, RolloutStatus, RolloutView, StoredSpan, Worker,
+};
 
 /// A row the core changed. Rows are whole (upserts), except spans, which are only added,
 /// and queue operations, which are applied in order.
@@ -30,9 +34,26 @@ pub enum Change {
     },
     QueuePush(String),
     QueuePop(String),
+    /// The store's running totals after the batch (kept beside the rows so that a restart
+    /// need not count history).
+    Counts(Counts),
 }
 
-/// Everything a backend holds, in the orders the core needs back.
+/// Running totals of what the store holds, history included.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    /// Rollouts per status, by `RolloutStatus::index`.
+    pub rollouts: [usize; 7],
+    /// Attempts per status, by `AttemptStatus::index`.
+    pub attempts: [usize; 6],
+    pub spans: usize,
+    pub span_bytes: usize,
+}
+
+/// What a backend hands the core at start-up, in the orders the core needs back: everything
+/// it holds, or, for a backend with [`History`], the live part (unfinished rollouts with
+/// their attempts, spans and sequence counters, the queue, workers, resources) and the
+/// totals.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// In creation order.
@@ -49,6 +70,72 @@ pub struct Snapshot {
     pub sequences: Vec<(String, i64)>,
     /// Head first.
     pub queue: Vec<String>,
+    /// The totals, when the snapshot is not everything the backend holds.
+    pub counts: Option<Counts>,
+}
+
+/// One rollout's rows, as a backend with history reads them back.
+#[derive(Debug)]
+pub struct RolloutRows {
+    pub rollout: Rollout,
+    /// By sequence id.
+    pub attempts: Vec<Attempt>,
+    /// In arrival order.
+    pub spans: Vec<StoredSpan>,
+    pub sequence: Option<i64>,
+}
+
+/// Which rollouts a query asks for; `None` filters are not given.
+#[derive(Debug, Clone, Copy)]
+pub struct RolloutFilter<'a> {
+    pub status_in: Option<&'a [RolloutStatus]>,
+    pub rollout_id_in: Option<&'a [String]>,
+    pub rollout_id_contains: Option<&'a str>,
+    /// OR instead of AND.
+    pub any: bool,
+}
+
+/// Reads of what a backend keeps beyond the core's memory. Every call reads committed rows
+/// only: the core drops a rollout from memory only once its last change is durable, and
+/// waits for its pending batches before a query it hands to the backend.
+pub trait History: Send + Sync {
+    /// Batches made durable so far (the core numbers what it submits from 1, in order).
+    fn durable_batches(&self) -> u64;
+
+    /// Whether a rollout with this id is stored.
+    fn rollout_exists(&self, rollout_id: &str) -> Result<bool, StorageError>;
+
+    /// A rollout with all its rows, to bring it back into memory.
+    fn rollout_rows(&self, rollout_id: &str) -> Result<Option<RolloutRows>, StorageError>;
+
+    /// The span sequence counter of an id (a rollout's, or one issued for an unknown id).
+    fn sequence(&self, rollout_id: &str) -> Result<Option<i64>, StorageError>;
+
+    /// A rollout with its latest attempt.
+    fn rollout_view(&self, rollout_id: &str) -> Result<Option<RolloutView>, StorageError>;
+
+    /// A rollout's attempts by sequence id.
+    fn attempts(&self, rollout_id: &str) -> Result<Vec<Attempt>, StorageError>;
+
+    /// A rollout's spans in arrival order, of one attempt if given.
+    fn spans(
+        &self,
+        rollout_id: &str,
+        attempt_id: Option<&str>,
+    ) -> Result<Vec<StoredSpan>, StorageError>;
+
+    /// The stored text of a rollout's spans, of one attempt if given, ordered by sequence id
+    /// (ascending or descending) and then by arrival: the answer of an unfiltered span query,
+    /// without parsing a document.
+    fn span_texts(
+        &self,
+        rollout_id: &str,
+        attempt_id: Option<&str>,
+        descending: bool,
+    ) -> Result<Vec<String>, StorageError>;
+
+    /// Rollouts matching `filter` with their latest attempts, in creation order.
+    fn rollouts(&self, filter: RolloutFilter<'_>) -> Result<Vec<RolloutView>, StorageError>;
 }
 
 /// A storage failure, reported to clients as a 5xx.
@@ -79,6 +166,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Finishes pending writes and closes the storage cleanly (at shutdown).
     fn close(&self) -> Durable;
+
+    /// The backend's history, when it keeps rows the core may drop from memory.
+    fn history(&self) -> Option<Arc<dyn History>> {
+        None
+    }
 }
 
 /// No storage: everything lives and dies with the process (the reference's behaviour).

@@ -105,6 +105,17 @@ pub struct StoreArgs {
     )]
     pub sqlite_durability: DurabilityArg,
 
+    /// With SQLite: MiB of finished rollouts (their spans) kept in memory once they are on
+    /// disk; older ones are read from the file when asked for. Unfinished rollouts are
+    /// always in memory
+    #[arg(
+        long,
+        value_name = "MIB",
+        env = "AGL_CACHE_MIB",
+        default_value_t = crate::core::DEFAULT_CACHE_BYTES >> 20
+    )]
+    pub cache_mib: usize,
+
     /// Directory for online backups (`POST /admin/backup`, `agl store backup --url`);
     /// default: the directory of the SQLite file
     #[arg(long, value_name = "DIR", env = "AGL_BACKUP_DIR")]
@@ -247,6 +258,7 @@ impl Default for StoreArgs {
             shutdown_grace_seconds: 10.0,
             storage: Storage::Memory,
             sqlite_durability: DurabilityArg::Full,
+            cache_mib: crate::core::DEFAULT_CACHE_BYTES >> 20,
             backup_dir: None,
             log: LogArgs::default(),
             command: None,
@@ -307,6 +319,7 @@ impl App {
         let store = Arc::new(Store::open(
             StoreConfig {
                 scan_debounce_seconds: args.scan_debounce_seconds,
+                cache_bytes: args.cache_mib.saturating_mul(1 << 20),
             },
             clock,
             backend,

@@ -330,8 +330,34 @@ impl<'de> Deserialize<'de> for Entries<'de> {
     }
 }
 
+/// A span as a query returns it: a document held in memory, or the text of one read back
+/// from storage as it was stored (written out as it is, without being parsed).
+#[derive(Debug, Clone)]
+pub enum SpanDoc {
+    Held(Arc<StoredSpan>),
+    Text(String),
+}
+
+impl SpanDoc {
+    /// Bytes of the JSON document.
+    pub fn json_len(&self) -> usize {
+        match self {
+            Self::Held(span) => span.json_len(),
+            Self::Text(text) => text.len(),
+        }
+    }
+
+    /// Appends the JSON document to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Held(span) => span.write_json(out),
+            Self::Text(text) => out.extend_from_slice(text.as_bytes()),
+        }
+    }
+}
+
 /// Writes `[doc,doc,...]`.
-fn write_list(spans: &[Arc<StoredSpan>], out: &mut Vec<u8>) {
+fn write_list(spans: &[SpanDoc], out: &mut Vec<u8>) {
     out.push(b'[');
     for (i, span) in spans.iter().enumerate() {
         if i > 0 {
@@ -342,19 +368,19 @@ fn write_list(spans: &[Arc<StoredSpan>], out: &mut Vec<u8>) {
     out.push(b']');
 }
 
-/// Room for a list of spans: the text, 20 bytes for any `i64` and a comma each.
-fn list_capacity(spans: &[Arc<StoredSpan>]) -> usize {
-    spans.iter().map(|s| s.text.len() + 21).sum::<usize>() + 2
+/// Room for a list of spans and their commas.
+fn list_capacity(spans: &[SpanDoc]) -> usize {
+    spans.iter().map(|s| s.json_len() + 1).sum::<usize>() + 2
 }
 
 /// A list of spans as a JSON array.
-pub fn spans_json(spans: &[Arc<StoredSpan>]) -> Vec<u8> {
+pub fn spans_json(spans: &[SpanDoc]) -> Vec<u8> {
     let mut out = Vec::with_capacity(list_capacity(spans));
     write_list(spans, &mut out);
     out
 }
 
-impl Page<Arc<StoredSpan>> {
+impl Page<SpanDoc> {
     /// The page as JSON, byte for byte what `Page`'s `Serialize` writes.
     pub fn to_json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(list_capacity(&self.items) + 80);
@@ -438,7 +464,19 @@ mod tests {
             json!({"sequence_id": 1, "name": "a"}),
             json!({"sequence_id": 2, "name": "b", "attributes": {"x": [1, 2]}}),
         ];
-        let spans: Vec<Arc<StoredSpan>> = docs.iter().map(|d| Arc::new(span_from(d))).collect();
+        // Held documents and texts read back write the same bytes.
+        let spans: Vec<SpanDoc> = docs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let span = span_from(d);
+                if i % 2 == 0 {
+                    SpanDoc::Held(Arc::new(span))
+                } else {
+                    SpanDoc::Text(span.to_json())
+                }
+            })
+            .collect();
         let raws: Vec<Box<RawValue>> = docs
             .iter()
             .map(|d| RawValue::from_string(d.to_string()).unwrap())

@@ -122,7 +122,7 @@ async fn a_file_in_use_by_another_server_is_refused() {
 async fn a_full_disk_gives_503_and_keeps_every_acknowledged_write() {
     let dir = temp("full");
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=384k", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=768k", "tmpfs"])
         .arg(&dir)
         .status()
         .is_ok_and(|s| s.success());

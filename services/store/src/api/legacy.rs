@@ -108,7 +108,7 @@ fn rollouts(views: impl IntoIterator<Item = RolloutView>) -> Vec<Rollout> {
     views.into_iter().map(|v| v.rollout).collect()
 }
 
-fn all_rollouts(
+async fn all_rollouts(
     s: &AppState,
     statuses: Option<Vec<RolloutStatus>>,
     ids: Option<Vec<String>>,
@@ -118,7 +118,7 @@ fn all_rollouts(
         rollout_id_in: ids,
         ..RolloutQuery::default()
     };
-    Ok(rollouts(s.store.query_rollouts(&q)?.items))
+    Ok(rollouts(s.store.query_rollouts(&q).await?.items))
 }
 
 /// Stores a span and answers with it; a duplicate is answered with the span as posted
@@ -156,7 +156,7 @@ async fn a1_start_rollout(State(s): State<AppState>, Body(b): Body) -> ApiResult
 }
 
 async fn a1_list_rollouts(State(s): State<AppState>) -> ApiResult {
-    ok(StatusCode::OK, &all_rollouts(&s, None, None)?)
+    ok(StatusCode::OK, &all_rollouts(&s, None, None).await?)
 }
 
 /// The optional `status` and `rollout_ids` filters of the older rollout searches.
@@ -175,11 +175,11 @@ fn status_and_ids(v: &Value, errs: &mut Errors) -> Option<StatusAndIds> {
 
 async fn a1_search_rollouts(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     let (statuses, ids) = params::optional_body(&b, status_and_ids)?;
-    ok(StatusCode::OK, &all_rollouts(&s, statuses, ids)?)
+    ok(StatusCode::OK, &all_rollouts(&s, statuses, ids).await?)
 }
 
 async fn a1_get_rollout(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    match s.store.get_rollout(&id) {
+    match s.store.get_rollout(&id).await? {
         Some(v) => ok(StatusCode::OK, &v.rollout),
         None => null(StatusCode::OK),
     }
@@ -202,12 +202,12 @@ async fn a1_start_attempt(State(s): State<AppState>, Path(id): Path<String>) -> 
 }
 
 async fn a1_list_attempts(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let page = s.store.query_attempts(&id, &PageRequest::default())?;
+    let page = s.store.query_attempts(&id, &PageRequest::default()).await?;
     ok(StatusCode::OK, &page.items)
 }
 
 async fn a1_latest_attempt(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    match s.store.latest_attempt(&id) {
+    match s.store.latest_attempt(&id).await? {
         Some(a) => ok(StatusCode::OK, &a),
         None => null(StatusCode::OK),
     }
@@ -268,7 +268,7 @@ async fn a1_add_span(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     add_span_echo(&s, &b, StatusCode::CREATED).await
 }
 
-fn spans_list(s: &AppState, rollout_id: String, attempt_id: Option<String>) -> ApiResult {
+async fn spans_list(s: &AppState, rollout_id: String, attempt_id: Option<String>) -> ApiResult {
     let q = SpanQuery {
         rollout_id,
         attempt_id,
@@ -276,7 +276,7 @@ fn spans_list(s: &AppState, rollout_id: String, attempt_id: Option<String>) -> A
     };
     ok_raw(
         StatusCode::OK,
-        stored_span::spans_json(&s.store.query_spans(&q)?.items),
+        stored_span::spans_json(&s.store.query_spans(&q).await?.items),
     )
 }
 
@@ -293,7 +293,7 @@ async fn a1_list_spans(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiR
         let a = optional(map, "attempt_id", errs, validate::string);
         Some((r?, a))
     })?;
-    spans_list(&s, rollout_id, attempt_id)
+    spans_list(&s, rollout_id, attempt_id).await
 }
 
 async fn a1_next_sequence_id(State(s): State<AppState>, Body(b): Body) -> ApiResult {
@@ -365,14 +365,14 @@ async fn v2_start_attempt(State(s): State<AppState>, Body(b): Body) -> ApiResult
 async fn v2_query_rollouts(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     flat(async {
         let (statuses, ids) = params::optional_body(&b, status_and_ids)?;
-        ok(StatusCode::OK, &all_rollouts(&s, statuses, ids)?)
+        ok(StatusCode::OK, &all_rollouts(&s, statuses, ids).await?)
     })
     .await
 }
 
 async fn v2_query_attempts(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     flat(async {
-        let page = s.store.query_attempts(&id, &PageRequest::default())?;
+        let page = s.store.query_attempts(&id, &PageRequest::default()).await?;
         ok(StatusCode::OK, &page.items)
     })
     .await
@@ -466,7 +466,7 @@ async fn v2_query_spans(
             let map = object(v, errs)?;
             Some(optional(map, "attempt_id", errs, validate::string))
         })?;
-        spans_list(&s, rollout_id, attempt_id)
+        spans_list(&s, rollout_id, attempt_id).await
     })
     .await
 }

@@ -103,21 +103,21 @@ pub(super) async fn list_rollouts(State(s): State<AppState>, RawQuery(q): RawQue
         params::rollout_query,
     )?;
     params::check_page(&q.page, fields::ROLLOUT)?;
-    ok(StatusCode::OK, &s.store.query_rollouts(&q)?)
+    ok(StatusCode::OK, &s.store.query_rollouts(&q).await?)
 }
 
 #[utoipa::path(post, path = "/v1/agl/rollouts/search", tag = "rollouts", request_body = openapi::QueryRolloutsRequest, responses((status = 200, body = Page<RolloutView>), (status = 400, description = "bad pagination or sort field")))]
 pub(super) async fn search_rollouts(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     let q = body(&b, params::rollout_query)?;
     params::check_page(&q.page, fields::ROLLOUT)?;
-    ok(StatusCode::OK, &s.store.query_rollouts(&q)?)
+    ok(StatusCode::OK, &s.store.query_rollouts(&q).await?)
 }
 
 #[utoipa::path(get, path = "/v1/agl/rollouts/{rollout_id}", tag = "rollouts", params(("rollout_id" = String, Path)), responses((status = 200, description = "the rollout (with its latest attempt, if any), or null", body = Option<RolloutView>)))]
 pub(super) async fn get_rollout(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     // Upstream answers an unknown id with a 500 that its own client retries for ~8 s
     // before returning None; `null` gives the client the same None at once.
-    match s.store.get_rollout(&id) {
+    match s.store.get_rollout(&id).await? {
         Some(view) => ok(StatusCode::OK, &view),
         None => null(StatusCode::OK),
     }
@@ -154,7 +154,7 @@ pub(super) async fn list_attempts(
 ) -> ApiResult {
     let page = query(q.as_deref(), &[], params::attempt_query)?;
     params::check_page(&page, fields::ATTEMPT)?;
-    ok(StatusCode::OK, &s.store.query_attempts(&id, &page)?)
+    ok(StatusCode::OK, &s.store.query_attempts(&id, &page).await?)
 }
 
 #[utoipa::path(post, path = "/v1/agl/rollouts/{rollout_id}/attempts/search", tag = "attempts", params(("rollout_id" = String, Path)), request_body = openapi::QueryAttemptsRequest, responses((status = 200, body = Page<Attempt>)))]
@@ -165,12 +165,12 @@ pub(super) async fn search_attempts(
 ) -> ApiResult {
     let page = body(&b, params::attempt_query)?;
     params::check_page(&page, fields::ATTEMPT)?;
-    ok(StatusCode::OK, &s.store.query_attempts(&id, &page)?)
+    ok(StatusCode::OK, &s.store.query_attempts(&id, &page).await?)
 }
 
 #[utoipa::path(get, path = "/v1/agl/rollouts/{rollout_id}/attempts/latest", tag = "attempts", params(("rollout_id" = String, Path)), responses((status = 200, description = "the newest attempt, or null", body = Option<Attempt>)))]
 pub(super) async fn latest_attempt(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    match s.store.latest_attempt(&id) {
+    match s.store.latest_attempt(&id).await? {
         Some(a) => ok(StatusCode::OK, &a),
         None => null(StatusCode::OK),
     }
@@ -300,14 +300,14 @@ pub(super) async fn add_span(State(s): State<AppState>, Body(b): Body) -> ApiRes
 pub(super) async fn list_spans(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
     let q = query(q.as_deref(), &[], params::span_query)?;
     params::check_page(&q.page, fields::SPAN)?;
-    ok_raw(StatusCode::OK, s.store.query_spans(&q)?.to_json())
+    ok_raw(StatusCode::OK, s.store.query_spans(&q).await?.to_json())
 }
 
 #[utoipa::path(post, path = "/v1/agl/spans/search", tag = "spans", request_body = openapi::QuerySpansRequest, responses((status = 200, body = Page<openapi::Span>)))]
 pub(super) async fn search_spans(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     let q = body(&b, params::span_query)?;
     params::check_page(&q.page, fields::SPAN)?;
-    ok_raw(StatusCode::OK, s.store.query_spans(&q)?.to_json())
+    ok_raw(StatusCode::OK, s.store.query_spans(&q).await?.to_json())
 }
 
 #[utoipa::path(post, path = "/v1/agl/spans/next", tag = "spans", request_body = openapi::SequenceIdRequest, responses((status = 200, body = openapi::SequenceIdResponse)))]

@@ -25,8 +25,9 @@ use crate::model::{
     Attempt, AttemptStatus, Json, NamedResources, Page, ResourcesUpdate, Rollout, RolloutConfig,
     RolloutMode, RolloutStatus, RolloutView, StoredSpan, Worker, WorkerStatus,
 };
-use crate::persist::{Backend, Durable, Memory, StorageError};
+use crate::persist::{Backend, Durable, History, Memory, RolloutFilter, StorageError};
 use crate::span::SpanInput;
+use crate::stored_span::SpanDoc;
 
 mod query;
 mod sharded;
@@ -61,12 +62,19 @@ pub enum StoreError {
 pub struct StoreConfig {
     /// Minimum seconds between two watchdog scans triggered by calls; 0 scans on every call.
     pub scan_debounce_seconds: f64,
+    /// With a backend that keeps history: bytes of finished rollouts (their spans' text and
+    /// a fixed cost each) kept in memory once durable; older ones are read back when asked.
+    pub cache_bytes: usize,
 }
+
+/// The default of [`StoreConfig::cache_bytes`].
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             scan_debounce_seconds: 10.0,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -230,6 +238,8 @@ pub struct Gauges {
     pub queue_depth: usize,
     pub spans: usize,
     pub waiting_calls: usize,
+    /// Rollouts held in memory (with a backend that keeps history, a part of them).
+    pub rollouts_in_memory: usize,
 }
 
 pub struct Store {
@@ -242,6 +252,8 @@ pub struct Store {
     drain: Notify,
     counters: Counters,
     backend: Arc<dyn Backend>,
+    /// What memory does not hold, when the backend keeps history.
+    disk: Option<Arc<dyn History>>,
     /// Set after a failed commit: memory may be ahead of the disk, so no more writes.
     storage_failed: AtomicBool,
 }
@@ -288,7 +300,8 @@ impl Store {
         backend: Arc<dyn Backend>,
     ) -> Result<Self, StorageError> {
         let snapshot = backend.load()?;
-        let state = State::restore(snapshot, backend.journaling());
+        let disk = backend.history();
+        let state = State::restore(snapshot, backend.journaling(), disk.clone());
         let created = clock.now();
         Ok(Self {
             state: Mutex::new(state),
@@ -300,6 +313,7 @@ impl Store {
             drain: Notify::new(),
             counters: Counters::default(),
             backend,
+            disk,
             storage_failed: AtomicBool::new(false),
         })
     }
@@ -367,10 +381,39 @@ impl Store {
     }
 
     /// Hands the recorded changes to the backend (called with the lock held, so batches
-    /// reach it in the order they were applied).
+    /// reach it in the order they were applied), then lets the cache drop what is durable.
     fn submit(&self, st: &mut State) -> Option<Durable> {
         let changes = st.take_changes();
-        (!changes.is_empty()).then(|| self.backend.submit(changes))
+        let durable = (!changes.is_empty()).then(|| {
+            st.batches += 1;
+            self.backend.submit(changes)
+        });
+        st.evict(self.config.cache_bytes);
+        durable
+    }
+
+    /// Resolves once every change applied before the call is durable, so that a read the
+    /// backend answers sees everything memory showed before it.
+    async fn barrier(&self) -> Result<(), StoreError> {
+        let durable = {
+            let mut st = self.state.lock();
+            st.batches += 1;
+            self.backend.submit(Vec::new())
+        };
+        self.wait_durable(Some(durable)).await
+    }
+
+    /// Runs a read of the backend's history off the async threads.
+    async fn read_disk<T: Send + 'static>(
+        &self,
+        disk: &Arc<dyn History>,
+        f: impl FnOnce(&dyn History) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let disk = Arc::clone(disk);
+        tokio::task::spawn_blocking(move || f(&*disk))
+            .await
+            .map_err(|e| StorageError(format!("a storage read failed: {e}")))?
+            .map_err(StoreError::Storage)
     }
 
     async fn wait_durable(&self, durable: Option<Durable>) -> Result<(), StoreError> {
@@ -517,6 +560,7 @@ impl Store {
         worker_id: Option<String>,
     ) -> Result<RolloutView, StoreError> {
         self.try_write(true, |st, now| {
+            st.load(rollout_id)?;
             if !st.rollouts.contains_key(rollout_id) {
                 return Err(StoreError::RolloutNotFound(rollout_id.to_owned()));
             }
@@ -534,15 +578,46 @@ impl Store {
     }
 
     /// One rollout with its latest attempt, or `None`.
-    pub fn get_rollout(&self, rollout_id: &str) -> Option<RolloutView> {
-        let now = self.now();
-        let mut st = self.state.lock();
-        self.scan_and_submit(&mut st, now);
-        st.rollouts.get(rollout_id).map(|e| e.view())
+    pub async fn get_rollout(&self, rollout_id: &str) -> Result<Option<RolloutView>, StoreError> {
+        {
+            let now = self.now();
+            let mut st = self.state.lock();
+            self.scan_and_submit(&mut st, now);
+            if let Some(entry) = st.rollouts.get(rollout_id) {
+                return Ok(Some(entry.view()));
+            }
+        }
+        // Not in memory: finished and durable, or unknown.
+        let Some(disk) = &self.disk else {
+            return Ok(None);
+        };
+        let id = rollout_id.to_owned();
+        self.read_disk(disk, move |d| d.rollout_view(&id)).await
     }
 
     /// Rollouts matching `q`, each with its latest attempt.
-    pub fn query_rollouts(&self, q: &RolloutQuery) -> Result<Page<RolloutView>, StoreError> {
+    pub async fn query_rollouts(&self, q: &RolloutQuery) -> Result<Page<RolloutView>, StoreError> {
+        if let Some(disk) = &self.disk {
+            // History is in the backend: it answers, once it holds everything memory shows.
+            {
+                let now = self.now();
+                let mut st = self.state.lock();
+                self.scan_and_submit(&mut st, now);
+            }
+            self.barrier().await?;
+            let q2 = q.clone();
+            let matches = self
+                .read_disk(disk, move |d| {
+                    d.rollouts(RolloutFilter {
+                        status_in: q2.status_in.as_deref(),
+                        rollout_id_in: q2.rollout_id_in.as_deref(),
+                        rollout_id_contains: q2.rollout_id_contains.as_deref(),
+                        any: q2.any,
+                    })
+                })
+                .await?;
+            return paginate(matches, &q.page, |v, field| rollout_key(&v.rollout, field));
+        }
         let now = self.now();
         let mut st = self.state.lock();
         self.scan_and_submit(&mut st, now);
@@ -591,6 +666,7 @@ impl Store {
         patch: RolloutPatch,
     ) -> Result<Rollout, StoreError> {
         self.try_write(true, |st, now| {
+            st.load(rollout_id)?;
             let entry = st
                 .rollouts
                 .get_mut(rollout_id)
@@ -664,12 +740,35 @@ impl Store {
                 }
             }
         }
-        let st = self.state.lock();
-        ids.iter()
-            .filter_map(|id| st.rollouts.get(id))
-            .filter(|e| e.rollout.status.is_finished())
-            .map(|e| e.rollout.clone())
-            .collect()
+        // Rollouts memory does not hold are finished (and durable) or unknown.
+        let found: Vec<Result<Rollout, String>> = {
+            let st = self.state.lock();
+            ids.iter()
+                .map(|id| match st.rollouts.get(id) {
+                    Some(e) => Ok(e.rollout.clone()),
+                    None => Err(id.clone()),
+                })
+                .collect()
+        };
+        let mut out = Vec::with_capacity(found.len());
+        for item in found {
+            let rollout = match item {
+                Ok(rollout) => Some(rollout),
+                Err(id) => match &self.disk {
+                    Some(disk) => self
+                        .read_disk(disk, move |d| d.rollout_view(&id))
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(error = %e, "cannot read a finished rollout");
+                            None
+                        })
+                        .map(|v| v.rollout),
+                    None => None,
+                },
+            };
+            out.extend(rollout.filter(|r| r.status.is_finished()));
+        }
+        out
     }
 
     // ----- attempts -------------------------------------------------------------------
@@ -683,6 +782,7 @@ impl Store {
         patch: AttemptPatch,
     ) -> Result<Attempt, StoreError> {
         self.try_write(true, |st, now| {
+            st.load(rollout_id)?;
             let entry = st
                 .rollouts
                 .get(rollout_id)
@@ -702,35 +802,40 @@ impl Store {
         .await
     }
 
+    /// Attempts of a rollout by sequence id (none for an unknown rollout).
+    async fn attempts_of(&self, rollout_id: &str) -> Result<Vec<Attempt>, StoreError> {
+        {
+            let now = self.now();
+            let mut st = self.state.lock();
+            self.scan_and_submit(&mut st, now);
+            if let Some(entry) = st.rollouts.get(rollout_id) {
+                return Ok(entry.attempts.clone());
+            }
+        }
+        let Some(disk) = &self.disk else {
+            return Ok(Vec::new());
+        };
+        let id = rollout_id.to_owned();
+        self.read_disk(disk, move |d| d.attempts(&id)).await
+    }
+
     /// Attempts of a rollout (none for an unknown rollout).
-    pub fn query_attempts(
+    pub async fn query_attempts(
         &self,
         rollout_id: &str,
         page: &PageRequest,
     ) -> Result<Page<Attempt>, StoreError> {
-        let now = self.now();
-        let mut st = self.state.lock();
-        self.scan_and_submit(&mut st, now);
-        let attempts: Vec<&Attempt> = st
-            .rollouts
-            .get(rollout_id)
-            .map(|e| e.attempts.iter().collect())
-            .unwrap_or_default();
+        let attempts = self.attempts_of(rollout_id).await?;
         let mut page_req = page.clone();
         page_req
             .sort_by
             .get_or_insert_with(|| "sequence_id".to_owned());
-        Ok(paginate(attempts, &page_req, attempt_key)?.map(Clone::clone))
+        Ok(paginate(attempts.iter().collect(), &page_req, attempt_key)?.map(Clone::clone))
     }
 
     /// The newest attempt of a rollout, if any.
-    pub fn latest_attempt(&self, rollout_id: &str) -> Option<Attempt> {
-        let now = self.now();
-        let mut st = self.state.lock();
-        self.scan_and_submit(&mut st, now);
-        st.rollouts
-            .get(rollout_id)
-            .and_then(|e| e.attempts.last().cloned())
+    pub async fn latest_attempt(&self, rollout_id: &str) -> Result<Option<Attempt>, StoreError> {
+        Ok(self.attempts_of(rollout_id).await?.pop())
     }
 
     // ----- resources ------------------------------------------------------------------
@@ -793,12 +898,13 @@ impl Store {
 
     /// Issues the next span sequence id of a rollout (known or not, as upstream does).
     pub async fn next_sequence_id(&self, rollout_id: &str) -> Result<i64, StoreError> {
-        self.write(false, |st, _now| {
+        self.try_write(false, |st, _now| {
+            st.load(rollout_id)?;
             let counter = st.sequence.entry(rollout_id.to_owned()).or_insert(0);
             *counter += 1;
             let issued = *counter;
             st.mark_sequence(rollout_id);
-            issued
+            Ok(issued)
         })
         .await
     }
@@ -807,6 +913,7 @@ impl Store {
     pub async fn add_span(&self, input: SpanInput) -> Result<Option<Arc<StoredSpan>>, StoreError> {
         let SpanInput { rollout_id, span } = input;
         self.try_write(false, |st, now| {
+            st.load(&rollout_id)?;
             st.bump_sequence(&rollout_id, span.sequence_id());
             st.check_attempt(&rollout_id, &span.attempt_id())?;
             let stored = st.insert_span(&rollout_id, span);
@@ -828,8 +935,17 @@ impl Store {
         &self,
         spans: Vec<UnsequencedSpan>,
     ) -> Result<BulkOutcome, StoreError> {
-        self.write(false, |st, now| {
+        self.try_write(false, |st, now| {
             let mut outcome = BulkOutcome::default();
+            // A batch is mostly one rollout's spans: load each rollout once.
+            let mut last: Option<&str> = None;
+            for s in &spans {
+                let id = s.span.rollout_id.as_str();
+                if last != Some(id) {
+                    st.load(id)?;
+                    last = Some(id);
+                }
+            }
             // Reserve implicit ids per rollout in one step, as upstream's bulk issue does.
             let mut implicit: HashMap<&str, i64> = HashMap::new();
             for s in &spans {
@@ -888,13 +1004,13 @@ impl Store {
             self.counters
                 .spans_stored
                 .fetch_add(outcome.stored as u64, AtomicOrdering::Relaxed);
-            outcome
+            Ok(outcome)
         })
         .await
     }
 
     /// Spans of one rollout matching `q`.
-    pub fn query_spans(&self, q: &SpanQuery) -> Result<Page<Arc<StoredSpan>>, StoreError> {
+    pub async fn query_spans(&self, q: &SpanQuery) -> Result<Page<SpanDoc>, StoreError> {
         // Only the lookup and the pointer copies hold the lock; filtering by field, sorting
         // and cutting the page work on the copies after it is released.
         let empty = || Page {
@@ -903,58 +1019,101 @@ impl Store {
             offset: q.page.offset,
             total: 0,
         };
-        let candidates: Vec<Arc<StoredSpan>> = {
+        let held: Option<Vec<Arc<StoredSpan>>> = {
             let now = self.now();
             let mut st = self.state.lock();
             self.scan_and_submit(&mut st, now);
-            let Some(entry) = st.rollouts.get(&q.rollout_id) else {
-                return Ok(empty());
-            };
-            let attempt_filter = match q.attempt_id.as_deref() {
-                Some("latest") => match entry.attempts.last() {
-                    Some(a) => Some(a.attempt_id.as_str()),
-                    None => return Ok(empty()),
-                },
-                other => other,
-            };
-            entry
-                .spans
-                .iter()
-                .filter(|s| attempt_filter.is_none_or(|a| s.attempt_id() == a))
-                .cloned()
-                .collect()
+            match st.rollouts.get(&q.rollout_id) {
+                None => None,
+                Some(entry) => {
+                    let attempt_filter = match q.attempt_id.as_deref() {
+                        Some("latest") => match entry.attempts.last() {
+                            Some(a) => Some(a.attempt_id.as_str()),
+                            None => return Ok(empty()),
+                        },
+                        other => other,
+                    };
+                    Some(
+                        entry
+                            .spans
+                            .iter()
+                            .filter(|s| attempt_filter.is_none_or(|a| s.attempt_id() == a))
+                            .cloned()
+                            .collect(),
+                    )
+                }
+            }
         };
-        // Each field is read only when a filter names it: reading one costs a lookup.
-        let pool = |s: &StoredSpan| {
-            let conds = [
-                q.trace_id.as_ref().map(|v| s.trace_id() == v.as_str()),
-                q.trace_id_contains
-                    .as_ref()
-                    .map(|v| s.trace_id().contains(v.as_str())),
-                q.span_id.as_ref().map(|v| s.span_id() == v.as_str()),
-                q.span_id_contains
-                    .as_ref()
-                    .map(|v| s.span_id().contains(v.as_str())),
-                q.parent_id
-                    .as_ref()
-                    .map(|v| s.parent_id().as_deref() == Some(v.as_str())),
-                q.parent_id_contains
-                    .as_ref()
-                    .map(|v| s.parent_id().is_some_and(|p| p.contains(v.as_str()))),
-                q.name.as_ref().map(|v| s.name() == v.as_str()),
-                q.name_contains
-                    .as_ref()
-                    .map(|v| s.name().contains(v.as_str())),
-            ];
-            combine(&conds, q.any)
+        let candidates = match (held, &self.disk) {
+            (Some(spans), _) => spans,
+            (None, None) => return Ok(empty()),
+            (None, Some(disk)) => return self.query_stored_spans(disk, q).await,
         };
-        let matches: Vec<Arc<StoredSpan>> = candidates.into_iter().filter(|s| pool(s)).collect();
-        let mut page_req = q.page.clone();
-        page_req
-            .sort_by
-            .get_or_insert_with(|| "sequence_id".to_owned());
-        let rollout_id = q.rollout_id.as_str();
-        paginate(matches, &page_req, |s, f| span_key(rollout_id, s, f))
+        filter_spans(candidates, q)
+    }
+
+    /// [`Self::query_spans`] of a rollout memory does not hold. An unfiltered query in
+    /// sequence order (what clients ask nearly always) is answered with the stored texts as
+    /// they are; any other is answered by the same filters and sort as a held rollout's.
+    async fn query_stored_spans(
+        &self,
+        disk: &Arc<dyn History>,
+        q: &SpanQuery,
+    ) -> Result<Page<SpanDoc>, StoreError> {
+        let unfiltered = [
+            &q.trace_id,
+            &q.trace_id_contains,
+            &q.span_id,
+            &q.span_id_contains,
+            &q.parent_id,
+            &q.parent_id_contains,
+            &q.name,
+            &q.name_contains,
+        ]
+        .iter()
+        .all(|f| f.is_none());
+        let in_sequence = q.page.sort_by.as_deref().is_none_or(|f| f == "sequence_id");
+        let (rollout_id, attempt_id) = (q.rollout_id.clone(), q.attempt_id.clone());
+        let descending = q.page.descending;
+        let fast = unfiltered && in_sequence;
+        let docs: Vec<SpanDoc> = self
+            .read_disk(disk, move |d| {
+                let attempt_id = match attempt_id.as_deref() {
+                    Some("latest") => match d.attempts(&rollout_id)?.pop() {
+                        Some(a) => Some(a.attempt_id),
+                        None => return Ok(Vec::new()),
+                    },
+                    other => other.map(str::to_owned),
+                };
+                Ok(if fast {
+                    d.span_texts(&rollout_id, attempt_id.as_deref(), descending)?
+                        .into_iter()
+                        .map(SpanDoc::Text)
+                        .collect()
+                } else {
+                    d.spans(&rollout_id, attempt_id.as_deref())?
+                        .into_iter()
+                        .map(|s| SpanDoc::Held(Arc::new(s)))
+                        .collect()
+                })
+            })
+            .await?;
+        if fast {
+            // Already in order: only the page is cut.
+            let page = PageRequest {
+                sort_by: None,
+                ..q.page.clone()
+            };
+            return paginate(docs, &page, |_, _| None);
+        }
+        let held: Vec<Arc<StoredSpan>> = docs
+            .into_iter()
+            .filter_map(|d| match d {
+                SpanDoc::Held(s) => Some(s),
+                SpanDoc::Text(_) => None,
+            })
+            .collect();
+        filter_spans(held, q)
     }
 
     // ----- workers --------------------------------------------------------------------
@@ -1020,7 +1179,8 @@ impl Store {
                 _ => "InMemoryLightningStore",
             },
             backend: self.backend.name(),
-            total_rollouts: st.rollouts.len(),
+            // Memory may hold only part of the rollouts; the counts are of all of them.
+            total_rollouts: st.rollout_counts.iter().sum(),
             total_attempts: st.total_attempts,
             total_spans: st.total_spans,
             total_resources: st.resources.len(),
@@ -1054,6 +1214,7 @@ impl Store {
             queue_depth: st.queue.len(),
             spans: st.total_spans,
             waiting_calls: st.waiting_calls,
+            rollouts_in_memory: st.rollouts.len(),
         }
     }
 
@@ -1076,6 +1237,43 @@ impl Store {
             .watchdog_unresponsive
             .fetch_add(unresponsive, AtomicOrdering::Relaxed);
     }
+}
+
+/// The field filters, sort and page of a span query over one rollout's spans.
+fn filter_spans(
+    candidates: Vec<Arc<StoredSpan>>,
+    q: &SpanQuery,
+) -> Result<Page<SpanDoc>, StoreError> {
+    let pool = |s: &StoredSpan| {
+        let conds = [
+            q.trace_id.as_ref().map(|v| s.trace_id() == v.as_str()),
+            q.trace_id_contains
+                .as_ref()
+                .map(|v| s.trace_id().contains(v.as_str())),
+            q.span_id.as_ref().map(|v| s.span_id() == v.as_str()),
+            q.span_id_contains
+                .as_ref()
+                .map(|v| s.span_id().contains(v.as_str())),
+            q.parent_id
+                .as_ref()
+                .map(|v| s.parent_id().as_deref() == Some(v.as_str())),
+            q.parent_id_contains
+                .as_ref()
+                .map(|v| s.parent_id().is_some_and(|p| p.contains(v.as_str()))),
+            q.name.as_ref().map(|v| s.name() == v.as_str()),
+            q.name_contains
+                .as_ref()
+                .map(|v| s.name().contains(v.as_str())),
+        ];
+        combine(&conds, q.any)
+    };
+    let matches: Vec<Arc<StoredSpan>> = candidates.into_iter().filter(|s| pool(s)).collect();
+    let mut page_req = q.page.clone();
+    page_req
+        .sort_by
+        .get_or_insert_with(|| "sequence_id".to_owned());
+    let rollout_id = q.rollout_id.as_str();
+    Ok(paginate(matches, &page_req, |s, f| span_key(rollout_id, s, f))?.map(SpanDoc::Held))
 }
 
 async fn sleep_or_forever(limit: Option<Duration>) {
@@ -1132,6 +1330,7 @@ mod tests {
         Store::new(
             StoreConfig {
                 scan_debounce_seconds: 0.0,
+                ..StoreConfig::default()
             },
             clock,
         )
@@ -1174,7 +1373,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            s.get_rollout(&r.rollout_id).unwrap().rollout.status,
+            s.get_rollout(&r.rollout_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .rollout
+                .status,
             RolloutStatus::Requeuing
         );
         let second = s.dequeue(1, None).await.unwrap();
@@ -1182,7 +1386,7 @@ mod tests {
         s.update_attempt(&r.rollout_id, "latest", fail)
             .await
             .unwrap();
-        let done = s.get_rollout(&r.rollout_id).unwrap().rollout;
+        let done = s.get_rollout(&r.rollout_id).await.unwrap().unwrap().rollout;
         assert_eq!(done.status, RolloutStatus::Failed);
         assert!(done.end_time.is_some());
         assert!(s.dequeue(1, None).await.unwrap().is_empty());
@@ -1206,16 +1410,25 @@ mod tests {
         clock.advance(5.0);
         s.watchdog_tick();
         assert_eq!(
-            s.latest_attempt(&r.rollout_id).unwrap().status,
+            s.latest_attempt(&r.rollout_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
             AttemptStatus::Preparing
         );
         clock.advance(0.5);
         s.watchdog_tick();
-        let attempt = s.latest_attempt(&r.rollout_id).unwrap();
+        let attempt = s.latest_attempt(&r.rollout_id).await.unwrap().unwrap();
         assert_eq!(attempt.status, AttemptStatus::Timeout);
         assert_eq!(attempt.end_time, None);
         assert_eq!(
-            s.get_rollout(&r.rollout_id).unwrap().rollout.status,
+            s.get_rollout(&r.rollout_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .rollout
+                .status,
             RolloutStatus::Requeuing
         );
         let w = s.get_worker("w1").unwrap();
@@ -1229,6 +1442,7 @@ mod tests {
         let s = Store::new(
             StoreConfig {
                 scan_debounce_seconds: 10.0,
+                ..StoreConfig::default()
             },
             Arc::clone(&clock) as Arc<dyn Clock>,
         );
@@ -1245,13 +1459,21 @@ mod tests {
         clock.advance(2.0);
         s.watchdog_tick();
         assert_eq!(
-            s.latest_attempt(&r.rollout_id).unwrap().status,
+            s.latest_attempt(&r.rollout_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
             AttemptStatus::Preparing
         );
         clock.advance(8.5);
         s.watchdog_tick();
         assert_eq!(
-            s.latest_attempt(&r.rollout_id).unwrap().status,
+            s.latest_attempt(&r.rollout_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
             AttemptStatus::Timeout
         );
     }

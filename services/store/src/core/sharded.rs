@@ -59,6 +59,16 @@ impl<V> ShardedMap<V> {
         old
     }
 
+    /// Removes and returns the value under `key`.
+    pub(super) fn remove(&mut self, key: &str) -> Option<V> {
+        let shard = self.shard(key);
+        let old = self.shards[shard].remove(key);
+        if old.is_some() {
+            self.len -= 1;
+        }
+        old
+    }
+
     pub(super) fn len(&self) -> usize {
         self.len
     }
@@ -91,6 +101,10 @@ mod tests {
         assert!(map.contains_key("ro-999"));
         assert!(!map.contains_key("ro-1000"));
         assert_eq!(map.get("nope"), None);
+        assert_eq!(map.remove("ro-999"), Some(999));
+        assert_eq!(map.remove("ro-999"), None);
+        assert!(!map.contains_key("ro-999"));
+        assert_eq!(map.len(), 999);
         // Keys spread over the shards.
         assert!(map.shards.iter().all(|s| !s.is_empty()));
     }

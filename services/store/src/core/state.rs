@@ -1,6 +1,11 @@
 //! The mutable state behind the store's lock and the transitions that change it. Every
 //! status change of a rollout goes through [`State::set_rollout_status`], every attempt
 //! change through [`State::apply_attempt_patch`]: the status machines live here, once.
+//!
+//! With a backend that keeps history ([`History`]) the state is a cache of it: it holds
+//! every unfinished rollout and the most recently finished ones (up to a size), drops the
+//! oldest finished ones once their last change is durable ([`State::evict`]), and brings a
+//! rollout back from the backend before changing it ([`State::load`]).
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher as _;
@@ -20,7 +25,10 @@ use crate::model::{
     Attempt, AttemptStatus, NamedResources, ResourcesUpdate, Rollout, RolloutConfig, RolloutStatus,
     RolloutView, StoredSpan, Worker, WorkerStatus,
 };
-use crate::persist::{Change, Snapshot};
+use crate::persist::{Change, Counts, History, Snapshot, StorageError};
+
+/// What a rollout's entry costs beside its spans' text, for the cache's size.
+const ENTRY_BYTES: usize = 1024;
 
 pub(super) struct Entry {
     pub(super) rollout: Rollout,
@@ -33,6 +41,9 @@ pub(super) struct Entry {
     /// In the queue: a rollout is queued at most once (a flag here rather than a set of
     /// ids, which would be one more table to grow under the lock).
     pub(super) queued: bool,
+    /// The batch that carries the latest change of this rollout to the backend: the entry
+    /// may be dropped from memory once that batch is durable.
+    last_batch: u64,
 }
 
 /// The duplicate-detection hash of a span.
@@ -48,7 +59,13 @@ impl Entry {
             spans: Vec::new(),
             span_keys: HashTable::new(),
             queued: false,
+            last_batch: 0,
         }
+    }
+
+    /// What the entry holds, for the cache's size.
+    fn bytes(&self) -> usize {
+        ENTRY_BYTES + self.spans.iter().map(|s| s.json_len()).sum::<usize>()
     }
 
     pub(super) fn view(&self) -> RolloutView {
@@ -121,6 +138,14 @@ pub(super) struct State {
     pub(super) finish_hook: Option<FinishHookRef>,
     /// Present only when the backend persists changes.
     pub(super) journal: Option<Journal>,
+    /// The rows memory does not hold, when the backend keeps history; `None`: memory holds
+    /// everything (and `order` lists every rollout).
+    pub(super) disk: Option<Arc<dyn History>>,
+    /// Batches handed to the backend so far (every submit happens under the lock).
+    pub(super) batches: u64,
+    /// Finished rollouts still held, oldest first, with what each held when it finished.
+    finished: VecDeque<(String, usize)>,
+    finished_bytes: usize,
 }
 
 pub(super) type FinishHookRef = Arc<FinishHook>;
@@ -144,9 +169,14 @@ pub(super) struct Journal {
 /// The LightningStore: cheap to share behind an `Arc`.
 impl State {
     /// Rebuilds the working set from what a backend stored.
-    pub(super) fn restore(snapshot: Snapshot, journaling: bool) -> Self {
+    pub(super) fn restore(
+        snapshot: Snapshot,
+        journaling: bool,
+        disk: Option<Arc<dyn History>>,
+    ) -> Self {
         let mut st = State {
             journal: journaling.then(Journal::default),
+            disk,
             ..State::default()
         };
         for rollout in snapshot.rollouts {
@@ -155,7 +185,9 @@ impl State {
             if rollout.status.is_running() {
                 st.active.insert(id.clone());
             }
-            st.order.push(id.clone());
+            if st.disk.is_none() {
+                st.order.push(id.clone());
+            }
             st.rollouts.insert(id, Box::new(Entry::new(rollout)));
         }
         let mut attempts = snapshot.attempts;
@@ -190,7 +222,104 @@ impl State {
                 st.queue.push_back(id);
             }
         }
+        // The snapshot is the live part only: the totals of everything come with it.
+        if let Some(counts) = snapshot.counts {
+            st.rollout_counts = counts.rollouts;
+            st.attempt_counts = counts.attempts;
+            st.total_attempts = counts.attempts.iter().sum();
+            st.total_spans = counts.spans;
+            st.span_bytes = counts.span_bytes;
+        }
         st
+    }
+
+    /// Brings a rollout the backend holds (with its attempts, spans and sequence counter),
+    /// or the sequence counter of an id without a rollout, back into memory, so that the
+    /// transitions find them there. Nothing to do without history or when already held.
+    pub(super) fn load(&mut self, id: &str) -> Result<(), StorageError> {
+        let Some(disk) = self.disk.clone() else {
+            return Ok(());
+        };
+        if self.rollouts.contains_key(id) {
+            return Ok(());
+        }
+        let Some(rows) = disk.rollout_rows(id)? else {
+            // Sequence ids are issued for unknown rollouts too.
+            if !self.sequence.contains_key(id)
+                && let Some(value) = disk.sequence(id)?
+            {
+                self.sequence.insert(id.to_owned(), value);
+            }
+            return Ok(());
+        };
+        let mut entry = Box::new(Entry::new(rows.rollout));
+        entry.attempts = rows.attempts;
+        for span in rows.spans {
+            entry.push_span(&self.span_hasher, span);
+        }
+        let status = entry.rollout.status;
+        let bytes = entry.bytes();
+        self.rollouts.insert(id.to_owned(), entry);
+        if let Some(value) = rows.sequence {
+            let counter = self.sequence.entry(id.to_owned()).or_insert(value);
+            *counter = (*counter).max(value);
+        }
+        // Only finished rollouts leave memory, but a damaged file may say otherwise.
+        if status.is_running() {
+            self.active.insert(id.to_owned());
+        }
+        if status.is_finished() {
+            self.remember_finished(id, bytes);
+        }
+        Ok(())
+    }
+
+    /// Whether a rollout id is taken, in memory or in the backend's history.
+    fn rollout_id_taken(&self, id: &str) -> bool {
+        self.rollouts.contains_key(id)
+            || self
+                .disk
+                .as_ref()
+                .is_some_and(|disk| disk.rollout_exists(id).unwrap_or(false))
+    }
+
+    fn remember_finished(&mut self, id: &str, bytes: usize) {
+        if self.disk.is_some() {
+            self.finished.push_back((id.to_owned(), bytes));
+            self.finished_bytes += bytes;
+        }
+    }
+
+    /// Drops the oldest finished rollouts from memory while those held take more than
+    /// `limit` bytes, each only once its last change is durable (reads then go to the
+    /// backend, and a change brings it back first).
+    pub(super) fn evict(&mut self, limit: usize) {
+        let Some(disk) = &self.disk else {
+            return;
+        };
+        if self.finished_bytes <= limit {
+            return;
+        }
+        let durable = disk.durable_batches();
+        while self.finished_bytes > limit {
+            let Some((id, _)) = self.finished.front() else {
+                break;
+            };
+            if let Some(entry) = self.rollouts.get(id) {
+                if entry.last_batch > durable {
+                    // Batches become durable in order: later ones are not either.
+                    break;
+                }
+                // A rollout reopened since it finished stays; it is remembered again when
+                // it finishes again.
+                if entry.rollout.status.is_finished() && !entry.queued {
+                    self.rollouts.remove(id);
+                    self.sequence.remove(id);
+                }
+            }
+            let (_, bytes) = self.finished.pop_front().expect("front exists");
+            self.finished_bytes -= bytes;
+        }
     }
 
     /// Takes the changes recorded since the last call, as whole rows.
@@ -237,19 +366,39 @@ impl State {
             }
         }
         out.extend(j.queue);
+        if !out.is_empty() {
+            out.push(Change::Counts(Counts {
+                rollouts: self.rollout_counts,
+                attempts: self.attempt_counts,
+                spans: self.total_spans,
+                span_bytes: self.span_bytes,
+            }));
+        }
         out
     }
 
-    pub(super) fn mark_rollout(&mut self, id: &str) {
-        if let Some(j) = self.journal.as_mut() {
-            j.rollouts.insert(id.to_owned());
+    /// Notes that a rollout's row changes in the batch the next submit hands over.
+    fn touch(&mut self, id: &str) {
+        let next = self.batches + 1;
+        if let Some(entry) = self.rollouts.get_mut(id) {
+            entry.last_batch = next;
         }
     }
 
+    pub(super) fn mark_rollout(&mut self, id: &str) {
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        j.rollouts.insert(id.to_owned());
+        self.touch(id);
+    }
+
     fn mark_attempt(&mut self, id: &str, idx: usize) {
-        if let Some(j) = self.journal.as_mut() {
-            j.attempts.insert((id.to_owned(), idx));
-        }
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        j.attempts.insert((id.to_owned(), idx));
+        self.touch(id);
     }
 
     pub(super) fn mark_sequence(&mut self, id: &str) {
@@ -276,7 +425,7 @@ impl State {
         status: RolloutStatus,
         now: f64,
     ) -> String {
-        let id = fresh_id("ro-", 12, |id| self.rollouts.contains_key(id));
+        let id = fresh_id("ro-", 12, |id| self.rollout_id_taken(id));
         let resources_id = new.resources_id.or_else(|| self.latest_resources_id());
         let rollout = Rollout {
             rollout_id: id.clone(),
@@ -291,7 +440,9 @@ impl State {
         };
         self.rollouts
             .insert(id.clone(), Box::new(Entry::new(rollout)));
-        self.order.push(id.clone());
+        if self.disk.is_none() {
+            self.order.push(id.clone());
+        }
         self.rollout_counts[status.index()] += 1;
         self.mark_rollout(&id);
         id
@@ -403,11 +554,15 @@ impl State {
         self.rollout_counts[entry.rollout.status.index()] -= 1;
         self.rollout_counts[status.index()] += 1;
         entry.rollout.status = status;
+        let finished_bytes = status.is_finished().then(|| entry.bytes());
         if status.is_finished() {
             entry.rollout.end_time = Some(now);
             if let Some(hook) = &self.finish_hook {
                 hook(status, entry.rollout.mode, now - entry.rollout.start_time);
             }
+        }
+        if let Some(bytes) = finished_bytes {
+            self.remember_finished(id, bytes);
         }
         self.mark_rollout(id);
         if status.is_queuing() {
@@ -553,6 +708,7 @@ impl State {
         self.total_spans += 1;
         if let Some(j) = self.journal.as_mut() {
             j.spans.push((rollout_id.to_owned(), Arc::clone(&span)));
+            entry.last_batch = self.batches + 1;
         }
         Some(span)
     }
@@ -570,6 +726,7 @@ impl State {
         attempt.last_heartbeat_time = Some(now);
         if let Some(j) = self.journal.as_mut() {
             j.attempts.insert((rollout_id.to_owned(), idx));
+            entry.last_batch = self.batches + 1;
         }
         if matches!(
             attempt.status,

@@ -53,7 +53,9 @@ pub async fn spawn_manual_clock(debounce: f64) -> TestApp {
 }
 
 /// The backend under test: `AGL_TEST_STORAGE=sqlite` runs the whole suite on a fresh SQLite
-/// file per server; anything else (or unset) on memory.
+/// file per server; anything else (or unset) on memory. `AGL_TEST_CACHE_MIB` sets how much
+/// of the finished rollouts memory keeps (`0`: each is dropped once durable, so every later
+/// read and change of it goes through the file).
 fn storage_under_test() -> (Storage, Option<TempFile>) {
     if std::env::var("AGL_TEST_STORAGE").is_ok_and(|v| v == "sqlite") {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -73,7 +75,7 @@ pub struct TempFile(pub PathBuf);
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm", "-journal"] {
+        for suffix in ["", "-wal", "-shm", "-journal", "-lock"] {
             let mut p = self.0.clone().into_os_string();
             p.push(suffix);
             let _ = std::fs::remove_file(p);
@@ -84,6 +86,12 @@ impl Drop for TempFile {
 pub async fn spawn_with(mut args: StoreArgs, clock: Option<Arc<ManualClock>>) -> TestApp {
     args.host = "127.0.0.1".into();
     args.port = 0;
+    if let Some(mib) = std::env::var("AGL_TEST_CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        args.cache_mib = mib;
+    }
     // An explicit backend wins; the environment only replaces the default memory store.
     let file = if args.storage == Storage::Memory {
         let (storage, file) = storage_under_test();

@@ -5,6 +5,7 @@ mod helpers;
 
 mod durable;
 mod errors;
+mod history;
 mod legacy;
 mod otlp;
 mod rollouts;

@@ -1,0 +1,320 @@
+//! Reading the store file: the live part at start-up, and afterwards whatever the core no
+//! longer holds in memory (finished rollouts, their attempts and spans, sequence counters)
+//! and the queries over everything.
+//!
+//! Reads run on their own connections (a small pool), so they never wait behind the
+//! writer's fsyncs; in WAL mode each read sees the last commit made before it began.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
+
+use super::schema::{self, live_statuses_sql};
+use crate::model::{Attempt, ResourcesUpdate, Rollout, RolloutView, StoredSpan, Worker};
+use crate::persist::{History, RolloutFilter, RolloutRows, Snapshot, StorageError};
+
+/// Read connections kept open for reuse; more are opened when all are busy.
+const POOL: usize = 4;
+
+pub(super) fn doc<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("bad {what} document: {e}").into(),
+        )
+    })
+}
+
+fn span_doc(json: &str) -> rusqlite::Result<StoredSpan> {
+    StoredSpan::from_json(json).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+/// The live part of the store: unfinished rollouts with their attempts, spans and
+/// counters, the queue, workers, resources, and the totals of everything.
+pub(super) fn load_live(conn: &Connection) -> rusqlite::Result<Snapshot> {
+    let live = live_statuses_sql();
+    let mut snap = Snapshot::default();
+    let mut q = conn.prepare(&format!(
+        "SELECT doc FROM rollouts WHERE status IN {live} ORDER BY rowid"
+    ))?;
+    for row in q.query_map([], |r| r.get::<_, String>(0))? {
+        snap.rollouts.push(doc::<Rollout>(&row?, "rollout")?);
+    }
+    let mut q = conn.prepare(&format!(
+        "SELECT a.doc FROM rollouts r JOIN attempts a ON a.rollout_id = r.rollout_id \
+         WHERE r.status IN {live}"
+    ))?;
+    for row in q.query_map([], |r| r.get::<_, String>(0))? {
+        snap.attempts.push(doc::<Attempt>(&row?, "attempt")?);
+    }
+    let mut q = conn.prepare(&format!(
+        "SELECT s.rollout_id, s.doc FROM rollouts r JOIN spans s ON s.rollout_id = r.rollout_id \
+         WHERE r.status IN {live} ORDER BY s.id"
+    ))?;
+    let rows = q.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, span_doc(&r.get::<_, String>(1)?)?))
+    })?;
+    for row in rows {
+        snap.spans.push(row?);
+    }
+    let mut q = conn.prepare(&format!(
+        "SELECT q.rollout_id, q.value FROM rollouts r JOIN sequences q \
+         ON q.rollout_id = r.rollout_id WHERE r.status IN {live}"
+    ))?;
+    for row in q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
+        snap.sequences.push(row?);
+    }
+    let mut q = conn.prepare("SELECT doc FROM workers ORDER BY rowid")?;
+    for row in q.query_map([], |r| r.get::<_, String>(0))? {
+        snap.workers.push(doc::<Worker>(&row?, "worker")?);
+    }
+    let mut q = conn.prepare("SELECT doc FROM resources ORDER BY rowid")?;
+    for row in q.query_map([], |r| r.get::<_, String>(0))? {
+        snap.resources
+            .push(doc::<ResourcesUpdate>(&row?, "resources")?);
+    }
+    snap.latest_resources = conn
+        .query_row(
+            "SELECT value FROM kv WHERE key = 'latest_resources'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let mut q = conn.prepare("SELECT rollout_id FROM queue ORDER BY pos")?;
+    for row in q.query_map([], |r| r.get(0))? {
+        snap.queue.push(row?);
+    }
+    snap.counts = Some(schema::read_counts(conn)?);
+    Ok(snap)
+}
+
+/// The [`History`] of a store file.
+pub(super) struct Reader {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    durable: Arc<AtomicU64>,
+}
+
+impl Reader {
+    pub(super) fn new(path: PathBuf, durable: Arc<AtomicU64>) -> Self {
+        Self {
+            path,
+            idle: Mutex::new(Vec::new()),
+            durable,
+        }
+    }
+
+    /// Runs `f` on a pooled read connection.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StorageError> {
+        let conn = match self.idle.lock().pop() {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let out =
+            f(&conn).map_err(|e| StorageError(format!("cannot read {}: {e}", self.path.display())));
+        let mut idle = self.idle.lock();
+        if idle.len() < POOL {
+            idle.push(conn);
+        }
+        out
+    }
+
+    fn open(&self) -> Result<Connection, StorageError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|conn| {
+            conn.pragma_update(None, "query_only", true)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            Ok(conn)
+        })
+        .map_err(|e| {
+            StorageError(format!(
+                "cannot open {} for reading: {e}",
+                self.path.display()
+            ))
+        })?;
+        Ok(conn)
+    }
+}
+
+fn attempts_of(conn: &Connection, rollout_id: &str) -> rusqlite::Result<Vec<Attempt>> {
+    let mut q =
+        conn.prepare_cached("SELECT doc FROM attempts WHERE rollout_id = ?1 ORDER BY sequence_id")?;
+    let rows = q.query_map([rollout_id], |r| r.get::<_, String>(0))?;
+    rows.map(|row| doc::<Attempt>(&row?, "attempt")).collect()
+}
+
+fn rollout_of(conn: &Connection, rollout_id: &str) -> rusqlite::Result<Option<Rollout>> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT doc FROM rollouts WHERE rollout_id = ?1")?
+        .query_row([rollout_id], |r| r.get(0))
+        .optional()?;
+    text.map(|t| doc::<Rollout>(&t, "rollout")).transpose()
+}
+
+fn sequence_of(conn: &Connection, rollout_id: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT value FROM sequences WHERE rollout_id = ?1")?
+        .query_row([rollout_id], |r| r.get(0))
+        .optional()
+}
+
+fn spans_of(
+    conn: &Connection,
+    rollout_id: &str,
+    attempt_id: Option<&str>,
+) -> rusqlite::Result<Vec<StoredSpan>> {
+    let mut q = conn.prepare_cached(
+        "SELECT doc FROM spans WHERE rollout_id = ?1 AND (?2 IS NULL OR attempt_id = ?2) \
+         ORDER BY id",
+    )?;
+    let rows = q.query_map(params![rollout_id, attempt_id], |r| {
+        span_doc(r.get_ref(0)?.as_str()?)
+    })?;
+    rows.collect()
+}
+
+/// A JSON array of strings, bound as one parameter and read with `json_each`.
+fn json_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    serde_json::to_string(&items.collect::<Vec<_>>()).expect("strings serialize")
+}
+
+impl History for Reader {
+    fn durable_batches(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    fn rollout_exists(&self, rollout_id: &str) -> Result<bool, StorageError> {
+        self.with(|conn| {
+            conn.prepare_cached("SELECT 1 FROM rollouts WHERE rollout_id = ?1")?
+                .exists([rollout_id])
+        })
+    }
+
+    fn rollout_rows(&self, rollout_id: &str) -> Result<Option<RolloutRows>, StorageError> {
+        self.with(|conn| {
+            let Some(rollout) = rollout_of(conn, rollout_id)? else {
+                return Ok(None);
+            };
+            Ok(Some(RolloutRows {
+                rollout,
+                attempts: attempts_of(conn, rollout_id)?,
+                spans: spans_of(conn, rollout_id, None)?,
+                sequence: sequence_of(conn, rollout_id)?,
+            }))
+        })
+    }
+
+    fn sequence(&self, rollout_id: &str) -> Result<Option<i64>, StorageError> {
+        self.with(|conn| sequence_of(conn, rollout_id))
+    }
+
+    fn rollout_view(&self, rollout_id: &str) -> Result<Option<RolloutView>, StorageError> {
+        self.with(|conn| {
+            let Some(rollout) = rollout_of(conn, rollout_id)? else {
+                return Ok(None);
+            };
+            let attempt: Option<String> = conn
+                .prepare_cached(
+                    "SELECT doc FROM attempts WHERE rollout_id = ?1 \
+                     ORDER BY sequence_id DESC LIMIT 1",
+                )?
+                .query_row([rollout_id], |r| r.get(0))
+                .optional()?;
+            Ok(Some(RolloutView {
+                rollout,
+                attempt: attempt.map(|t| doc(&t, "attempt")).transpose()?,
+            }))
+        })
+    }
+
+    fn attempts(&self, rollout_id: &str) -> Result<Vec<Attempt>, StorageError> {
+        self.with(|conn| attempts_of(conn, rollout_id))
+    }
+
+    fn spans(
+        &self,
+        rollout_id: &str,
+        attempt_id: Option<&str>,
+    ) -> Result<Vec<StoredSpan>, StorageError> {
+        self.with(|conn| spans_of(conn, rollout_id, attempt_id))
+    }
+
+    fn span_texts(
+        &self,
+        rollout_id: &str,
+        attempt_id: Option<&str>,
+        descending: bool,
+    ) -> Result<Vec<String>, StorageError> {
+        // Equal sequence ids keep their arrival order either way, as a stable sort does.
+        let sql = if descending {
+            "SELECT doc FROM spans WHERE rollout_id = ?1 AND (?2 IS NULL OR attempt_id = ?2) \
+             ORDER BY sequence_id DESC, id"
+        } else {
+            "SELECT doc FROM spans WHERE rollout_id = ?1 AND (?2 IS NULL OR attempt_id = ?2) \
+             ORDER BY sequence_id, id"
+        };
+        self.with(|conn| {
+            let mut q = conn.prepare_cached(sql)?;
+            let rows = q.query_map(params![rollout_id, attempt_id], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    fn rollouts(&self, filter: RolloutFilter<'_>) -> Result<Vec<RolloutView>, StorageError> {
+        let mut conds = Vec::new();
+        let mut args: Vec<String> = Vec::new();
+        if let Some(statuses) = filter.status_in {
+            args.push(json_list(statuses.iter().map(|s| s.as_str())));
+            conds.push(format!(
+                "r.status IN (SELECT value FROM json_each(?{}))",
+                args.len()
+            ));
+        }
+        if let Some(ids) = filter.rollout_id_in {
+            args.push(json_list(ids.iter().map(String::as_str)));
+            conds.push(format!(
+                "r.rollout_id IN (SELECT value FROM json_each(?{}))",
+                args.len()
+            ));
+        }
+        if let Some(part) = filter.rollout_id_contains {
+            args.push(part.to_owned());
+            conds.push(format!("instr(r.rollout_id, ?{}) > 0", args.len()));
+        }
+        let filter_sql = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "WHERE {}",
+                conds.join(if filter.any { " OR " } else { " AND " })
+            )
+        };
+        let sql = format!(
+            "SELECT r.doc, (SELECT a.doc FROM attempts a WHERE a.rollout_id = r.rollout_id \
+             ORDER BY a.sequence_id DESC LIMIT 1) FROM rollouts r {filter_sql} ORDER BY r.rowid"
+        );
+        self.with(|conn| {
+            let mut q = conn.prepare_cached(&sql)?;
+            let rows = q.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                let rollout = doc::<Rollout>(r.get_ref(0)?.as_str()?, "rollout")?;
+                let attempt = match r.get_ref(1)?.as_str_or_null()? {
+                    Some(t) => Some(doc::<Attempt>(t, "attempt")?),
+                    None => None,
+                };
+                Ok(RolloutView { rollout, attempt })
+            })?;
+            rows.collect()
+        })
+    }
+}

@@ -1,0 +1,254 @@
+//! The SQLite file as the authority for history: finished rollouts leave memory once they
+//! are durable, and everything about them reads back from the file exactly as it read while
+//! it was held; changing one brings it back; a restart reads only the live part.
+
+use std::sync::Arc;
+
+use agl_store::StoreArgs;
+use agl_store::clock::ManualClock;
+use agl_store::server::Storage;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TempFile, TestApp, expect_json, span, spawn_with, str_of, test_args};
+
+/// A store on `path` that keeps no finished rollout in memory once it is on disk.
+async fn open(path: &std::path::Path, clock: Arc<ManualClock>) -> TestApp {
+    let args = StoreArgs {
+        storage: Storage::Sqlite(path.to_owned()),
+        cache_mib: 0,
+        ..test_args()
+    };
+    spawn_with(args, Some(clock)).await
+}
+
+async fn stop(mut app: TestApp) {
+    app.shutdown();
+    app.server.take().unwrap().await.unwrap().unwrap();
+}
+
+fn in_memory(app: &TestApp) -> usize {
+    // The finishing write is durable once answered; the next pass of the cache drops it.
+    app.store.watchdog_tick();
+    app.store.gauges().rollouts_in_memory
+}
+
+/// The span reads a trainer and a dashboard make of one rollout.
+async fn reads(app: &TestApp, rid: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for path in [
+        format!("/spans?rollout_id={rid}"),
+        format!("/spans?rollout_id={rid}&attempt_id=latest"),
+        format!("/spans?rollout_id={rid}&sort_by=sequence_id&sort_order=desc&limit=2&offset=1"),
+        format!("/spans?rollout_id={rid}&name_contains=02"),
+        format!("/spans?rollout_id={rid}&sort_by=name&sort_order=desc"),
+    ] {
+        out.push(app.v3_get(&path).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn finished_rollouts_leave_memory_and_read_back_as_they_were() {
+    let file =
+        TempFile(std::env::temp_dir().join(format!("agl-history-{}.db", std::process::id())));
+    let clock = Arc::new(ManualClock::new(1_700_000_000.0));
+    let app = open(&file.0, Arc::clone(&clock)).await;
+    let retry = json!({"max_attempts": 2, "retry_condition": ["failed"]});
+    let items: Vec<Value> = (0..6)
+        .map(|i| json!({"input": {"task": i}, "config": retry}))
+        .collect();
+    let queued = app.enqueue(Value::Array(items)).await;
+    let ids: Vec<String> = queued
+        .iter()
+        .map(|r| str_of(r, "rollout_id").to_owned())
+        .collect();
+    let claimed = app.dequeue(6, Some("w1")).await;
+    assert_eq!(claimed.len(), 6);
+    // The first rollout fails once and is retried: two attempts.
+    let first_attempt = str_of(&claimed[0]["attempt"], "attempt_id").to_owned();
+    app.update_attempt(&ids[0], &first_attempt, json!({"status": "failed"}))
+        .await;
+    let retried = app.dequeue(1, Some("w2")).await;
+    assert_eq!(str_of(&retried[0], "rollout_id"), ids[0]);
+
+    let mut held = Vec::new();
+    for (i, rid) in ids.iter().enumerate() {
+        let aid = str_of(&app.rollout(rid).await["attempt"], "attempt_id").to_owned();
+        for seq in 1..=3 {
+            let s = span(rid, &aid, seq, &format!("{i:014}{seq:02}"));
+            app.v3_post("/spans", s, StatusCode::CREATED).await;
+        }
+        // Read while memory holds the rollout (it is live).
+        held.push(reads(&app, rid).await);
+        app.update_attempt(rid, &aid, json!({"status": "succeeded"}))
+            .await;
+    }
+    assert_eq!(
+        in_memory(&app),
+        0,
+        "finished and durable rollouts are dropped"
+    );
+
+    for (rid, before) in ids.iter().zip(&held) {
+        assert_eq!(&reads(&app, rid).await, before, "{rid} read from the file");
+        let r = app.rollout(rid).await;
+        assert_eq!(r["status"], "succeeded");
+        assert_eq!(r["attempt"]["status"], "succeeded");
+        let attempts = app.v3_get(&format!("/rollouts/{rid}/attempts")).await;
+        let latest = app
+            .v3_get(&format!("/rollouts/{rid}/attempts/latest"))
+            .await;
+        assert_eq!(attempts["items"].as_array().unwrap().last(), Some(&latest));
+        assert_eq!(latest, r["attempt"]);
+    }
+    let first = app.v3_get(&format!("/rollouts/{}/attempts", ids[0])).await;
+    let statuses: Vec<&Value> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["status"])
+        .collect();
+    assert_eq!(statuses, [&json!("failed"), &json!("succeeded")]);
+    // Queries over history: creation order, filters, sorting and pages.
+    let all = app.v3_get("/rollouts").await;
+    assert_eq!(all["total"], 6);
+    let listed: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| str_of(r, "rollout_id"))
+        .collect();
+    assert_eq!(listed, ids);
+    let page = app
+        .v3_get("/rollouts?status_in=succeeded&sort_by=rollout_id&sort_order=desc&limit=2&offset=1")
+        .await;
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.reverse();
+    assert_eq!(page["total"], 6);
+    assert_eq!(str_of(&page["items"][0], "rollout_id"), sorted[1]);
+    assert_eq!(str_of(&page["items"][1], "rollout_id"), sorted[2]);
+    assert_eq!(page["items"][0]["attempt"]["status"], "succeeded");
+    let none = app.v3_get("/rollouts?status_in=running").await;
+    assert_eq!(none["total"], 0);
+    let waited = app
+        .v3_post(
+            "/waits/rollouts",
+            json!({"rollout_ids": ids, "timeout": 0.0}),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(waited.as_array().unwrap().len(), 6);
+    let stats = app.v3_get("/statistics").await;
+    assert_eq!(stats["total_rollouts"], 6);
+    assert_eq!(stats["total_attempts"], 7);
+    assert_eq!(stats["total_spans"], 18);
+
+    // A late span for a rollout only the file holds: its counter goes on from the file, a
+    // duplicate is still a duplicate, and the rollout leaves memory again afterwards.
+    let rid = &ids[3];
+    let aid = str_of(&app.rollout(rid).await["attempt"], "attempt_id").to_owned();
+    let next = app
+        .v3_post(
+            "/spans/next",
+            json!({"rollout_id": rid, "attempt_id": aid}),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(next["sequence_id"], 4, "no sequence id is issued twice");
+    assert_eq!(in_memory(&app), 0);
+    let dup = app
+        .post(
+            "/v1/agl/spans",
+            span(rid, &aid, 9, &format!("{:014}{:02}", 3, 1)),
+        )
+        .await;
+    assert_eq!(expect_json(dup, StatusCode::CREATED).await, Value::Null);
+    app.v3_post(
+        "/spans",
+        span(rid, &aid, 5, "00000000000099"),
+        StatusCode::CREATED,
+    )
+    .await;
+    let spans = app.v3_get(&format!("/spans?rollout_id={rid}")).await;
+    let seqs: Vec<i64> = spans["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sequence_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 5]);
+    assert_eq!(app.v3_get("/statistics").await["total_spans"], 19);
+    // A finished rollout sent back to the queue is live again, and dequeued.
+    app.v3_post(
+        &format!("/rollouts/{}", ids[5]),
+        json!({"status": "queuing"}),
+        StatusCode::OK,
+    )
+    .await;
+    let again = app.dequeue(1, Some("w3")).await;
+    assert_eq!(str_of(&again[0], "rollout_id"), ids[5]);
+    assert_eq!(again[0]["attempt"]["sequence_id"], 2);
+    assert_eq!(in_memory(&app), 1);
+    stop(app).await;
+}
+
+#[tokio::test]
+async fn a_restart_reads_only_the_live_part_and_keeps_the_totals() {
+    let file = TempFile(
+        std::env::temp_dir().join(format!("agl-history-restart-{}.db", std::process::id())),
+    );
+    let clock = Arc::new(ManualClock::new(1_700_000_000.0));
+    let app = open(&file.0, Arc::clone(&clock)).await;
+    let items: Vec<Value> = (0..8).map(|i| json!({"input": i})).collect();
+    let ids: Vec<String> = app
+        .enqueue(Value::Array(items))
+        .await
+        .iter()
+        .map(|r| str_of(r, "rollout_id").to_owned())
+        .collect();
+    // Five finish, one runs with a span, two stay queued.
+    for claimed in app.dequeue(6, Some("w")).await {
+        let rid = str_of(&claimed, "rollout_id");
+        let aid = str_of(&claimed["attempt"], "attempt_id");
+        app.v3_post(
+            "/spans",
+            span(rid, aid, 1, "00000000000001"),
+            StatusCode::CREATED,
+        )
+        .await;
+        if rid != ids[5] {
+            app.update_attempt(rid, aid, json!({"status": "succeeded"}))
+                .await;
+        }
+    }
+    assert_eq!(in_memory(&app), 3);
+    let stats = app.v3_get("/statistics").await;
+    stop(app).await;
+
+    let app = open(&file.0, clock).await;
+    assert_eq!(
+        app.store.gauges().rollouts_in_memory,
+        3,
+        "only live rollouts are read"
+    );
+    assert_eq!(
+        app.v3_get("/statistics").await["total_spans"],
+        stats["total_spans"]
+    );
+    let mut now = app.v3_get("/statistics").await;
+    let mut then = stats.clone();
+    for s in [&mut now, &mut then] {
+        s.as_object_mut().unwrap().remove("uptime");
+    }
+    assert_eq!(now, then);
+    assert_eq!(app.rollout(&ids[0]).await["status"], "succeeded");
+    assert_eq!(app.rollout(&ids[5]).await["status"], "running");
+    let spans = app.v3_get(&format!("/spans?rollout_id={}", ids[2])).await;
+    assert_eq!(spans["total"], 1);
+    let rest = app.dequeue(5, None).await;
+    let rest: Vec<&str> = rest.iter().map(|r| str_of(r, "rollout_id")).collect();
+    assert_eq!(rest, [ids[6].as_str(), ids[7].as_str()]);
+    stop(app).await;
+}
