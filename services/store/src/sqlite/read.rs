@@ -9,15 +9,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
 use super::schema::{self, live_statuses_sql};
 use crate::model::{Attempt, ResourcesUpdate, Rollout, RolloutView, StoredSpan, Worker};
 use crate::persist::{History, RolloutFilter, RolloutRows, Snapshot, StorageError};
 
-/// Read connections kept open for reuse; more are opened when all are busy.
-const POOL: usize = 4;
+/// Read connections: reads beyond this many wait for one to be free (on two cores more
+/// would only share the same CPUs, and opening a connection costs more than a read).
+const POOL: usize = 8;
 
 pub(super) fn doc<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> rusqlite::Result<T> {
     serde_json::from_str(text).map_err(|e| {
@@ -97,35 +98,79 @@ pub(super) fn load_live(conn: &Connection) -> rusqlite::Result<Snapshot> {
 /// The [`History`] of a store file.
 pub(super) struct Reader {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    pool: Mutex<Pool>,
+    freed: Condvar,
+    /// The connection of the reads the core makes while it holds its lock (bringing a
+    /// rollout back, checking a new id): never waits behind a long query of the pool.
+    lookup: Mutex<Option<Connection>>,
     durable: Arc<AtomicU64>,
+}
+
+/// Open connections not in use, and how many are open in all.
+struct Pool {
+    idle: Vec<Connection>,
+    open: usize,
 }
 
 impl Reader {
     pub(super) fn new(path: PathBuf, durable: Arc<AtomicU64>) -> Self {
         Self {
             path,
-            idle: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+            lookup: Mutex::new(None),
             durable,
         }
     }
 
-    /// Runs `f` on a pooled read connection.
+    /// Runs `f` on a read connection: an idle one, a new one while fewer than [`POOL`] are
+    /// open, or else the next one freed.
     fn with<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StorageError> {
-        let conn = match self.idle.lock().pop() {
-            Some(conn) => conn,
-            None => self.open()?,
+        let conn = {
+            let mut pool = self.pool.lock();
+            loop {
+                if let Some(conn) = pool.idle.pop() {
+                    break conn;
+                }
+                if pool.open < POOL {
+                    pool.open += 1;
+                    drop(pool);
+                    match self.open() {
+                        Ok(conn) => break conn,
+                        Err(e) => {
+                            self.pool.lock().open -= 1;
+                            self.freed.notify_one();
+                            return Err(e);
+                        }
+                    }
+                }
+                self.freed.wait(&mut pool);
+            }
         };
         let out =
             f(&conn).map_err(|e| StorageError(format!("cannot read {}: {e}", self.path.display())));
-        let mut idle = self.idle.lock();
-        if idle.len() < POOL {
-            idle.push(conn);
-        }
+        self.pool.lock().idle.push(conn);
+        self.freed.notify_one();
         out
+    }
+
+    /// Runs `f` on the lookup connection.
+    fn with_lookup<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StorageError> {
+        let mut lookup = self.lookup.lock();
+        let conn = match &mut *lookup {
+            Some(conn) => conn,
+            empty => empty.insert(self.open()?),
+        };
+        f(conn).map_err(|e| StorageError(format!("cannot read {}: {e}", self.path.display())))
     }
 
     fn open(&self) -> Result<Connection, StorageError> {
@@ -195,14 +240,14 @@ impl History for Reader {
     }
 
     fn rollout_exists(&self, rollout_id: &str) -> Result<bool, StorageError> {
-        self.with(|conn| {
+        self.with_lookup(|conn| {
             conn.prepare_cached("SELECT 1 FROM rollouts WHERE rollout_id = ?1")?
                 .exists([rollout_id])
         })
     }
 
     fn rollout_rows(&self, rollout_id: &str) -> Result<Option<RolloutRows>, StorageError> {
-        self.with(|conn| {
+        self.with_lookup(|conn| {
             let Some(rollout) = rollout_of(conn, rollout_id)? else {
                 return Ok(None);
             };
@@ -216,7 +261,7 @@ impl History for Reader {
     }
 
     fn sequence(&self, rollout_id: &str) -> Result<Option<i64>, StorageError> {
-        self.with(|conn| sequence_of(conn, rollout_id))
+        self.with_lookup(|conn| sequence_of(conn, rollout_id))
     }
 
     fn rollout_view(&self, rollout_id: &str) -> Result<Option<RolloutView>, StorageError> {
