@@ -223,20 +223,6 @@ fn check(conn: &Connection, size: u64) -> rusqlite::Result<Option<String>> {
     Ok((answer != "ok").then_some(answer))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_start_check_passes_a_sound_file_of_any_size() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
-            .unwrap();
-        assert_eq!(check(&conn, 0).unwrap(), None);
-        assert_eq!(check(&conn, CHECKED_AT_START + 1).unwrap(), None);
-    }
-}
-
 fn locked_or(path: &str, e: rusqlite::Error) -> StorageError {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
@@ -279,5 +265,19 @@ pub fn backup_offline(from: &Path, to: &Path) -> Result<(), StorageError> {
         _ => Err(StorageError(format!(
             "{shown} is locked by another process (a running server? back it up with --url)"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_check_passes_a_sound_file_of_any_size() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        assert_eq!(check(&conn, 0).unwrap(), None);
+        assert_eq!(check(&conn, CHECKED_AT_START + 1).unwrap(), None);
     }
 }
