@@ -320,6 +320,8 @@ def test_store_data_volume(ci):
         assert "/data" not in mounts and not find(objs, "PersistentVolumeClaim")
         return
     assert env_value(c, "AGL_STORAGE") == "sqlite:/data/agl-store.db"
+    assert env_value(c, "AGL_SQLITE_DURABILITY") == s["storage"]["sqliteDurability"]
+    assert env_value(c, "AGL_CACHE_MIB") == str(s["storage"]["cacheMiB"])
     assert mounts["/data"] == "data"
     vols = {v["name"]: v for v in pod_spec(w)["volumes"]}
     p = s["persistence"]
