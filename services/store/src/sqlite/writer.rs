@@ -115,8 +115,20 @@ fn commit(conn: &mut Connection, batches: &[Vec<Change>]) -> Result<(), StorageE
     let tx = conn
         .transaction()
         .map_err(err("cannot begin a transaction"))?;
+    // Each batch ends with the totals after it: the group's last ones are all it needs.
+    let last_counts = batches
+        .iter()
+        .rev()
+        .flatten()
+        .find(|c| matches!(c, Change::Counts(_)));
     for change in batches.iter().flatten() {
+        if matches!(change, Change::Counts(_)) {
+            continue;
+        }
         apply(&tx, change).map_err(err("cannot write"))?;
+    }
+    if let Some(counts) = last_counts {
+        apply(&tx, counts).map_err(err("cannot write"))?;
     }
     tx.commit().map_err(err("cannot commit"))
 }
