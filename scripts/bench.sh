@@ -13,6 +13,9 @@
 #                            some hundreds of spans per second; a million would take hours)
 #   BENCH_SKIP_PYTHON=1      agl-store and the ceiling only (no virtualenv, no PyPI)
 #   BENCH_SKIP_SQLITE=1      agl-store in memory only (no agl-store-sqlite runs)
+#   BENCH_HISTORY_SPANS=10000000  size of the SQLite history run (finished rollouts; about
+#                            5 minutes and 14 GB of disk at 10 M), then restarts on that file;
+#                            0 skips it
 #   BENCH_OUT=target/bench   where the JSON results and server logs go
 # Needs a Rust toolchain, python3 with venv, and PyPI for the first run (the virtualenv
 # .venv-bench is kept). Only loopback ports are used. Every server is started fresh for
@@ -25,7 +28,7 @@ cd "$(dirname "$0")/.."
 
 # The exact command, for the report: the script plus the settings given to it.
 COMMAND="./scripts/bench.sh"
-for var in BENCH_SKIP_SQLITE BENCH_SKIP_PYTHON BENCH_PYTHON_SPANS BENCH_GROW_STEP BENCH_CONCURRENCY BENCH_DURATION; do
+for var in BENCH_HISTORY_SPANS BENCH_SKIP_SQLITE BENCH_SKIP_PYTHON BENCH_PYTHON_SPANS BENCH_GROW_STEP BENCH_CONCURRENCY BENCH_DURATION; do
   if [ -n "${!var:-}" ]; then COMMAND="$var=${!var} $COMMAND"; fi
 done
 
@@ -35,6 +38,7 @@ GROW_STEP="${BENCH_GROW_STEP:-2}"
 PYTHON_SPANS="${BENCH_PYTHON_SPANS:-100000}"
 SKIP_PYTHON="${BENCH_SKIP_PYTHON:-}"
 SKIP_SQLITE="${BENCH_SKIP_SQLITE:-}"
+HISTORY_SPANS="${BENCH_HISTORY_SPANS:-10000000}"
 OUT="${BENCH_OUT:-target/bench}"
 VENV=.venv-bench
 BENCH=target/release/agl-bench
@@ -110,7 +114,7 @@ db_file() {
 remove_db() {
   local db
   db=$(db_file "$@")
-  rm -f "$db" "$db-wal" "$db-shm" "$db-journal"
+  rm -f "$db" "$db-wal" "$db-shm" "$db-journal" "$db-lock"
 }
 
 # server_cmd LABEL PORT TAG: the command line that serves LABEL on PORT (TAG names the
@@ -118,7 +122,7 @@ remove_db() {
 server_cmd() {
   case "$1" in
     agl-store) echo "$STORE --host 127.0.0.1 --port $2 --log-level warn" ;;
-    agl-store-sqlite)
+    agl-store-sqlite | agl-store-sqlite-history)
       echo "$STORE --host 127.0.0.1 --port $2 --log-level warn" \
         "--storage sqlite:$(db_file "$1" "$3" "$2") --sqlite-durability full"
       ;;
@@ -228,6 +232,36 @@ if [ -z "$SKIP_PYTHON" ]; then
     if [ "$size" -le "$PYTHON_SPANS" ]; then python_sizes="${python_sizes:+$python_sizes,}$size"; fi
   done
   measure_growth python "$python_sizes"
+fi
+
+# measure_history SIZES: the SQLite store grown with finished rollouts (history on disk,
+# memory and the old rollouts' span queries at each size), then stopped and restarted on
+# that file (restart to healthy against history size).
+measure_history() {
+  local label=agl-store-sqlite-history port db
+  port=$(free_port)
+  db=$(db_file "$label" history "$port")
+  # shellcheck disable=SC2046
+  start_server "$OUT/$label-grow.log" $(server_cmd "$label" "$port" history)
+  wait_healthy "$port" "$SERVER_PID" "$OUT/$label-grow.log"
+  "$BENCH" grow --label "$label" --target "http://127.0.0.1:$port" \
+    --server-pid "$SERVER_PID" --sizes "$1" --rollouts 0 --finish \
+    --concurrency "$CONCURRENCY" --step-duration "$GROW_STEP" --disk-file "$db" \
+    --json "$OUT/grow-$label.json"
+  stop_server "$SERVER_PID"
+  # shellcheck disable=SC2046
+  "$BENCH" startup --label "$label" --port "$port" --repeat 5 \
+    --json "$OUT/startup-$label.json" -- $(server_cmd "$label" "$port" history)
+  remove_db "$label" history "$port"
+}
+
+if [ -z "$SKIP_SQLITE" ] && [ "$HISTORY_SPANS" -gt 0 ]; then
+  step "agl-store-sqlite-history: finished rollouts to $HISTORY_SPANS spans, then restarts"
+  history_sizes=""
+  for size in 1000000 10000000 100000000; do
+    if [ "$size" -le "$HISTORY_SPANS" ]; then history_sizes="${history_sizes:+$history_sizes,}$size"; fi
+  done
+  measure_history "${history_sizes:-$HISTORY_SPANS}"
 fi
 
 step "docs/benchmarks.md"

@@ -162,6 +162,9 @@ pub struct ReportArgs {
     /// Label of the server under test on SQLite storage.
     #[arg(long, default_value = "agl-store-sqlite")]
     pub sqlite: String,
+    /// Label of the SQLite store grown with finished rollouts and restarted on its file.
+    #[arg(long, default_value = "agl-store-sqlite-history")]
+    pub history: String,
     /// Markdown file appended at the end, if it exists (profiles, what limits a path).
     #[arg(long)]
     pub notes: Option<PathBuf>,
@@ -316,6 +319,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 baseline: a.baseline,
                 ceiling: a.ceiling,
                 sqlite: a.sqlite,
+                history: a.history,
                 command: a.command,
                 notes,
             };

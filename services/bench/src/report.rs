@@ -22,6 +22,9 @@ pub struct ReportOptions {
     pub ceiling: String,
     /// Label of the server under test on SQLite storage.
     pub sqlite: String,
+    /// Label of the SQLite store grown with finished rollouts (history) and restarted on
+    /// that file.
+    pub history: String,
     /// The command that produced the results, shown verbatim.
     pub command: String,
     /// Hand-written Markdown appended at the end (profiles, what limits a path).
@@ -35,6 +38,7 @@ impl Default for ReportOptions {
             baseline: "python".into(),
             ceiling: "ceiling".into(),
             sqlite: "agl-store-sqlite".into(),
+            history: "agl-store-sqlite-history".into(),
             command: "./scripts/bench.sh".into(),
             notes: None,
         }
@@ -52,6 +56,16 @@ const TARGET_FLATNESS: f64 = 0.80;
 const TARGET_GROW_SPANS: u64 = 1_000_000;
 /// Issue 5's target: the SQLite store against Python on span add and dequeue + update.
 const TARGET_SQLITE_RATIO: f64 = 20.0;
+
+/// Issue 14's targets for the SQLite store with history on disk.
+const TARGET_HISTORY_SPANS: u64 = 10_000_000;
+const TARGET_HISTORY_RSS_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
+const TARGET_RESTART_MS: f64 = 1000.0;
+/// An old rollout's span query against a live one's, at the same store size.
+const TARGET_OLD_QUERY_SHARE: f64 = 0.5;
+/// The SQLite store's throughput before issue 14 (32 clients, this machine).
+const BEFORE_SQLITE_SPAN_ADD: f64 = 19_000.0;
+const BEFORE_SQLITE_DEQUEUE_UPDATE: f64 = 7_400.0;
 
 /// How the SQLite store is named in the document.
 const SQLITE_DISPLAY: &str = "agl-store (SQLite)";
@@ -487,6 +501,90 @@ fn sqlite_targets(inputs: &Inputs, opts: &ReportOptions) -> Vec<Verdict> {
         }
     })
     .collect()
+}
+
+/// Issue 14's targets: bounded memory and a quick restart with history on disk, old
+/// rollouts' span queries near live ones', and no slower writes than before.
+fn history_targets(inputs: &Inputs, opts: &ReportOptions) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    let grow = inputs.grow.get(&opts.history);
+    let big = grow.and_then(|g| g.steps.iter().find(|s| s.spans >= TARGET_HISTORY_SPANS));
+    out.push(Verdict {
+        target: format!(
+            "issue 14: {SQLITE_DISPLAY} RSS ≤ 256 MiB after {} stored spans of finished rollouts",
+            rate(TARGET_HISTORY_SPANS as f64)
+        ),
+        measured: big.map_or("–".into(), |s| {
+            format!("{} at {} spans", mib(s.rss_kb as f64), rate(s.spans as f64))
+        }),
+        met: big.map(|s| (s.rss_kb as f64 * 1024.0) <= TARGET_HISTORY_RSS_BYTES),
+    });
+    let restart = inputs.startup.get(&opts.history);
+    let stored = grow
+        .and_then(|g| g.steps.last())
+        .map_or(0, |s| s.spans_after_add);
+    out.push(Verdict {
+        target: format!("issue 14: {SQLITE_DISPLAY} restart to healthy ≤ 1 s at that size"),
+        measured: restart.map_or("–".into(), |s| {
+            format!(
+                "median {} ms of {} starts on a file of {} spans, {} RSS once healthy",
+                ms(s.median_ms),
+                s.runs_ms.len(),
+                rate(stored as f64),
+                mib(s.idle_rss_kb as f64)
+            )
+        }),
+        met: restart.map(|s| s.median_ms <= TARGET_RESTART_MS && stored >= TARGET_HISTORY_SPANS),
+    });
+    // The same size in both growth runs: finished rollouts (read from the file) against
+    // live ones (held in memory).
+    let old = grow.and_then(|g| g.steps.iter().find(|s| s.spans >= TARGET_GROW_SPANS));
+    let live = inputs
+        .grow
+        .get(&opts.sqlite)
+        .and_then(|g| g.steps.iter().find(|s| s.spans >= TARGET_GROW_SPANS));
+    let share = old
+        .zip(live)
+        .and_then(|(o, l)| ratio(o.span_query.throughput_per_s, l.span_query.throughput_per_s));
+    out.push(Verdict {
+        target: "issue 14: span query of an old rollout within 2× of a live one (1 000 000 spans)"
+            .into(),
+        measured: match (old, live) {
+            (Some(o), Some(l)) => format!(
+                "{} /s against {} /s ({} of it)",
+                rate(o.span_query.throughput_per_s),
+                rate(l.span_query.throughput_per_s),
+                pct(share)
+            ),
+            _ => "–".into(),
+        },
+        met: share.map(|r| r >= TARGET_OLD_QUERY_SHARE),
+    });
+    for (scenario, path, what, before) in [
+        (
+            "span_add",
+            "POST /v1/agl/spans",
+            "span add",
+            BEFORE_SQLITE_SPAN_ADD,
+        ),
+        (
+            "dequeue_update",
+            "dequeue + attempt update (op pair)",
+            "dequeue + attempt update",
+            BEFORE_SQLITE_DEQUEUE_UPDATE,
+        ),
+    ] {
+        let mine = inputs.path(&opts.sqlite, scenario, path);
+        out.push(Verdict {
+            target: format!(
+                "issue 14: {SQLITE_DISPLAY} {what} no lower than before ({} /s at 32 clients)",
+                rate(before)
+            ),
+            measured: mine.map_or("–".into(), |m| format!("{} /s", rate(m.throughput_per_s))),
+            met: mine.map(|m| m.throughput_per_s >= before),
+        });
+    }
+    out
 }
 
 /// The `--sqlite-durability` a server command asked for (`full`, agl-store's default, when
@@ -1079,6 +1177,70 @@ fn sqlite_section(out: &mut String, inputs: &Inputs, opts: &ReportOptions) {
     let _ = writeln!(out, "\nErrors during the SQLite growth run: {errs}.\n");
 }
 
+/// The SQLite store grown with finished rollouts, and restarted on that file.
+fn history_section(out: &mut String, inputs: &Inputs, opts: &ReportOptions) {
+    let Some(g) = inputs.grow.get(&opts.history) else {
+        return;
+    };
+    out.push_str(
+        "## SQLite storage with history: memory and restart against history size
+
+",
+    );
+    let _ = writeln!(
+        out,
+        "`{SQLITE_DISPLAY}` on a new file, filled as above but each 100-span rollout marked          succeeded once its spans are in (`agl-bench grow --finish`), as a training run          leaves them: the file holds the history, memory the live rollouts and          `--cache-mib` (default 64 MiB) of finished ones. Span query reads random finished          rollouts, nearly all of them from the file; span add writes into 32 live rollouts,          which stay in memory (their spans are part of the RSS). Then the server is stopped          and started {} times on the same file.\n",
+        inputs
+            .startup
+            .get(&opts.history)
+            .map_or(0, |s| s.runs_ms.len())
+    );
+    let _ = writeln!(
+        out,
+        "| spans stored (after the adds) | RSS | span add /s | p99 ms | span query (old rollouts) /s \
+         | p99 ms | on disk (database + WAL) |\n|---|---|---|---|---|---|---|"
+    );
+    for s in &g.steps {
+        let _ = writeln!(
+            out,
+            "| {} ({}) | {} | {} | {} | {} | {} | {} |",
+            rate(s.spans as f64),
+            rate(s.spans_after_add as f64),
+            mib(s.rss_kb as f64),
+            with_window(&s.span_add, g.step_duration_s),
+            ms(s.span_add.p99_ms),
+            with_window(&s.span_query, g.step_duration_s),
+            ms(s.span_query.p99_ms),
+            s.disk.map_or("–".into(), |d| format!(
+                "{} + {}",
+                mib_bytes(d.main_bytes),
+                mib_bytes(d.wal_bytes)
+            )),
+        );
+    }
+    if let Some(r) = inputs.startup.get(&opts.history) {
+        let runs: Vec<String> = r.runs_ms.iter().map(|m| ms(*m)).collect();
+        let _ = writeln!(
+            out,
+            "\nRestart on that file: exec to healthy median {} ms ({} ms), RSS once healthy {} \
+             (the live rollouts and their spans, read back).",
+            ms(r.median_ms),
+            runs.join(", "),
+            mib(r.idle_rss_kb as f64)
+        );
+    }
+    out.push('\n');
+    for note in &g.notes {
+        let _ = writeln!(out, "- {note}");
+    }
+    let errs: u64 = g
+        .steps
+        .iter()
+        .map(|s| s.span_add.errors + s.span_query.errors)
+        .sum();
+    let _ = writeln!(out, "\nErrors during the history growth run: {errs}.\n");
+}
+
 /// Renders the report from result files.
 pub fn render(files: Vec<ResultFile>, opts: &ReportOptions) -> String {
     let mut inputs = Inputs::default();
@@ -1105,6 +1267,9 @@ pub fn render(files: Vec<ResultFile>, opts: &ReportOptions) -> String {
             opts.ours
         );
         verdicts.extend(sqlite_targets(&inputs, opts));
+        if inputs.has(&opts.history) {
+            verdicts.extend(history_targets(&inputs, opts));
+        }
     } else {
         out.push_str("Issue 3's targets, checked against the numbers below.\n\n");
     }
@@ -1117,6 +1282,7 @@ pub fn render(files: Vec<ResultFile>, opts: &ReportOptions) -> String {
     memory(&mut out, &inputs, opts);
     growth(&mut out, &inputs, opts);
     sqlite_section(&mut out, &inputs, opts);
+    history_section(&mut out, &inputs, opts);
     out.push_str("## How to read these numbers\n\n");
     out.push_str(
         "- The load generator and the server share the machine's CPUs, so every number is a \

@@ -233,6 +233,7 @@ pub struct GrowResult {
     /// `VmRSS` after enqueueing them, KiB.
     pub rss_after_rollouts_kb: u64,
     /// RSS growth per 100 000 rollouts, KiB.
+    #[serde(deserialize_with = "nan_if_null")]
     pub kb_per_100k_rollouts: f64,
     /// Size of one stored span as the server returns it in JSON, bytes.
     pub json_bytes_per_span: f64,
@@ -279,4 +280,9 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// An `f64` that JSON wrote as `null` (NaN, "not measured") reads back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
 }

@@ -144,23 +144,39 @@ async fn every_scenario_runs_clean_and_renders() {
         target: sqlite_grown.base.clone(),
         label: "agl-store-sqlite".into(),
         disk_file: Some(sqlite_grown_file),
-        // Finished rollouts leave memory: the span queries read them from the file.
+        ..grow_cfg.clone()
+    };
+    let history_file = tmp.0.join("history.db");
+    let history = store_on(Storage::Sqlite(history_file.clone())).await;
+    // Finished rollouts leave memory: the span queries read them from the file.
+    let history_cfg = GrowConfig {
+        target: history.base.clone(),
+        label: "agl-store-sqlite-history".into(),
+        disk_file: Some(history_file),
+        rollouts: 0,
         finish: true,
         ..grow_cfg.clone()
     };
     // They are independent; running them side by side keeps the test short.
-    let (ours_result, ceil_result, grow_result, sqlite_result, sqlite_grow_result) = tokio::join!(
+    let (ours_result, ceil_result, grow_result, sqlite_result, sqlite_grow_result, history_result) = tokio::join!(
         run(&ours_cfg),
         run(&ceil_cfg),
         grow(&grow_cfg),
         run(&sqlite_cfg),
-        grow(&sqlite_grow_cfg)
+        grow(&sqlite_grow_cfg),
+        grow(&history_cfg)
     );
     let ours_result = ours_result.expect("agl-store run");
     let ceil_result = ceil_result.expect("ceiling run");
     let grow_result = grow_result.expect("grow run");
     let sqlite_result = sqlite_result.expect("agl-store-sqlite run");
     let sqlite_grow_result = sqlite_grow_result.expect("agl-store-sqlite grow run");
+    let history_result = history_result.expect("agl-store-sqlite-history grow run");
+    for step in &history_result.steps {
+        for p in [&step.span_add, &step.span_query] {
+            assert!(p.requests > 0 && p.errors == 0, "history: {p:?}");
+        }
+    }
 
     assert_clean(&ours_result, &Scenario::ALL);
     assert_clean(&ceil_result, &Scenario::WRITES);
@@ -215,6 +231,7 @@ async fn every_scenario_runs_clean_and_renders() {
         ResultFile::Grow(grow_result),
         ResultFile::Run(sqlite_result),
         ResultFile::Grow(sqlite_grow_result),
+        ResultFile::Grow(history_result),
     ]
     .iter()
     .map(|f| serde_json::from_str(&serde_json::to_string(f).unwrap()).unwrap())
@@ -233,6 +250,9 @@ async fn every_scenario_runs_clean_and_renders() {
         "issue 5: agl-store (SQLite) span add ≥ 20×",
         "issue 5: agl-store (SQLite) dequeue + attempt update ≥ 20×",
         "--sqlite-durability full",
+        "## SQLite storage with history",
+        "issue 14: span query of an old rollout within 2×",
+        "issue 14: agl-store (SQLite) span add no lower than before",
     ] {
         assert!(md.contains(section), "report lacks {section}:\n{md}");
     }
