@@ -1,7 +1,9 @@
 //! Crash safety of the SQLite backend: a training loop runs against the real binary while it
 //! is killed with SIGKILL at random points and restarted on the same file. Every write the
 //! server acknowledged must be there afterwards, nothing may be duplicated, no sequence id may
-//! be issued twice, and the loop must then complete.
+//! be issued twice, and the loop must then complete. The server keeps no finished rollout in
+//! memory (`--cache-mib 0`): each leaves memory as soon as it is durable, so the checks also
+//! hold for what is read back from the file.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,7 +19,13 @@ use process::{Server, command};
 /// Starts a server on `db`; returns it and its `/v1/agl` base URL.
 fn start(db: &std::path::Path) -> (Server, String) {
     let storage = format!("--storage=sqlite:{}", db.display());
-    let server = Server::start(command(&["--scan-debounce-seconds", "0", &storage]));
+    let server = Server::start(command(&[
+        "--scan-debounce-seconds",
+        "0",
+        "--cache-mib",
+        "0",
+        &storage,
+    ]));
     let base = format!("{}/v1/agl", server.base);
     (server, base)
 }

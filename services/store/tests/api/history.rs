@@ -252,3 +252,84 @@ async fn a_restart_reads_only_the_live_part_and_keeps_the_totals() {
     assert_eq!(rest, [ids[6].as_str(), ids[7].as_str()]);
     stop(app).await;
 }
+
+/// Turns a current file back into schema v1, as earlier agl-store versions wrote it: no
+/// status column, no totals.
+fn downgrade_to_v1(path: &std::path::Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "DROP INDEX rollouts_by_status;
+         ALTER TABLE rollouts DROP COLUMN status;
+         DELETE FROM kv WHERE key = 'counts';
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_v1_file_is_migrated_at_start_with_its_totals() {
+    let file =
+        TempFile(std::env::temp_dir().join(format!("agl-history-v1-{}.db", std::process::id())));
+    let clock = Arc::new(ManualClock::new(1_700_000_000.0));
+    let app = open(&file.0, Arc::clone(&clock)).await;
+    let items: Vec<Value> = (0..3).map(|i| json!({"input": i})).collect();
+    let ids: Vec<String> = app
+        .enqueue(Value::Array(items))
+        .await
+        .iter()
+        .map(|r| str_of(r, "rollout_id").to_owned())
+        .collect();
+    for claimed in app.dequeue(2, Some("w")).await {
+        let rid = str_of(&claimed, "rollout_id");
+        let aid = str_of(&claimed["attempt"], "attempt_id");
+        for seq in 1..=2 {
+            let s = span(rid, aid, seq, &format!("{seq:016}"));
+            app.v3_post("/spans", s, StatusCode::CREATED).await;
+        }
+        app.update_attempt(rid, aid, json!({"status": "succeeded"}))
+            .await;
+    }
+    let mut stats = app.v3_get("/statistics").await;
+    let spans = app.v3_get(&format!("/spans?rollout_id={}", ids[0])).await;
+    stop(app).await;
+    downgrade_to_v1(&file.0);
+
+    let app = open(&file.0, clock).await;
+    let mut now = app.v3_get("/statistics").await;
+    for s in [&mut now, &mut stats] {
+        s.as_object_mut().unwrap().remove("uptime");
+    }
+    assert_eq!(now, stats, "the totals are counted once, at migration");
+    assert_eq!(
+        app.store.gauges().rollouts_in_memory,
+        1,
+        "only the queued rollout"
+    );
+    assert_eq!(
+        app.v3_get(&format!("/spans?rollout_id={}", ids[0])).await,
+        spans
+    );
+    let succeeded = app.v3_get("/rollouts?status_in=succeeded").await;
+    assert_eq!(succeeded["total"], 2);
+    let rest = app.dequeue(5, None).await;
+    assert_eq!(rest.len(), 1);
+    assert_eq!(str_of(&rest[0], "rollout_id"), ids[2]);
+    stop(app).await;
+
+    // A file of a newer agl-store is refused, not touched.
+    let conn = rusqlite::Connection::open(&file.0).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let args = StoreArgs {
+        storage: Storage::Sqlite(file.0.clone()),
+        ..test_args()
+    };
+    let err = match agl_store::App::build(&args).await {
+        Ok(_) => panic!("a newer schema was opened"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("newer than this agl-store understands"),
+        "{err}"
+    );
+}
