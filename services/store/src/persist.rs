@@ -98,8 +98,8 @@ pub struct RolloutFilter<'a> {
 /// Reads of what a backend keeps beyond the core's memory. Every call reads committed rows
 /// only: the core drops a rollout from memory only once its last change is durable, and
 /// waits for its pending batches before a query it hands to the backend. The core calls
-/// [`History::rollout_exists`], [`History::rollout_rows`] and [`History::sequence`] with
-/// its lock held, so they must not wait behind the others.
+/// [`History::rollout_exists`] with its lock held (a new rollout id must be unused), so it
+/// must not wait behind the others; every other read runs outside the lock.
 pub trait History: Send + Sync {
     /// Batches made durable so far (the core numbers what it submits from 1, in order).
     fn durable_batches(&self) -> u64;

@@ -36,7 +36,7 @@ mod state;
 use query::{
     PageExt as _, attempt_key, paginate, resources_key, rollout_key, span_key, worker_key,
 };
-use state::{Entry, State};
+use state::{Entry, Fetched, State};
 
 /// What a store operation can fail with. Messages follow upstream's wording.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -66,6 +66,9 @@ pub struct StoreConfig {
     /// a fixed cost each) kept in memory once durable; older ones are read back when asked.
     pub cache_bytes: usize,
 }
+
+/// Reads of the rows of one change before [`Store::try_write_on`] gives up.
+const READ_AGAIN: usize = 16;
 
 /// The default of [`StoreConfig::cache_bytes`].
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
@@ -371,6 +374,78 @@ impl Store {
         out
     }
 
+    /// [`Self::try_write`] of a change to the rollouts (or sequence counters) `ids`. With a
+    /// backend that keeps history, what memory does not hold of them is read first, outside
+    /// the lock, and put in place under it before `f` runs, so that no read of the disk
+    /// ever holds up the other requests. Rows that may have gone stale in between (their
+    /// rollout left memory meanwhile) are read again.
+    async fn try_write_on<T>(
+        &self,
+        ids: &[&str],
+        scan: bool,
+        f: impl FnOnce(&mut State, f64) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let Some(disk) = &self.disk else {
+            return self.try_write(scan, f).await;
+        };
+        let mut f = Some(f);
+        for _ in 0..READ_AGAIN {
+            let (missing, since) = {
+                let st = self.state.lock();
+                let missing: Vec<String> = ids
+                    .iter()
+                    .filter(|id| !st.holds(id))
+                    .map(|id| (*id).to_owned())
+                    .collect();
+                (missing, st.evictions)
+            };
+            let fetched = if missing.is_empty() {
+                Vec::new()
+            } else {
+                let missing = missing.clone();
+                self.read_disk(disk, move |d| {
+                    missing
+                        .into_iter()
+                        .map(|id| {
+                            let rows = d.rollout_rows(&id)?;
+                            let sequence = match &rows {
+                                Some(_) => None,
+                                None => d.sequence(&id)?,
+                            };
+                            Ok(Fetched { id, rows, sequence })
+                        })
+                        .collect::<Result<Vec<_>, StorageError>>()
+                })
+                .await?
+            };
+            let done = self
+                .try_write(scan, |st, now| {
+                    for one in fetched {
+                        if !st.install(one, since) {
+                            return Ok(None);
+                        }
+                    }
+                    // Held at the check but dropped since: read it. (An id the backend does
+                    // not know either stays unheld: memory keeps nothing for it.)
+                    if ids
+                        .iter()
+                        .any(|id| !missing.iter().any(|m| m == id) && !st.holds(id))
+                    {
+                        return Ok(None);
+                    }
+                    let f = f.take().expect("runs once");
+                    f(st, now).map(Some)
+                })
+                .await?;
+            if let Some(out) = done {
+                return Ok(out);
+            }
+        }
+        Err(StoreError::Storage(StorageError(
+            "the rows of this change kept leaving memory while they were read; try again".into(),
+        )))
+    }
+
     /// [`Self::try_write`] for mutations that cannot fail.
     async fn write<T>(
         &self,
@@ -559,8 +634,7 @@ impl Store {
         rollout_id: &str,
         worker_id: Option<String>,
     ) -> Result<RolloutView, StoreError> {
-        self.try_write(true, |st, now| {
-            st.load(rollout_id)?;
+        self.try_write_on(&[rollout_id], true, |st, now| {
             if !st.rollouts.contains_key(rollout_id) {
                 return Err(StoreError::RolloutNotFound(rollout_id.to_owned()));
             }
@@ -665,8 +739,7 @@ impl Store {
         rollout_id: &str,
         patch: RolloutPatch,
     ) -> Result<Rollout, StoreError> {
-        self.try_write(true, |st, now| {
-            st.load(rollout_id)?;
+        self.try_write_on(&[rollout_id], true, |st, now| {
             let entry = st
                 .rollouts
                 .get_mut(rollout_id)
@@ -781,8 +854,7 @@ impl Store {
         attempt_id: &str,
         patch: AttemptPatch,
     ) -> Result<Attempt, StoreError> {
-        self.try_write(true, |st, now| {
-            st.load(rollout_id)?;
+        self.try_write_on(&[rollout_id], true, |st, now| {
             let entry = st
                 .rollouts
                 .get(rollout_id)
@@ -898,8 +970,7 @@ impl Store {
 
     /// Issues the next span sequence id of a rollout (known or not, as upstream does).
     pub async fn next_sequence_id(&self, rollout_id: &str) -> Result<i64, StoreError> {
-        self.try_write(false, |st, _now| {
-            st.load(rollout_id)?;
+        self.try_write_on(&[rollout_id], false, |st, _now| {
             let counter = st.sequence.entry(rollout_id.to_owned()).or_insert(0);
             *counter += 1;
             let issued = *counter;
@@ -912,8 +983,7 @@ impl Store {
     /// Stores one span; `Ok(None)` when a span with the same attempt and span id exists.
     pub async fn add_span(&self, input: SpanInput) -> Result<Option<Arc<StoredSpan>>, StoreError> {
         let SpanInput { rollout_id, span } = input;
-        self.try_write(false, |st, now| {
-            st.load(&rollout_id)?;
+        self.try_write_on(&[&rollout_id], false, |st, now| {
             st.bump_sequence(&rollout_id, span.sequence_id());
             st.check_attempt(&rollout_id, &span.attempt_id())?;
             let stored = st.insert_span(&rollout_id, span);
@@ -935,17 +1005,17 @@ impl Store {
         &self,
         spans: Vec<UnsequencedSpan>,
     ) -> Result<BulkOutcome, StoreError> {
-        self.try_write(false, |st, now| {
+        // A batch is mostly one rollout's spans.
+        let ids: Vec<String> = spans
+            .iter()
+            .map(|s| s.span.rollout_id.as_str())
+            .collect::<IndexSet<&str>>()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.try_write_on(&ids, false, |st, now| {
             let mut outcome = BulkOutcome::default();
-            // A batch is mostly one rollout's spans: load each rollout once.
-            let mut last: Option<&str> = None;
-            for s in &spans {
-                let id = s.span.rollout_id.as_str();
-                if last != Some(id) {
-                    st.load(id)?;
-                    last = Some(id);
-                }
-            }
             // Reserve implicit ids per rollout in one step, as upstream's bulk issue does.
             let mut implicit: HashMap<&str, i64> = HashMap::new();
             for s in &spans {

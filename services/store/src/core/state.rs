@@ -4,8 +4,9 @@
 //!
 //! With a backend that keeps history ([`History`]) the state is a cache of it: it holds
 //! every unfinished rollout and the most recently finished ones (up to a size), drops the
-//! oldest finished ones once their last change is durable ([`State::evict`]), and brings a
-//! rollout back from the backend before changing it ([`State::load`]).
+//! oldest finished ones once their last change is durable ([`State::evict`]), and takes a
+//! rollout back, read from the backend outside the lock, before changing it
+//! ([`State::install`], which refuses rows that may have gone stale meanwhile).
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher as _;
@@ -25,7 +26,7 @@ use crate::model::{
     Attempt, AttemptStatus, NamedResources, ResourcesUpdate, Rollout, RolloutConfig, RolloutStatus,
     RolloutView, StoredSpan, Worker, WorkerStatus,
 };
-use crate::persist::{Change, Counts, History, Snapshot, StorageError};
+use crate::persist::{Change, Counts, History, RolloutRows, Snapshot};
 
 /// What a rollout's entry costs beside its spans' text, for the cache's size.
 const ENTRY_BYTES: usize = 1024;
@@ -146,7 +147,23 @@ pub(super) struct State {
     /// Finished rollouts still held, oldest first, with what each held when it finished.
     finished: VecDeque<(String, usize)>,
     finished_bytes: usize,
+    /// Rollouts dropped from memory so far, and when each of the recent ones was (so that
+    /// rows read outside the lock can be told stale, see [`State::install`]).
+    pub(super) evictions: u64,
+    evicted: HashMap<String, u64>,
+    evicted_order: VecDeque<(String, u64)>,
+    evicted_floor: u64,
 }
+
+/// What the backend holds for an id memory does not hold, read outside the lock.
+pub(super) struct Fetched {
+    pub(super) id: String,
+    pub(super) rows: Option<RolloutRows>,
+    pub(super) sequence: Option<i64>,
+}
+
+/// Evictions remembered one by one; older ones only as [`State::evicted_floor`].
+const EVICTIONS_REMEMBERED: usize = 1 << 16;
 
 pub(super) type FinishHookRef = Arc<FinishHook>;
 
@@ -233,24 +250,35 @@ impl State {
         st
     }
 
-    /// Brings a rollout the backend holds (with its attempts, spans and sequence counter),
-    /// or the sequence counter of an id without a rollout, back into memory, so that the
-    /// transitions find them there. Nothing to do without history or when already held.
-    pub(super) fn load(&mut self, id: &str) -> Result<(), StorageError> {
-        let Some(disk) = self.disk.clone() else {
-            return Ok(());
-        };
-        if self.rollouts.contains_key(id) {
-            return Ok(());
+    /// Whether memory holds what a change of `id` needs: the rollout, or (for an id without
+    /// one) its sequence counter. Always true without history: then memory is everything.
+    pub(super) fn holds(&self, id: &str) -> bool {
+        self.disk.is_none() || self.rollouts.contains_key(id) || self.sequence.contains_key(id)
+    }
+
+    /// Whether `id` left memory after eviction number `since` (or may have: evictions
+    /// before `evicted_floor` are forgotten), so that rows read since may be stale.
+    pub(super) fn evicted_since(&self, id: &str, since: u64) -> bool {
+        since < self.evicted_floor || self.evicted.get(id).is_some_and(|&n| n > since)
+    }
+
+    /// Puts what the backend held for an id memory did not hold in place (rows read outside
+    /// the lock after eviction number `since`); false when they may be stale, so the caller
+    /// reads again. Rows memory holds meanwhile win: memory is never older than the disk.
+    pub(super) fn install(&mut self, fetched: Fetched, since: u64) -> bool {
+        let Fetched { id, rows, sequence } = fetched;
+        if self.rollouts.contains_key(&id) {
+            return true;
         }
-        let Some(rows) = disk.rollout_rows(id)? else {
+        if self.evicted_since(&id, since) {
+            return false;
+        }
+        let Some(rows) = rows else {
             // Sequence ids are issued for unknown rollouts too.
-            if !self.sequence.contains_key(id)
-                && let Some(value) = disk.sequence(id)?
-            {
-                self.sequence.insert(id.to_owned(), value);
+            if let Some(value) = sequence {
+                self.sequence.entry(id).or_insert(value);
             }
-            return Ok(());
+            return true;
         };
         let mut entry = Box::new(Entry::new(rows.rollout));
         entry.attempts = rows.attempts;
@@ -259,19 +287,19 @@ impl State {
         }
         let status = entry.rollout.status;
         let bytes = entry.bytes();
-        self.rollouts.insert(id.to_owned(), entry);
+        self.rollouts.insert(id.clone(), entry);
         if let Some(value) = rows.sequence {
-            let counter = self.sequence.entry(id.to_owned()).or_insert(value);
+            let counter = self.sequence.entry(id.clone()).or_insert(value);
             *counter = (*counter).max(value);
         }
         // Only finished rollouts leave memory, but a damaged file may say otherwise.
         if status.is_running() {
-            self.active.insert(id.to_owned());
+            self.active.insert(id.clone());
         }
         if status.is_finished() {
-            self.remember_finished(id, bytes);
+            self.remember_finished(&id, bytes);
         }
-        Ok(())
+        true
     }
 
     /// Whether a rollout id is taken, in memory or in the backend's history.
@@ -313,8 +341,20 @@ impl State {
                 // A rollout reopened since it finished stays; it is remembered again when
                 // it finishes again.
                 if entry.rollout.status.is_finished() && !entry.queued {
-                    self.rollouts.remove(id);
-                    self.sequence.remove(id);
+                    let id = id.clone();
+                    self.rollouts.remove(&id);
+                    self.sequence.remove(&id);
+                    self.evictions += 1;
+                    self.evicted.insert(id.clone(), self.evictions);
+                    self.evicted_order.push_back((id, self.evictions));
+                    if self.evicted_order.len() > EVICTIONS_REMEMBERED
+                        && let Some((old, n)) = self.evicted_order.pop_front()
+                    {
+                        if self.evicted.get(&old) == Some(&n) {
+                            self.evicted.remove(&old);
+                        }
+                        self.evicted_floor = n;
+                    }
                 }
             }
             let (_, bytes) = self.finished.pop_front().expect("front exists");
@@ -809,5 +849,119 @@ pub fn rollout_status_from_attempt(attempt: &Attempt, config: &RolloutConfig) ->
                 RolloutStatus::Failed
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Attempt, RolloutView, StoredSpan};
+    use crate::persist::{RolloutFilter, StorageError};
+    use serde_json::value::RawValue;
+
+    /// A history whose every batch is durable; nothing is read from it in these tests.
+    struct Durable;
+
+    impl History for Durable {
+        fn durable_batches(&self) -> u64 {
+            u64::MAX
+        }
+        fn rollout_exists(&self, _: &str) -> Result<bool, StorageError> {
+            Ok(false)
+        }
+        fn rollout_rows(&self, _: &str) -> Result<Option<RolloutRows>, StorageError> {
+            unreachable!("not read in these tests")
+        }
+        fn sequence(&self, _: &str) -> Result<Option<i64>, StorageError> {
+            unreachable!("not read in these tests")
+        }
+        fn rollout_view(&self, _: &str) -> Result<Option<RolloutView>, StorageError> {
+            unreachable!("not read in these tests")
+        }
+        fn attempts(&self, _: &str) -> Result<Vec<Attempt>, StorageError> {
+            unreachable!("not read in these tests")
+        }
+        fn spans(&self, _: &str, _: Option<&str>) -> Result<Vec<StoredSpan>, StorageError> {
+            unreachable!("not read in these tests")
+        }
+        fn span_texts(
+            &self,
+            _: &str,
+            _: Option<&str>,
+            _: bool,
+        ) -> Result<Vec<String>, StorageError> {
+            unreachable!("not read in these tests")
+        }
+        fn rollouts(&self, _: RolloutFilter<'_>) -> Result<Vec<RolloutView>, StorageError> {
+            unreachable!("not read in these tests")
+        }
+    }
+
+    fn state() -> State {
+        State::restore(Snapshot::default(), true, Some(Arc::new(Durable)))
+    }
+
+    /// A rollout that finishes and leaves memory at once; returns it as the backend has it.
+    fn finish_and_evict(st: &mut State) -> Rollout {
+        let new = NewRollout {
+            input: Arc::from(RawValue::from_string("1".into()).unwrap()),
+            mode: None,
+            resources_id: None,
+            config: None,
+            metadata: None,
+        };
+        let id = st.insert_rollout(new, RolloutStatus::Queuing, 1.0);
+        st.set_rollout_status(&id, RolloutStatus::Succeeded, 2.0);
+        let rollout = st.rollouts[&id].rollout.clone();
+        st.take_changes();
+        st.batches += 1;
+        st.evict(0);
+        assert!(!st.holds(&id), "dropped once durable");
+        rollout
+    }
+
+    fn fetched(rollout: &Rollout) -> Fetched {
+        Fetched {
+            id: rollout.rollout_id.clone(),
+            rows: Some(RolloutRows {
+                rollout: rollout.clone(),
+                attempts: Vec::new(),
+                spans: Vec::new(),
+                sequence: Some(3),
+            }),
+            sequence: None,
+        }
+    }
+
+    #[test]
+    fn rows_read_before_their_rollout_left_memory_are_refused() {
+        let mut st = state();
+        let before = st.evictions;
+        let rollout = finish_and_evict(&mut st);
+        // Read before the eviction: memory may have changed it after the read.
+        assert!(!st.install(fetched(&rollout), before));
+        assert!(!st.holds(&rollout.rollout_id));
+        // Read after it: nothing can have changed it since.
+        assert!(st.install(fetched(&rollout), st.evictions));
+        assert!(st.holds(&rollout.rollout_id));
+        assert_eq!(st.sequence[&rollout.rollout_id], 3);
+        // Held rows win over any read.
+        assert!(st.install(fetched(&rollout), before));
+    }
+
+    #[test]
+    fn forgotten_evictions_make_older_reads_stale() {
+        let mut st = state();
+        let read_at = st.evictions;
+        let first = finish_and_evict(&mut st);
+        for _ in 0..EVICTIONS_REMEMBERED {
+            finish_and_evict(&mut st);
+        }
+        // `first` left after the read; that eviction is no longer remembered by id, so
+        // every read begun before it counts as stale.
+        assert!(!st.evicted.contains_key(&first.rollout_id));
+        assert!(st.evicted_since(&first.rollout_id, read_at));
+        assert!(!st.evicted_since(&first.rollout_id, st.evictions));
+        assert!(st.evicted.len() <= EVICTIONS_REMEMBERED);
     }
 }

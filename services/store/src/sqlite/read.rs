@@ -100,8 +100,8 @@ pub(super) struct Reader {
     path: PathBuf,
     pool: Mutex<Pool>,
     freed: Condvar,
-    /// The connection of the reads the core makes while it holds its lock (bringing a
-    /// rollout back, checking a new id): never waits behind a long query of the pool.
+    /// The connection of the read the core makes while it holds its lock (is a new id
+    /// unused?): never waits behind a long query of the pool.
     lookup: Mutex<Option<Connection>>,
     durable: Arc<AtomicU64>,
 }
@@ -247,7 +247,7 @@ impl History for Reader {
     }
 
     fn rollout_rows(&self, rollout_id: &str) -> Result<Option<RolloutRows>, StorageError> {
-        self.with_lookup(|conn| {
+        self.with(|conn| {
             let Some(rollout) = rollout_of(conn, rollout_id)? else {
                 return Ok(None);
             };
@@ -261,7 +261,7 @@ impl History for Reader {
     }
 
     fn sequence(&self, rollout_id: &str) -> Result<Option<i64>, StorageError> {
-        self.with_lookup(|conn| sequence_of(conn, rollout_id))
+        self.with(|conn| sequence_of(conn, rollout_id))
     }
 
     fn rollout_view(&self, rollout_id: &str) -> Result<Option<RolloutView>, StorageError> {
