@@ -52,8 +52,8 @@ pub struct Counts {
 
 /// What a backend hands the core at start-up, in the orders the core needs back: everything
 /// it holds, or, for a backend with [`History`], the live part (unfinished rollouts with
-/// their attempts, spans and sequence counters, the queue, workers, resources) and the
-/// totals.
+/// their attempts, spans and sequence counters, the queue, workers, the latest and the most
+/// recent resources versions) and the totals.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// In creation order.
@@ -98,14 +98,24 @@ pub struct RolloutFilter<'a> {
 /// Reads of what a backend keeps beyond the core's memory. Every call reads committed rows
 /// only: the core drops a rollout from memory only once its last change is durable, and
 /// waits for its pending batches before a query it hands to the backend. The core calls
-/// [`History::rollout_exists`] with its lock held (a new rollout id must be unused), so it
-/// must not wait behind the others; every other read runs outside the lock.
+/// [`History::rollout_exists`] and [`History::resources_exist`] with its lock held (a new
+/// id must be unused), so they must not wait behind the others; every other read runs
+/// outside the lock.
 pub trait History: Send + Sync {
     /// Batches made durable so far (the core numbers what it submits from 1, in order).
     fn durable_batches(&self) -> u64;
 
     /// Whether a rollout with this id is stored.
     fn rollout_exists(&self, rollout_id: &str) -> Result<bool, StorageError>;
+
+    /// Whether a resources version with this id is stored.
+    fn resources_exist(&self, resources_id: &str) -> Result<bool, StorageError>;
+
+    /// A resources version.
+    fn resources(&self, resources_id: &str) -> Result<Option<ResourcesUpdate>, StorageError>;
+
+    /// Every resources version, in creation order.
+    fn all_resources(&self) -> Result<Vec<ResourcesUpdate>, StorageError>;
 
     /// A rollout with all its rows, to bring it back into memory.
     fn rollout_rows(&self, rollout_id: &str) -> Result<Option<RolloutRows>, StorageError>;

@@ -252,7 +252,7 @@ async fn a1_latest_resources(State(s): State<AppState>) -> ApiResult {
 }
 
 async fn a1_get_resources(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    legacy_resources(s.store.get_resources(&id))
+    legacy_resources(s.store.get_resources(&id).await?)
 }
 
 async fn a1_update_resources(
@@ -424,7 +424,7 @@ async fn v2_update_resources(State(s): State<AppState>, Body(b): Body) -> ApiRes
 }
 
 async fn v2_get_resources(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    legacy_resources(s.store.get_resources(&id))
+    legacy_resources(s.store.get_resources(&id).await?)
 }
 
 async fn v2_latest_resources(State(s): State<AppState>) -> ApiResult {

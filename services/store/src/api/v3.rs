@@ -240,7 +240,7 @@ pub(super) async fn statistics(State(s): State<AppState>) -> ApiResult {
 pub(super) async fn list_resources(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
     let q = query(q.as_deref(), &[], params::resources_query)?;
     params::check_page(&q.page, fields::RESOURCES)?;
-    ok(StatusCode::OK, &s.store.query_resources(&q)?)
+    ok(StatusCode::OK, &s.store.query_resources(&q).await?)
 }
 
 #[utoipa::path(post, path = "/v1/agl/resources", tag = "resources", request_body = std::collections::HashMap<String, Resource>, responses((status = 201, body = ResourcesUpdate)))]
@@ -268,7 +268,7 @@ pub(super) async fn update_latest_named_resources(state: State<AppState>, b: Bod
 
 #[utoipa::path(get, path = "/v1/agl/resources/{resources_id}", tag = "resources", params(("resources_id" = String, Path)), responses((status = 200, description = "the resources, or null", body = Option<ResourcesUpdate>)))]
 pub(super) async fn get_resources(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    match s.store.get_resources(&id) {
+    match s.store.get_resources(&id).await? {
         Some(r) => ok(StatusCode::OK, &r),
         None => null(StatusCode::OK),
     }

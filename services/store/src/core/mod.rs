@@ -36,7 +36,7 @@ mod state;
 use query::{
     PageExt as _, attempt_key, paginate, resources_key, rollout_key, span_key, worker_key,
 };
-use state::{Entry, Fetched, State};
+use state::{Entry, Fetched, Key, State};
 
 /// What a store operation can fail with. Messages follow upstream's wording.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -381,7 +381,7 @@ impl Store {
     /// rollout left memory meanwhile) are read again.
     async fn try_write_on<T>(
         &self,
-        ids: &[&str],
+        keys: &[Key<'_>],
         scan: bool,
         f: impl FnOnce(&mut State, f64) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -392,27 +392,30 @@ impl Store {
         for _ in 0..READ_AGAIN {
             let (missing, since) = {
                 let st = self.state.lock();
-                let missing: Vec<String> = ids
-                    .iter()
-                    .filter(|id| !st.holds(id))
-                    .map(|id| (*id).to_owned())
-                    .collect();
+                let missing: Vec<usize> = (0..keys.len()).filter(|&i| !st.holds(keys[i])).collect();
                 (missing, st.evictions)
             };
             let fetched = if missing.is_empty() {
                 Vec::new()
             } else {
-                let missing = missing.clone();
+                let wanted: Vec<(bool, String)> = missing
+                    .iter()
+                    .map(|&i| (matches!(keys[i], Key::Rollout(_)), keys[i].id()))
+                    .collect();
                 self.read_disk(disk, move |d| {
-                    missing
+                    wanted
                         .into_iter()
-                        .map(|id| {
+                        .map(|(rollout, id)| {
+                            if !rollout {
+                                let row = d.resources(&id)?;
+                                return Ok(Fetched::Resources { id, row });
+                            }
                             let rows = d.rollout_rows(&id)?;
                             let sequence = match &rows {
                                 Some(_) => None,
                                 None => d.sequence(&id)?,
                             };
-                            Ok(Fetched { id, rows, sequence })
+                            Ok(Fetched::Rollout { id, rows, sequence })
                         })
                         .collect::<Result<Vec<_>, StorageError>>()
                 })
@@ -427,10 +430,7 @@ impl Store {
                     }
                     // Held at the check but dropped since: read it. (An id the backend does
                     // not know either stays unheld: memory keeps nothing for it.)
-                    if ids
-                        .iter()
-                        .any(|id| !missing.iter().any(|m| m == id) && !st.holds(id))
-                    {
+                    if (0..keys.len()).any(|i| !missing.contains(&i) && !st.holds(keys[i])) {
                         return Ok(None);
                     }
                     let f = f.take().expect("runs once");
@@ -634,7 +634,7 @@ impl Store {
         rollout_id: &str,
         worker_id: Option<String>,
     ) -> Result<RolloutView, StoreError> {
-        self.try_write_on(&[rollout_id], true, |st, now| {
+        self.try_write_on(&[Key::Rollout(rollout_id)], true, |st, now| {
             if !st.rollouts.contains_key(rollout_id) {
                 return Err(StoreError::RolloutNotFound(rollout_id.to_owned()));
             }
@@ -739,7 +739,7 @@ impl Store {
         rollout_id: &str,
         patch: RolloutPatch,
     ) -> Result<Rollout, StoreError> {
-        self.try_write_on(&[rollout_id], true, |st, now| {
+        self.try_write_on(&[Key::Rollout(rollout_id)], true, |st, now| {
             let entry = st
                 .rollouts
                 .get_mut(rollout_id)
@@ -854,7 +854,7 @@ impl Store {
         attempt_id: &str,
         patch: AttemptPatch,
     ) -> Result<Attempt, StoreError> {
-        self.try_write_on(&[rollout_id], true, |st, now| {
+        self.try_write_on(&[Key::Rollout(rollout_id)], true, |st, now| {
             let entry = st
                 .rollouts
                 .get(rollout_id)
@@ -918,7 +918,7 @@ impl Store {
         resources: NamedResources,
     ) -> Result<ResourcesUpdate, StoreError> {
         self.write(false, |st, now| {
-            let id = fresh_id("rs-", 12, |id| st.resources.contains_key(id));
+            let id = fresh_id("rs-", 12, |id| st.resources_id_taken(id));
             st.upsert_resources(id, resources, now)
         })
         .await
@@ -930,15 +930,22 @@ impl Store {
         id: &str,
         resources: NamedResources,
     ) -> Result<ResourcesUpdate, StoreError> {
-        self.write(true, |st, now| {
-            st.upsert_resources(id.to_owned(), resources, now)
+        self.try_write_on(&[Key::Resources(id)], true, |st, now| {
+            Ok(st.upsert_resources(id.to_owned(), resources, now))
         })
         .await
     }
 
     /// Resources by id.
-    pub fn get_resources(&self, id: &str) -> Option<ResourcesUpdate> {
-        self.state.lock().resources.get(id).cloned()
+    pub async fn get_resources(&self, id: &str) -> Result<Option<ResourcesUpdate>, StoreError> {
+        if let Some(held) = self.state.lock().resources.get(id) {
+            return Ok(Some(held.clone()));
+        }
+        let Some(disk) = &self.disk else {
+            return Ok(None);
+        };
+        let id = id.to_owned();
+        self.read_disk(disk, move |d| d.resources(&id)).await
     }
 
     /// The latest resources.
@@ -949,11 +956,21 @@ impl Store {
     }
 
     /// Resources matching `q`.
-    pub fn query_resources(&self, q: &ResourcesQuery) -> Result<Page<ResourcesUpdate>, StoreError> {
-        let st = self.state.lock();
-        let matches: Vec<&ResourcesUpdate> = st
-            .resources
-            .values()
+    pub async fn query_resources(
+        &self,
+        q: &ResourcesQuery,
+    ) -> Result<Page<ResourcesUpdate>, StoreError> {
+        let all: Vec<ResourcesUpdate> = match &self.disk {
+            // Memory holds the recent versions only: the backend answers, once it holds
+            // everything memory shows.
+            Some(disk) => {
+                self.barrier().await?;
+                self.read_disk(disk, |d| d.all_resources()).await?
+            }
+            None => self.state.lock().resources.values().cloned().collect(),
+        };
+        let matches: Vec<&ResourcesUpdate> = all
+            .iter()
             .filter(|r| {
                 q.resources_id
                     .as_ref()
@@ -970,7 +987,7 @@ impl Store {
 
     /// Issues the next span sequence id of a rollout (known or not, as upstream does).
     pub async fn next_sequence_id(&self, rollout_id: &str) -> Result<i64, StoreError> {
-        self.try_write_on(&[rollout_id], false, |st, _now| {
+        self.try_write_on(&[Key::Rollout(rollout_id)], false, |st, _now| {
             let counter = st.sequence.entry(rollout_id.to_owned()).or_insert(0);
             *counter += 1;
             let issued = *counter;
@@ -983,7 +1000,7 @@ impl Store {
     /// Stores one span; `Ok(None)` when a span with the same attempt and span id exists.
     pub async fn add_span(&self, input: SpanInput) -> Result<Option<Arc<StoredSpan>>, StoreError> {
         let SpanInput { rollout_id, span } = input;
-        self.try_write_on(&[&rollout_id], false, |st, now| {
+        self.try_write_on(&[Key::Rollout(&rollout_id)], false, |st, now| {
             st.bump_sequence(&rollout_id, span.sequence_id());
             st.check_attempt(&rollout_id, &span.attempt_id())?;
             let stored = st.insert_span(&rollout_id, span);
@@ -1013,8 +1030,8 @@ impl Store {
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        self.try_write_on(&ids, false, |st, now| {
+        let keys: Vec<Key<'_>> = ids.iter().map(|id| Key::Rollout(id)).collect();
+        self.try_write_on(&keys, false, |st, now| {
             let mut outcome = BulkOutcome::default();
             // Reserve implicit ids per rollout in one step, as upstream's bulk issue does.
             let mut implicit: HashMap<&str, i64> = HashMap::new();

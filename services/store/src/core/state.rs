@@ -150,16 +150,58 @@ pub(super) struct State {
     /// Rollouts dropped from memory so far, and when each of the recent ones was (so that
     /// rows read outside the lock can be told stale, see [`State::install`]).
     pub(super) evictions: u64,
-    evicted: HashMap<String, u64>,
-    evicted_order: VecDeque<(String, u64)>,
+    evicted: HashMap<OwnedKey, u64>,
+    evicted_order: VecDeque<(OwnedKey, u64)>,
     evicted_floor: u64,
+    /// The batch carrying the latest change of each resources version held (history only).
+    resources_batch: HashMap<String, u64>,
 }
 
-/// What the backend holds for an id memory does not hold, read outside the lock.
-pub(super) struct Fetched {
-    pub(super) id: String,
-    pub(super) rows: Option<RolloutRows>,
-    pub(super) sequence: Option<i64>,
+/// What a change needs in memory, by id.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Key<'a> {
+    /// A rollout with its attempts, spans and sequence counter (or, for an id without a
+    /// rollout, its sequence counter).
+    Rollout(&'a str),
+    /// A resources version.
+    Resources(&'a str),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum OwnedKey {
+    Rollout(String),
+    Resources(String),
+}
+
+impl Key<'_> {
+    fn owned(self) -> OwnedKey {
+        match self {
+            Key::Rollout(id) => OwnedKey::Rollout(id.to_owned()),
+            Key::Resources(id) => OwnedKey::Resources(id.to_owned()),
+        }
+    }
+
+    pub(super) fn id(self) -> String {
+        match self {
+            Key::Rollout(id) | Key::Resources(id) => id.to_owned(),
+        }
+    }
+}
+
+/// Resources versions held in memory with a backend that keeps history (the latest always).
+const RESOURCES_HELD: usize = 64;
+
+/// What the backend holds for a key memory does not hold, read outside the lock.
+pub(super) enum Fetched {
+    Rollout {
+        id: String,
+        rows: Option<RolloutRows>,
+        sequence: Option<i64>,
+    },
+    Resources {
+        id: String,
+        row: Option<ResourcesUpdate>,
+    },
 }
 
 /// Evictions remembered one by one; older ones only as [`State::evicted_floor`].
@@ -250,27 +292,48 @@ impl State {
         st
     }
 
-    /// Whether memory holds what a change of `id` needs: the rollout, or (for an id without
-    /// one) its sequence counter. Always true without history: then memory is everything.
-    pub(super) fn holds(&self, id: &str) -> bool {
-        self.disk.is_none() || self.rollouts.contains_key(id) || self.sequence.contains_key(id)
+    /// Whether memory holds what a change needs of `key`: the rollout, or (for an id without
+    /// one) its sequence counter; the resources version. Always true without history: then
+    /// memory is everything.
+    pub(super) fn holds(&self, key: Key<'_>) -> bool {
+        self.disk.is_none()
+            || match key {
+                Key::Rollout(id) => {
+                    self.rollouts.contains_key(id) || self.sequence.contains_key(id)
+                }
+                Key::Resources(id) => self.resources.contains_key(id),
+            }
     }
 
-    /// Whether `id` left memory after eviction number `since` (or may have: evictions
+    /// Whether `key` left memory after eviction number `since` (or may have: evictions
     /// before `evicted_floor` are forgotten), so that rows read since may be stale.
-    pub(super) fn evicted_since(&self, id: &str, since: u64) -> bool {
-        since < self.evicted_floor || self.evicted.get(id).is_some_and(|&n| n > since)
+    pub(super) fn evicted_since(&self, key: Key<'_>, since: u64) -> bool {
+        since < self.evicted_floor || self.evicted.get(&key.owned()).is_some_and(|&n| n > since)
     }
 
-    /// Puts what the backend held for an id memory did not hold in place (rows read outside
+    /// Puts what the backend held for a key memory did not hold in place (rows read outside
     /// the lock after eviction number `since`); false when they may be stale, so the caller
     /// reads again. Rows memory holds meanwhile win: memory is never older than the disk.
     pub(super) fn install(&mut self, fetched: Fetched, since: u64) -> bool {
-        let Fetched { id, rows, sequence } = fetched;
+        let (id, rows, sequence) = match fetched {
+            Fetched::Rollout { id, rows, sequence } => (id, rows, sequence),
+            Fetched::Resources { id, row } => {
+                if self.resources.contains_key(&id) {
+                    return true;
+                }
+                if self.evicted_since(Key::Resources(&id), since) {
+                    return false;
+                }
+                if let Some(row) = row {
+                    self.resources.insert(id, row);
+                }
+                return true;
+            }
+        };
         if self.rollouts.contains_key(&id) {
             return true;
         }
-        if self.evicted_since(&id, since) {
+        if self.evicted_since(Key::Rollout(&id), since) {
             return false;
         }
         let Some(rows) = rows else {
@@ -302,6 +365,31 @@ impl State {
         true
     }
 
+    /// Notes that `key` left memory now.
+    fn forget(&mut self, key: Key<'_>) {
+        self.evictions += 1;
+        let key = key.owned();
+        self.evicted.insert(key.clone(), self.evictions);
+        self.evicted_order.push_back((key, self.evictions));
+        if self.evicted_order.len() > EVICTIONS_REMEMBERED
+            && let Some((old, n)) = self.evicted_order.pop_front()
+        {
+            if self.evicted.get(&old) == Some(&n) {
+                self.evicted.remove(&old);
+            }
+            self.evicted_floor = n;
+        }
+    }
+
+    /// Whether a resources id is taken, in memory or in the backend's history.
+    pub(super) fn resources_id_taken(&self, id: &str) -> bool {
+        self.resources.contains_key(id)
+            || self
+                .disk
+                .as_ref()
+                .is_some_and(|disk| disk.resources_exist(id).unwrap_or(false))
+    }
+
     /// Whether a rollout id is taken, in memory or in the backend's history.
     fn rollout_id_taken(&self, id: &str) -> bool {
         self.rollouts.contains_key(id)
@@ -322,9 +410,12 @@ impl State {
     /// `limit` bytes, each only once its last change is durable (reads then go to the
     /// backend, and a change brings it back first).
     pub(super) fn evict(&mut self, limit: usize) {
-        let Some(disk) = &self.disk else {
+        let Some(disk) = self.disk.clone() else {
             return;
         };
+        if self.resources.len() > RESOURCES_HELD {
+            self.evict_resources(disk.durable_batches());
+        }
         if self.finished_bytes <= limit {
             return;
         }
@@ -344,21 +435,33 @@ impl State {
                     let id = id.clone();
                     self.rollouts.remove(&id);
                     self.sequence.remove(&id);
-                    self.evictions += 1;
-                    self.evicted.insert(id.clone(), self.evictions);
-                    self.evicted_order.push_back((id, self.evictions));
-                    if self.evicted_order.len() > EVICTIONS_REMEMBERED
-                        && let Some((old, n)) = self.evicted_order.pop_front()
-                    {
-                        if self.evicted.get(&old) == Some(&n) {
-                            self.evicted.remove(&old);
-                        }
-                        self.evicted_floor = n;
-                    }
+                    self.forget(Key::Rollout(&id));
                 }
             }
             let (_, bytes) = self.finished.pop_front().expect("front exists");
             self.finished_bytes -= bytes;
+        }
+    }
+
+    /// Drops the oldest resources versions past [`RESOURCES_HELD`], except the latest and
+    /// those whose last change is not yet durable.
+    fn evict_resources(&mut self, durable: u64) {
+        while self.resources.len() > RESOURCES_HELD {
+            let latest = self.latest_resources.as_deref();
+            let Some(id) = self
+                .resources
+                .keys()
+                .find(|id| {
+                    Some(id.as_str()) != latest
+                        && self.resources_batch.get(*id).is_none_or(|&b| b <= durable)
+                })
+                .cloned()
+            else {
+                break;
+            };
+            self.resources.shift_remove(&id);
+            self.resources_batch.remove(&id);
+            self.forget(Key::Resources(&id));
         }
     }
 
@@ -527,6 +630,9 @@ impl State {
         if let Some(j) = self.journal.as_mut() {
             j.resources.insert(id.clone());
             j.latest_resources = true;
+            if self.disk.is_some() {
+                self.resources_batch.insert(id.clone(), self.batches + 1);
+            }
         }
         self.latest_resources = Some(id);
         updated
@@ -869,6 +975,15 @@ mod tests {
         fn rollout_exists(&self, _: &str) -> Result<bool, StorageError> {
             Ok(false)
         }
+        fn resources_exist(&self, _: &str) -> Result<bool, StorageError> {
+            Ok(false)
+        }
+        fn resources(&self, _: &str) -> Result<Option<ResourcesUpdate>, StorageError> {
+            unreachable!("not read in these tests")
+        }
+        fn all_resources(&self) -> Result<Vec<ResourcesUpdate>, StorageError> {
+            unreachable!("not read in these tests")
+        }
         fn rollout_rows(&self, _: &str) -> Result<Option<RolloutRows>, StorageError> {
             unreachable!("not read in these tests")
         }
@@ -916,12 +1031,12 @@ mod tests {
         st.take_changes();
         st.batches += 1;
         st.evict(0);
-        assert!(!st.holds(&id), "dropped once durable");
+        assert!(!st.holds(Key::Rollout(&id)), "dropped once durable");
         rollout
     }
 
     fn fetched(rollout: &Rollout) -> Fetched {
-        Fetched {
+        Fetched::Rollout {
             id: rollout.rollout_id.clone(),
             rows: Some(RolloutRows {
                 rollout: rollout.clone(),
@@ -940,10 +1055,10 @@ mod tests {
         let rollout = finish_and_evict(&mut st);
         // Read before the eviction: memory may have changed it after the read.
         assert!(!st.install(fetched(&rollout), before));
-        assert!(!st.holds(&rollout.rollout_id));
+        assert!(!st.holds(Key::Rollout(&rollout.rollout_id)));
         // Read after it: nothing can have changed it since.
         assert!(st.install(fetched(&rollout), st.evictions));
-        assert!(st.holds(&rollout.rollout_id));
+        assert!(st.holds(Key::Rollout(&rollout.rollout_id)));
         assert_eq!(st.sequence[&rollout.rollout_id], 3);
         // Held rows win over any read.
         assert!(st.install(fetched(&rollout), before));
@@ -959,9 +1074,39 @@ mod tests {
         }
         // `first` left after the read; that eviction is no longer remembered by id, so
         // every read begun before it counts as stale.
-        assert!(!st.evicted.contains_key(&first.rollout_id));
-        assert!(st.evicted_since(&first.rollout_id, read_at));
-        assert!(!st.evicted_since(&first.rollout_id, st.evictions));
+        let key = Key::Rollout(&first.rollout_id);
+        assert!(!st.evicted.contains_key(&key.owned()));
+        assert!(st.evicted_since(key, read_at));
+        assert!(!st.evicted_since(key, st.evictions));
         assert!(st.evicted.len() <= EVICTIONS_REMEMBERED);
+    }
+
+    #[test]
+    fn old_resources_versions_leave_memory_and_the_latest_stays() {
+        let mut st = state();
+        let mut first = None;
+        for i in 0..RESOURCES_HELD + 6 {
+            let id = format!("rs-{i:03}");
+            let before = st.evictions;
+            let row = st.upsert_resources(id.clone(), NamedResources::default(), 1.0);
+            first.get_or_insert((row, before));
+            st.take_changes();
+            st.batches += 1;
+            st.evict(usize::MAX);
+        }
+        assert_eq!(st.resources.len(), RESOURCES_HELD);
+        let latest = format!("rs-{:03}", RESOURCES_HELD + 5);
+        assert!(st.holds(Key::Resources(&latest)));
+        let (row, read_at) = first.expect("one version");
+        let key = Key::Resources(&row.resources_id);
+        assert!(!st.holds(key), "the oldest left memory");
+        // A read begun before it left may be stale; one begun after may be installed.
+        let fetched = |row: &ResourcesUpdate| Fetched::Resources {
+            id: row.resources_id.clone(),
+            row: Some(row.clone()),
+        };
+        assert!(!st.install(fetched(&row), read_at));
+        assert!(st.install(fetched(&row), st.evictions));
+        assert!(st.holds(key));
     }
 }

@@ -16,6 +16,9 @@ use super::schema::{self, live_statuses_sql};
 use crate::model::{Attempt, ResourcesUpdate, Rollout, RolloutView, StoredSpan, Worker};
 use crate::persist::{History, RolloutFilter, RolloutRows, Snapshot, StorageError};
 
+/// Resources versions read at start-up (besides the latest).
+const RESOURCES_AT_START: i64 = 64;
+
 /// Read connections: reads beyond this many wait for one to be free (on two cores more
 /// would only share the same CPUs, and opening a connection costs more than a read).
 const POOL: usize = 8;
@@ -75,8 +78,14 @@ pub(super) fn load_live(conn: &Connection) -> rusqlite::Result<Snapshot> {
     for row in q.query_map([], |r| r.get::<_, String>(0))? {
         snap.workers.push(doc::<Worker>(&row?, "worker")?);
     }
-    let mut q = conn.prepare("SELECT doc FROM resources ORDER BY rowid")?;
-    for row in q.query_map([], |r| r.get::<_, String>(0))? {
+    // The most recent resources versions and the latest (an update keeps its row's place).
+    let mut q = conn.prepare(
+        "SELECT doc FROM resources WHERE rowid IN ( \
+             SELECT rowid FROM resources ORDER BY rowid DESC LIMIT ?1) \
+         OR resources_id = (SELECT value FROM kv WHERE key = 'latest_resources') \
+         ORDER BY rowid",
+    )?;
+    for row in q.query_map([RESOURCES_AT_START], |r| r.get::<_, String>(0))? {
         snap.resources
             .push(doc::<ResourcesUpdate>(&row?, "resources")?);
     }
@@ -243,6 +252,31 @@ impl History for Reader {
         self.with_lookup(|conn| {
             conn.prepare_cached("SELECT 1 FROM rollouts WHERE rollout_id = ?1")?
                 .exists([rollout_id])
+        })
+    }
+
+    fn resources_exist(&self, resources_id: &str) -> Result<bool, StorageError> {
+        self.with_lookup(|conn| {
+            conn.prepare_cached("SELECT 1 FROM resources WHERE resources_id = ?1")?
+                .exists([resources_id])
+        })
+    }
+
+    fn resources(&self, resources_id: &str) -> Result<Option<ResourcesUpdate>, StorageError> {
+        self.with(|conn| {
+            let text: Option<String> = conn
+                .prepare_cached("SELECT doc FROM resources WHERE resources_id = ?1")?
+                .query_row([resources_id], |r| r.get(0))
+                .optional()?;
+            text.map(|t| doc(&t, "resources")).transpose()
+        })
+    }
+
+    fn all_resources(&self) -> Result<Vec<ResourcesUpdate>, StorageError> {
+        self.with(|conn| {
+            let mut q = conn.prepare_cached("SELECT doc FROM resources ORDER BY rowid")?;
+            let rows = q.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|row| doc(&row?, "resources")).collect()
         })
     }
 

@@ -333,3 +333,46 @@ async fn a_v1_file_is_migrated_at_start_with_its_totals() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn old_resources_versions_are_read_from_the_file() {
+    let file =
+        TempFile(std::env::temp_dir().join(format!("agl-history-res-{}.db", std::process::id())));
+    let clock = Arc::new(ManualClock::new(1_700_000_000.0));
+    let app = open(&file.0, Arc::clone(&clock)).await;
+    let mut ids = Vec::new();
+    for i in 0..80 {
+        let body = json!({"prompt": {"resource_type": "prompt_template", "template": format!("v{i}"), "engine": "f-string"}});
+        let created = app.v3_post("/resources", body, StatusCode::CREATED).await;
+        ids.push(str_of(&created, "resources_id").to_owned());
+    }
+    let oldest = app.v3_get(&format!("/resources/{}", ids[0])).await;
+    assert_eq!(oldest["resources"]["prompt"]["template"], "v0");
+    stop(app).await;
+
+    let app = open(&file.0, clock).await;
+    // Read from the file (memory holds the recent versions only).
+    assert_eq!(app.v3_get(&format!("/resources/{}", ids[0])).await, oldest);
+    let all = app.v3_get("/resources").await;
+    assert_eq!(all["total"], 80);
+    let listed: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| str_of(r, "resources_id"))
+        .collect();
+    assert_eq!(listed, ids);
+    // Updating an old version bumps the version it has in the file, and makes it latest.
+    let updated = app
+        .v3_post(&format!("/resources/{}", ids[1]), json!({}), StatusCode::OK)
+        .await;
+    assert_eq!(updated["version"], 2);
+    assert_eq!(
+        app.v3_get("/resources/latest").await["resources_id"],
+        ids[1].as_str()
+    );
+    let legacy = app.get(&format!("/get_resources_by_id/{}", ids[2])).await;
+    let legacy = expect_json(legacy, StatusCode::OK).await;
+    assert_eq!(legacy["resources_id"], ids[2].as_str());
+    stop(app).await;
+}
