@@ -36,7 +36,7 @@ mod state;
 use query::{
     PageExt as _, attempt_key, paginate, resources_key, rollout_key, span_key, worker_key,
 };
-use state::{Entry, Fetched, Key, State};
+use state::{Entry, Fetched, Key, OwnedKey, State};
 
 /// What a store operation can fail with. Messages follow upstream's wording.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -374,11 +374,11 @@ impl Store {
         out
     }
 
-    /// [`Self::try_write`] of a change to the rollouts (or sequence counters) `ids`. With a
-    /// backend that keeps history, what memory does not hold of them is read first, outside
-    /// the lock, and put in place under it before `f` runs, so that no read of the disk
-    /// ever holds up the other requests. Rows that may have gone stale in between (their
-    /// rollout left memory meanwhile) are read again.
+    /// [`Self::try_write`] of a change to the rows named by `keys` (rollouts, sequence
+    /// counters, resources versions). With a backend that keeps history, what memory does
+    /// not hold of them is read first, outside the lock, and put in place under it before
+    /// `f` runs, so that no read of the disk ever holds up the other requests. Rows that may
+    /// have gone stale in between (they left memory meanwhile) are read again.
     async fn try_write_on<T>(
         &self,
         keys: &[Key<'_>],
@@ -398,24 +398,23 @@ impl Store {
             let fetched = if missing.is_empty() {
                 Vec::new()
             } else {
-                let wanted: Vec<(bool, String)> = missing
-                    .iter()
-                    .map(|&i| (matches!(keys[i], Key::Rollout(_)), keys[i].id()))
-                    .collect();
+                let wanted: Vec<OwnedKey> = missing.iter().map(|&i| keys[i].owned()).collect();
                 self.read_disk(disk, move |d| {
                     wanted
                         .into_iter()
-                        .map(|(rollout, id)| {
-                            if !rollout {
+                        .map(|key| match key {
+                            OwnedKey::Resources(id) => {
                                 let row = d.resources(&id)?;
-                                return Ok(Fetched::Resources { id, row });
+                                Ok(Fetched::Resources { id, row })
                             }
-                            let rows = d.rollout_rows(&id)?;
-                            let sequence = match &rows {
-                                Some(_) => None,
-                                None => d.sequence(&id)?,
-                            };
-                            Ok(Fetched::Rollout { id, rows, sequence })
+                            OwnedKey::Rollout(id) => {
+                                let rows = d.rollout_rows(&id)?;
+                                let sequence = match &rows {
+                                    Some(_) => None,
+                                    None => d.sequence(&id)?,
+                                };
+                                Ok(Fetched::Rollout { id, rows, sequence })
+                            }
                         })
                         .collect::<Result<Vec<_>, StorageError>>()
                 })
@@ -813,35 +812,48 @@ impl Store {
                 }
             }
         }
-        // Rollouts memory does not hold are finished (and durable) or unknown.
-        let found: Vec<Result<Rollout, String>> = {
+        let (mut found, elsewhere): (HashMap<String, Rollout>, Vec<String>) = {
             let st = self.state.lock();
-            ids.iter()
-                .map(|id| match st.rollouts.get(id) {
-                    Some(e) => Ok(e.rollout.clone()),
-                    None => Err(id.clone()),
-                })
-                .collect()
+            let mut found = HashMap::new();
+            let mut elsewhere = Vec::new();
+            for id in ids {
+                match st.rollouts.get(id) {
+                    Some(e) => {
+                        found.insert(id.clone(), e.rollout.clone());
+                    }
+                    None => elsewhere.push(id.clone()),
+                }
+            }
+            (found, elsewhere)
         };
-        let mut out = Vec::with_capacity(found.len());
-        for item in found {
-            let rollout = match item {
-                Ok(rollout) => Some(rollout),
-                Err(id) => match &self.disk {
-                    Some(disk) => self
-                        .read_disk(disk, move |d| d.rollout_view(&id))
-                        .await
-                        .unwrap_or_else(|e| {
-                            tracing::warn!(error = %e, "cannot read a finished rollout");
-                            None
-                        })
-                        .map(|v| v.rollout),
-                    None => None,
-                },
-            };
-            out.extend(rollout.filter(|r| r.status.is_finished()));
+        // Rollouts memory does not hold are finished (and durable) or unknown: one read.
+        if let Some(disk) = &self.disk
+            && !elsewhere.is_empty()
+        {
+            let read = self
+                .read_disk(disk, move |d| {
+                    d.rollouts(RolloutFilter {
+                        status_in: None,
+                        rollout_id_in: Some(&elsewhere),
+                        rollout_id_contains: None,
+                        any: false,
+                    })
+                })
+                .await;
+            match read {
+                Ok(views) => found.extend(
+                    views
+                        .into_iter()
+                        .map(|v| (v.rollout.rollout_id.clone(), v.rollout)),
+                ),
+                // The caller sees these as not finished yet and asks again.
+                Err(e) => tracing::warn!(error = %e, "cannot read finished rollouts"),
+            }
         }
-        out
+        ids.iter()
+            .filter_map(|id| found.remove(id))
+            .filter(|r| r.status.is_finished())
+            .collect()
     }
 
     // ----- attempts -------------------------------------------------------------------

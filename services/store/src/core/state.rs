@@ -174,16 +174,10 @@ pub(super) enum OwnedKey {
 }
 
 impl Key<'_> {
-    fn owned(self) -> OwnedKey {
+    pub(super) fn owned(self) -> OwnedKey {
         match self {
             Key::Rollout(id) => OwnedKey::Rollout(id.to_owned()),
             Key::Resources(id) => OwnedKey::Resources(id.to_owned()),
-        }
-    }
-
-    pub(super) fn id(self) -> String {
-        match self {
-            Key::Rollout(id) | Key::Resources(id) => id.to_owned(),
         }
     }
 }
