@@ -148,6 +148,15 @@ pub trait History: Send + Sync {
 
     /// Rollouts matching `filter` with their latest attempts, in creation order.
     fn rollouts(&self, filter: RolloutFilter<'_>) -> Result<Vec<RolloutView>, StorageError>;
+
+    /// `limit` of the rollouts matching `filter` from `offset` on, in creation order, and
+    /// how many match in all (one consistent read).
+    fn rollouts_window(
+        &self,
+        filter: RolloutFilter<'_>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<RolloutView>, usize), StorageError>;
 }
 
 /// A storage failure, reported to clients as a 5xx.

@@ -144,6 +144,18 @@ pub struct RolloutQuery {
     pub page: PageRequest,
 }
 
+impl RolloutQuery {
+    /// The filters, for a backend that answers the query.
+    fn filter(&self) -> RolloutFilter<'_> {
+        RolloutFilter {
+            status_in: self.status_in.as_deref(),
+            rollout_id_in: self.rollout_id_in.as_deref(),
+            rollout_id_contains: self.rollout_id_contains.as_deref(),
+            any: self.any,
+        }
+    }
+}
+
 /// Filters of a worker query.
 #[derive(Debug, Clone, Default)]
 pub struct WorkerQuery {
@@ -679,15 +691,23 @@ impl Store {
             }
             self.barrier().await?;
             let q2 = q.clone();
+
+            // In creation order, a page is cut by the backend; a sorted one is sorted here.
+            if q.page.sort_by.is_none() && q.page.limit >= 0 {
+                let offset = usize::try_from(q.page.offset.max(0)).unwrap_or(usize::MAX);
+                let limit = usize::try_from(q.page.limit).unwrap_or(usize::MAX);
+                let (items, total) = self
+                    .read_disk(disk, move |d| d.rollouts_window(q2.filter(), offset, limit))
+                    .await?;
+                return Ok(Page {
+                    items,
+                    limit: q.page.limit,
+                    offset: q.page.offset,
+                    total,
+                });
+            }
             let matches = self
-                .read_disk(disk, move |d| {
-                    d.rollouts(RolloutFilter {
-                        status_in: q2.status_in.as_deref(),
-                        rollout_id_in: q2.rollout_id_in.as_deref(),
-                        rollout_id_contains: q2.rollout_id_contains.as_deref(),
-                        any: q2.any,
-                    })
-                })
+                .read_disk(disk, move |d| d.rollouts(q2.filter()))
                 .await?;
             return paginate(matches, &q.page, |v, field| rollout_key(&v.rollout, field));
         }

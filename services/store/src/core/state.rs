@@ -1004,6 +1004,14 @@ mod tests {
         fn rollouts(&self, _: RolloutFilter<'_>) -> Result<Vec<RolloutView>, StorageError> {
             unreachable!("not read in these tests")
         }
+        fn rollouts_window(
+            &self,
+            _: RolloutFilter<'_>,
+            _: usize,
+            _: usize,
+        ) -> Result<(Vec<RolloutView>, usize), StorageError> {
+            unreachable!("not read in these tests")
+        }
     }
 
     fn state() -> State {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex};
+use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
 use super::schema::{self, live_statuses_sql};
@@ -239,8 +240,8 @@ fn spans_of(
 }
 
 /// A JSON array of strings, bound as one parameter and read with `json_each`.
-fn json_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    serde_json::to_string(&items.collect::<Vec<_>>()).expect("strings serialize")
+fn json_list<'a>(items: impl Iterator<Item = &'a str>) -> Value {
+    Value::Text(serde_json::to_string(&items.collect::<Vec<_>>()).expect("strings serialize"))
 }
 
 impl History for Reader {
@@ -351,49 +352,86 @@ impl History for Reader {
     }
 
     fn rollouts(&self, filter: RolloutFilter<'_>) -> Result<Vec<RolloutView>, StorageError> {
-        let mut conds = Vec::new();
-        let mut args: Vec<String> = Vec::new();
-        if let Some(statuses) = filter.status_in {
-            args.push(json_list(statuses.iter().map(|s| s.as_str())));
-            conds.push(format!(
-                "r.status IN (SELECT value FROM json_each(?{}))",
-                args.len()
-            ));
-        }
-        if let Some(ids) = filter.rollout_id_in {
-            args.push(json_list(ids.iter().map(String::as_str)));
-            conds.push(format!(
-                "r.rollout_id IN (SELECT value FROM json_each(?{}))",
-                args.len()
-            ));
-        }
-        if let Some(part) = filter.rollout_id_contains {
-            args.push(part.to_owned());
-            conds.push(format!("instr(r.rollout_id, ?{}) > 0", args.len()));
-        }
-        let filter_sql = if conds.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "WHERE {}",
-                conds.join(if filter.any { " OR " } else { " AND " })
-            )
-        };
+        let (filter_sql, args) = rollout_filter_sql(filter);
+        let sql = format!("{ROLLOUT_VIEWS} {filter_sql} ORDER BY r.rowid");
+        self.with(|conn| read_views(conn, &sql, &args))
+    }
+
+    fn rollouts_window(
+        &self,
+        filter: RolloutFilter<'_>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<RolloutView>, usize), StorageError> {
+        let (filter_sql, mut args) = rollout_filter_sql(filter);
+        let count_sql = format!("SELECT count(*) FROM rollouts r {filter_sql}");
+        let n = args.len();
         let sql = format!(
-            "SELECT r.doc, (SELECT a.doc FROM attempts a WHERE a.rollout_id = r.rollout_id \
-             ORDER BY a.sequence_id DESC LIMIT 1) FROM rollouts r {filter_sql} ORDER BY r.rowid"
+            "{ROLLOUT_VIEWS} {filter_sql} ORDER BY r.rowid LIMIT ?{} OFFSET ?{}",
+            n + 1,
+            n + 2
         );
         self.with(|conn| {
-            let mut q = conn.prepare_cached(&sql)?;
-            let rows = q.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                let rollout = doc::<Rollout>(r.get_ref(0)?.as_str()?, "rollout")?;
-                let attempt = match r.get_ref(1)?.as_str_or_null()? {
-                    Some(t) => Some(doc::<Attempt>(t, "attempt")?),
-                    None => None,
-                };
-                Ok(RolloutView { rollout, attempt })
-            })?;
-            rows.collect()
+            // The count and the page from one snapshot.
+            let tx = conn.unchecked_transaction()?;
+            let total: i64 = tx
+                .prepare_cached(&count_sql)?
+                .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+            args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+            args.push(Value::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
+            let views = read_views(&tx, &sql, &args)?;
+            tx.commit()?;
+            Ok((views, usize::try_from(total).unwrap_or(0)))
         })
     }
+}
+
+/// Rollouts with their latest attempts; a filter and an order follow.
+const ROLLOUT_VIEWS: &str = "SELECT r.doc, (SELECT a.doc FROM attempts a \
+    WHERE a.rollout_id = r.rollout_id ORDER BY a.sequence_id DESC LIMIT 1) FROM rollouts r";
+
+/// The `WHERE` clause of a rollout filter and its parameters, in order.
+fn rollout_filter_sql(filter: RolloutFilter<'_>) -> (String, Vec<Value>) {
+    let mut conds = Vec::new();
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(statuses) = filter.status_in {
+        args.push(json_list(statuses.iter().map(|s| s.as_str())));
+        conds.push(format!(
+            "r.status IN (SELECT value FROM json_each(?{}))",
+            args.len()
+        ));
+    }
+    if let Some(ids) = filter.rollout_id_in {
+        args.push(json_list(ids.iter().map(String::as_str)));
+        conds.push(format!(
+            "r.rollout_id IN (SELECT value FROM json_each(?{}))",
+            args.len()
+        ));
+    }
+    if let Some(part) = filter.rollout_id_contains {
+        args.push(Value::Text(part.to_owned()));
+        conds.push(format!("instr(r.rollout_id, ?{}) > 0", args.len()));
+    }
+    let sql = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "WHERE {}",
+            conds.join(if filter.any { " OR " } else { " AND " })
+        )
+    };
+    (sql, args)
+}
+
+fn read_views(conn: &Connection, sql: &str, args: &[Value]) -> rusqlite::Result<Vec<RolloutView>> {
+    let mut q = conn.prepare_cached(sql)?;
+    let rows = q.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+        let rollout = doc::<Rollout>(r.get_ref(0)?.as_str()?, "rollout")?;
+        let attempt = match r.get_ref(1)?.as_str_or_null()? {
+            Some(t) => Some(doc::<Attempt>(t, "attempt")?),
+            None => None,
+        };
+        Ok(RolloutView { rollout, attempt })
+    })?;
+    rows.collect()
 }

@@ -120,6 +120,24 @@ async fn finished_rollouts_leave_memory_and_read_back_as_they_were() {
         .map(|r| str_of(r, "rollout_id"))
         .collect();
     assert_eq!(listed, ids);
+    // A page in creation order is cut by the file; its total counts every match.
+    let window = app
+        .v3_get("/rollouts?status_in=succeeded&status_in=running&limit=2&offset=3")
+        .await;
+    assert_eq!(window["total"], 6);
+    assert_eq!(window["limit"], 2);
+    assert_eq!(window["offset"], 3);
+    let cut: Vec<&str> = window["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| str_of(r, "rollout_id"))
+        .collect();
+    assert_eq!(cut, ids[3..5]);
+    assert_eq!(window["items"][0]["attempt"]["status"], "succeeded");
+    let past = app.v3_get("/rollouts?limit=5&offset=10").await;
+    assert_eq!(past["total"], 6);
+    assert_eq!(past["items"], json!([]));
     let page = app
         .v3_get("/rollouts?status_in=succeeded&sort_by=rollout_id&sort_order=desc&limit=2&offset=1")
         .await;
