@@ -198,8 +198,10 @@ pub(super) enum Fetched {
     },
 }
 
-/// Evictions remembered one by one; older ones only as [`State::evicted_floor`].
-const EVICTIONS_REMEMBERED: usize = 1 << 16;
+/// Evictions remembered one by one (about 3 MB of ids); older ones only as
+/// [`State::evicted_floor`], so that a read outside the lock that outlasts this many
+/// evictions is made again.
+const EVICTIONS_REMEMBERED: usize = 1 << 14;
 
 pub(super) type FinishHookRef = Arc<FinishHook>;
 
