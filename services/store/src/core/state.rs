@@ -541,9 +541,13 @@ impl State {
     }
 
     pub(super) fn mark_sequence(&mut self, id: &str) {
-        if let Some(j) = self.journal.as_mut() {
-            j.sequences.insert(id.to_owned());
-        }
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        j.sequences.insert(id.to_owned());
+        // The counter leaves memory with its rollout: not before it is durable, or the
+        // file's older value would be issued again.
+        self.touch(id);
     }
 
     /// Removes the head of the queue.

@@ -394,3 +394,98 @@ async fn old_resources_versions_are_read_from_the_file() {
     assert_eq!(legacy["resources_id"], ids[2].as_str());
     stop(app).await;
 }
+
+/// Late spans race the cache: every rollout is finished and leaves memory as soon as it
+/// is durable, while concurrent clients keep writing to random ones (each write brings one
+/// back, and the next finish drops it again). Nothing acknowledged may be lost, doubled or
+/// numbered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_writes_racing_evictions_lose_nothing() {
+    let file =
+        TempFile(std::env::temp_dir().join(format!("agl-history-race-{}.db", std::process::id())));
+    let clock = Arc::new(ManualClock::new(1_700_000_000.0));
+    let app = Arc::new(open(&file.0, clock).await);
+    let items: Vec<Value> = (0..12).map(|i| json!({"input": i})).collect();
+    app.enqueue(Value::Array(items)).await;
+    let mut targets = Vec::new();
+    for claimed in app.dequeue(12, Some("w")).await {
+        let rid = str_of(&claimed, "rollout_id").to_owned();
+        let aid = str_of(&claimed["attempt"], "attempt_id").to_owned();
+        app.update_attempt(&rid, &aid, json!({"status": "succeeded"}))
+            .await;
+        targets.push((rid, aid));
+    }
+    let targets = Arc::new(targets);
+    let mut tasks = Vec::new();
+    for worker in 0..6_u64 {
+        let (app, targets) = (Arc::clone(&app), Arc::clone(&targets));
+        tasks.push(tokio::spawn(async move {
+            let mut issued: Vec<(usize, i64)> = Vec::new();
+            let mut stored: Vec<(usize, String)> = Vec::new();
+            let mut x = worker * 7919 + 13;
+            for n in 0..40 {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let t = (x >> 33) as usize % targets.len();
+                let (rid, aid) = &targets[t];
+                let next = app
+                    .v3_post(
+                        "/spans/next",
+                        json!({"rollout_id": rid, "attempt_id": aid}),
+                        StatusCode::OK,
+                    )
+                    .await;
+                let seq = next["sequence_id"].as_i64().unwrap();
+                issued.push((t, seq));
+                let span_id = format!("{worker:04}{n:012}");
+                app.v3_post("/spans", span(rid, aid, seq, &span_id), StatusCode::CREATED)
+                    .await;
+                stored.push((t, span_id));
+                if n % 5 == 0 {
+                    // A finished rollout's attempt is finished again: it stays finished and
+                    // leaves memory again once durable.
+                    app.update_attempt(rid, aid, json!({"status": "succeeded"}))
+                        .await;
+                }
+            }
+            (issued, stored)
+        }));
+    }
+    let mut issued = vec![Vec::new(); targets.len()];
+    let mut stored = vec![Vec::new(); targets.len()];
+    for task in tasks {
+        let (i, s) = task.await.unwrap();
+        for (t, seq) in i {
+            issued[t].push(seq);
+        }
+        for (t, span_id) in s {
+            stored[t].push(span_id);
+        }
+    }
+    assert!(app.store.gauges().rollouts_in_memory <= targets.len());
+    for (t, (rid, _)) in targets.iter().enumerate() {
+        let mut seqs = issued[t].clone();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(
+            seqs.len(),
+            issued[t].len(),
+            "{rid}: a sequence id issued twice"
+        );
+        let spans = app.v3_get(&format!("/spans?rollout_id={rid}")).await;
+        let mut got: Vec<String> = spans["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| str_of(s, "span_id").to_owned())
+            .collect();
+        got.sort();
+        let mut want = stored[t].clone();
+        want.sort();
+        assert_eq!(got, want, "{rid}: every acknowledged span, once");
+    }
+    let total: usize = stored.iter().map(Vec::len).sum();
+    assert_eq!(app.v3_get("/statistics").await["total_spans"], total);
+    drop(targets);
+    let app = Arc::into_inner(app).expect("the tasks are done");
+    stop(app).await;
+}
