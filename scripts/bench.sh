@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark (issues 3 and 5): agl-store in memory and on SQLite against the
+# Side-by-side benchmark (issues 3, 5 and 14): agl-store in memory and on SQLite against the
 # official Python LightningStore server (`agl store` of agentlightning==0.3.0) and a bare
 # axum write ceiling, the same scenarios with the same settings one server after the other,
-# plus start-up time, idle memory and a growth run (with bytes on disk for SQLite); renders
+# plus start-up time, idle memory, a growth run (with bytes on disk for SQLite) and a SQLite
+# history run (finished rollouts to 10 M spans, then restarts on that file); renders
 # docs/benchmarks.md from the JSON results.
 #
-# Usage: ./scripts/bench.sh                         (from anywhere; about 15 minutes)
+# Usage: ./scripts/bench.sh     (from anywhere; about 15 minutes with BENCH_DURATION=5, and
+#                                14 GB of free disk for the history run)
 #   BENCH_DURATION=10        measured seconds per scenario (each after 1 s of warm-up)
 #   BENCH_CONCURRENCY=32     concurrent clients
 #   BENCH_GROW_STEP=2        measured seconds of each span add / span query run while growing

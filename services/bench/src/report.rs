@@ -1189,7 +1189,13 @@ fn history_section(out: &mut String, inputs: &Inputs, opts: &ReportOptions) {
     );
     let _ = writeln!(
         out,
-        "`{SQLITE_DISPLAY}` on a new file, filled as above but each 100-span rollout marked          succeeded once its spans are in (`agl-bench grow --finish`), as a training run          leaves them: the file holds the history, memory the live rollouts and          `--cache-mib` (default 64 MiB) of finished ones. Span query reads random finished          rollouts, nearly all of them from the file; span add writes into 32 live rollouts,          which stay in memory (their spans are part of the RSS). Then the server is stopped          and started {} times on the same file.\n",
+        "`{SQLITE_DISPLAY}` on a new file, filled as above but each 100-span rollout marked \
+         succeeded once its spans are in (`agl-bench grow --finish`), as a training run \
+         leaves them: the file holds the history, memory the live rollouts and \
+         `--cache-mib` (default 64 MiB) of finished ones. Span query reads random finished \
+         rollouts, nearly all of them from the file; span add writes into 32 live rollouts, \
+         which stay in memory (their spans are part of the RSS). Then the server is stopped \
+         and started {} times on the same file.\n",
         inputs
             .startup
             .get(&opts.history)
@@ -1262,8 +1268,8 @@ pub fn render(files: Vec<ResultFile>, opts: &ReportOptions) -> String {
     if inputs.has(&opts.sqlite) {
         let _ = writeln!(
             out,
-            "Issue 3's targets (for `{}`, in memory) and issue 5's (for `{SQLITE_DISPLAY}`), \
-             checked against the numbers below.\n",
+            "Issue 3's targets (for `{}`, in memory), issue 5's and issue 14's (for \
+             `{SQLITE_DISPLAY}`), checked against the numbers below.\n",
             opts.ours
         );
         verdicts.extend(sqlite_targets(&inputs, opts));
