@@ -48,6 +48,9 @@ pub struct Counts {
     pub attempts: [usize; 6],
     pub spans: usize,
     pub span_bytes: usize,
+    /// Resources versions (ids).
+    #[serde(default)]
+    pub resources: usize,
 }
 
 /// What a backend hands the core at start-up, in the orders the core needs back: everything

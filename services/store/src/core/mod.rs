@@ -1302,7 +1302,7 @@ impl Store {
             total_rollouts: st.rollout_counts.iter().sum(),
             total_attempts: st.total_attempts,
             total_spans: st.total_spans,
-            total_resources: st.resources.len(),
+            total_resources: st.total_resources,
             total_workers: st.workers.len(),
             uptime: self.started.elapsed().as_secs_f64(),
             total_span_bytes: st.span_bytes,

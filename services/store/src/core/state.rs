@@ -130,6 +130,8 @@ pub(super) struct State {
     pub(super) total_attempts: usize,
     pub(super) total_spans: usize,
     pub(super) span_bytes: usize,
+    /// Resources versions stored (with history, more than memory holds).
+    pub(super) total_resources: usize,
     /// Hashes `(attempt_id, span_id)` for every rollout's `span_keys`.
     pub(super) span_hasher: Hasher,
     /// Rollouts per status, by `RolloutStatus::index`, kept as statuses change.
@@ -270,6 +272,7 @@ impl State {
             st.resources
                 .insert(resources.resources_id.clone(), resources);
         }
+        st.total_resources = st.resources.len();
         st.latest_resources = snapshot.latest_resources;
         st.sequence = snapshot.sequences.into_iter().collect();
         for id in snapshot.queue {
@@ -284,6 +287,7 @@ impl State {
             st.total_attempts = counts.attempts.iter().sum();
             st.total_spans = counts.spans;
             st.span_bytes = counts.span_bytes;
+            st.total_resources = counts.resources;
         }
         st
     }
@@ -511,6 +515,7 @@ impl State {
                 attempts: self.attempt_counts,
                 spans: self.total_spans,
                 span_bytes: self.span_bytes,
+                resources: self.total_resources,
             }));
         }
         out
@@ -616,6 +621,7 @@ impl State {
                 existing.clone()
             }
             None => {
+                self.total_resources += 1;
                 let update = ResourcesUpdate {
                     resources_id: id.clone(),
                     create_time: now,

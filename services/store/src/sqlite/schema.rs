@@ -134,6 +134,8 @@ fn count_rows(conn: &Connection) -> rusqlite::Result<Counts> {
     )?;
     counts.spans = usize::try_from(spans).unwrap_or(0);
     counts.span_bytes = usize::try_from(bytes).unwrap_or(0);
+    let resources: i64 = conn.query_row("SELECT count(*) FROM resources", [], |r| r.get(0))?;
+    counts.resources = usize::try_from(resources).unwrap_or(0);
     Ok(counts)
 }
 

@@ -307,7 +307,12 @@ async fn a_v1_file_is_migrated_at_start_with_its_totals() {
         app.update_attempt(rid, aid, json!({"status": "succeeded"}))
             .await;
     }
+    for _ in 0..2 {
+        app.v3_post("/resources", json!({}), StatusCode::CREATED)
+            .await;
+    }
     let mut stats = app.v3_get("/statistics").await;
+    assert_eq!(stats["total_resources"], 2);
     let spans = app.v3_get(&format!("/spans?rollout_id={}", ids[0])).await;
     stop(app).await;
     downgrade_to_v1(&file.0);
@@ -373,6 +378,7 @@ async fn old_resources_versions_are_read_from_the_file() {
     assert_eq!(app.v3_get(&format!("/resources/{}", ids[0])).await, oldest);
     let all = app.v3_get("/resources").await;
     assert_eq!(all["total"], 80);
+    assert_eq!(app.v3_get("/statistics").await["total_resources"], 80);
     let listed: Vec<&str> = all["items"]
         .as_array()
         .unwrap()
