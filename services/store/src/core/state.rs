@@ -420,25 +420,30 @@ impl State {
             return;
         }
         let durable = disk.durable_batches();
-        while self.finished_bytes > limit {
-            let Some((id, _)) = self.finished.front() else {
+        // Each remembered rollout is looked at once at most: one whose last change is not
+        // durable yet goes to the back (it is, within a commit or two), so that it never
+        // holds up the ones behind it.
+        let mut waiting = 0;
+        while self.finished_bytes > limit && waiting < self.finished.len() {
+            let Some((id, bytes)) = self.finished.pop_front() else {
                 break;
             };
-            if let Some(entry) = self.rollouts.get(id) {
-                if entry.last_batch > durable {
-                    // Batches become durable in order: later ones are not either.
-                    break;
+            match self.rollouts.get(&id) {
+                // Reopened since it finished (or queued again): it stays, and is remembered
+                // again when it finishes again.
+                Some(entry) if !entry.rollout.status.is_finished() || entry.queued => {}
+                Some(entry) if entry.last_batch > durable => {
+                    self.finished.push_back((id, bytes));
+                    waiting += 1;
+                    continue;
                 }
-                // A rollout reopened since it finished stays; it is remembered again when
-                // it finishes again.
-                if entry.rollout.status.is_finished() && !entry.queued {
-                    let id = id.clone();
+                Some(_) => {
                     self.rollouts.remove(&id);
                     self.sequence.remove(&id);
                     self.forget(Key::Rollout(&id));
                 }
+                None => {}
             }
-            let (_, bytes) = self.finished.pop_front().expect("front exists");
             self.finished_bytes -= bytes;
         }
     }
@@ -971,12 +976,13 @@ mod tests {
     use crate::persist::{RolloutFilter, StorageError};
     use serde_json::value::RawValue;
 
-    /// A history whose every batch is durable; nothing is read from it in these tests.
-    struct Durable;
+    /// A history whose batches are durable up to a number the test sets (all, unless
+    /// set); nothing is read from it in these tests.
+    struct Durable(std::sync::atomic::AtomicU64);
 
     impl History for Durable {
         fn durable_batches(&self) -> u64 {
-            u64::MAX
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
         }
         fn rollout_exists(&self, _: &str) -> Result<bool, StorageError> {
             Ok(false)
@@ -1027,7 +1033,11 @@ mod tests {
     }
 
     fn state() -> State {
-        State::restore(Snapshot::default(), true, Some(Arc::new(Durable)))
+        state_with(Arc::new(Durable(u64::MAX.into())))
+    }
+
+    fn state_with(disk: Arc<Durable>) -> State {
+        State::restore(Snapshot::default(), true, Some(disk))
     }
 
     /// A rollout that finishes and leaves memory at once; returns it as the backend has it.
@@ -1122,5 +1132,47 @@ mod tests {
         assert!(!st.install(fetched(&row), read_at));
         assert!(st.install(fetched(&row), st.evictions));
         assert!(st.holds(key));
+    }
+
+    #[test]
+    fn a_rollout_not_yet_durable_or_reopened_does_not_hold_up_the_others() {
+        let disk = Arc::new(Durable(0.into()));
+        let mut st = state_with(Arc::clone(&disk));
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let new = NewRollout {
+                input: Arc::from(RawValue::from_string("1".into()).unwrap()),
+                mode: None,
+                resources_id: None,
+                config: None,
+                metadata: None,
+            };
+            let id = st.insert_rollout(new, RolloutStatus::Queuing, 1.0);
+            st.set_rollout_status(&id, RolloutStatus::Succeeded, 2.0);
+            st.take_changes();
+            st.batches += 1;
+            ids.push(id);
+        }
+        // The first is reopened and changes again in a batch that is not durable yet.
+        st.set_rollout_status(&ids[0], RolloutStatus::Running, 3.0);
+        st.take_changes();
+        st.batches += 1;
+        disk.0
+            .store(st.batches - 1, std::sync::atomic::Ordering::SeqCst);
+        st.evict(0);
+        assert!(st.holds(Key::Rollout(&ids[0])), "live again: it stays");
+        assert!(!st.holds(Key::Rollout(&ids[1])));
+        assert!(!st.holds(Key::Rollout(&ids[2])));
+        // It finishes again, in a batch not durable yet: it waits, and goes once durable.
+        st.set_rollout_status(&ids[0], RolloutStatus::Failed, 4.0);
+        st.take_changes();
+        st.batches += 1;
+        st.evict(0);
+        assert!(st.holds(Key::Rollout(&ids[0])));
+        disk.0
+            .store(st.batches, std::sync::atomic::Ordering::SeqCst);
+        st.evict(0);
+        assert!(!st.holds(Key::Rollout(&ids[0])));
+        assert_eq!(st.finished_bytes, 0);
     }
 }
