@@ -343,6 +343,8 @@ async fn health_and_metrics_endpoints() {
         "agl_store_attempts{status=\"preparing\"} 1",
         "agl_store_workers{status=\"busy\"} 1",
         "agl_store_queue_depth 1",
+        // Both are live: held in memory on every backend.
+        "agl_store_rollouts_in_memory 2",
         "http_requests_total{method=\"POST\",route=\"/v1/agl/queues/rollouts/enqueue\",status=\"201\"} 1",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
