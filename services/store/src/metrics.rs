@@ -153,6 +153,7 @@ impl Collector for StoreCollector {
         families.extend(self.queue.collect());
         families.extend(self.spans.collect());
         families.extend(self.waiting.collect());
+        families.extend(self.in_memory.collect());
         families.extend(self.spans_stored.collect());
         families.extend(self.otlp_spans.collect());
         families.extend(self.otlp_payloads.collect());
