@@ -1040,8 +1040,8 @@ mod tests {
         State::restore(Snapshot::default(), true, Some(disk))
     }
 
-    /// A rollout that finishes and leaves memory at once; returns it as the backend has it.
-    fn finish_and_evict(st: &mut State) -> Rollout {
+    /// A rollout that is created and finishes, its changes handed over in one batch.
+    fn finished(st: &mut State) -> String {
         let new = NewRollout {
             input: Arc::from(RawValue::from_string("1".into()).unwrap()),
             mode: None,
@@ -1051,9 +1051,15 @@ mod tests {
         };
         let id = st.insert_rollout(new, RolloutStatus::Queuing, 1.0);
         st.set_rollout_status(&id, RolloutStatus::Succeeded, 2.0);
-        let rollout = st.rollouts[&id].rollout.clone();
         st.take_changes();
         st.batches += 1;
+        id
+    }
+
+    /// A rollout that finishes and leaves memory at once; returns it as the backend has it.
+    fn finish_and_evict(st: &mut State) -> Rollout {
+        let id = finished(st);
+        let rollout = st.rollouts[&id].rollout.clone();
         st.evict(0);
         assert!(!st.holds(Key::Rollout(&id)), "dropped once durable");
         rollout
@@ -1138,21 +1144,7 @@ mod tests {
     fn a_rollout_not_yet_durable_or_reopened_does_not_hold_up_the_others() {
         let disk = Arc::new(Durable(0.into()));
         let mut st = state_with(Arc::clone(&disk));
-        let mut ids = Vec::new();
-        for _ in 0..3 {
-            let new = NewRollout {
-                input: Arc::from(RawValue::from_string("1".into()).unwrap()),
-                mode: None,
-                resources_id: None,
-                config: None,
-                metadata: None,
-            };
-            let id = st.insert_rollout(new, RolloutStatus::Queuing, 1.0);
-            st.set_rollout_status(&id, RolloutStatus::Succeeded, 2.0);
-            st.take_changes();
-            st.batches += 1;
-            ids.push(id);
-        }
+        let ids: Vec<String> = (0..3).map(|_| finished(&mut st)).collect();
         // The first is reopened and changes again in a batch that is not durable yet.
         st.set_rollout_status(&ids[0], RolloutStatus::Running, 3.0);
         st.take_changes();
