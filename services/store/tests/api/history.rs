@@ -22,6 +22,21 @@ async fn open(path: &std::path::Path, clock: Arc<ManualClock>) -> TestApp {
     spawn_with(args, Some(clock)).await
 }
 
+/// A store file named for one test, removed when it ends.
+fn store_file(name: &str) -> TempFile {
+    TempFile(std::env::temp_dir().join(format!("agl-history-{name}-{}.db", std::process::id())))
+}
+
+/// Enqueues `n` rollouts with inputs `0..n`; returns their ids in order.
+async fn enqueued(app: &TestApp, n: usize) -> Vec<String> {
+    let items: Vec<Value> = (0..n).map(|i| json!({"input": i})).collect();
+    app.enqueue(Value::Array(items))
+        .await
+        .iter()
+        .map(|r| str_of(r, "rollout_id").to_owned())
+        .collect()
+}
+
 async fn stop(mut app: TestApp) {
     app.shutdown();
     app.server.take().unwrap().await.unwrap().unwrap();
@@ -50,8 +65,7 @@ async fn reads(app: &TestApp, rid: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn finished_rollouts_leave_memory_and_read_back_as_they_were() {
-    let file =
-        TempFile(std::env::temp_dir().join(format!("agl-history-{}.db", std::process::id())));
+    let file = store_file("main");
     let clock = Arc::new(ManualClock::new(1_700_000_000.0));
     let app = open(&file.0, Arc::clone(&clock)).await;
     let retry = json!({"max_attempts": 2, "retry_condition": ["failed"]});
@@ -214,18 +228,10 @@ async fn finished_rollouts_leave_memory_and_read_back_as_they_were() {
 
 #[tokio::test]
 async fn a_restart_reads_only_the_live_part_and_keeps_the_totals() {
-    let file = TempFile(
-        std::env::temp_dir().join(format!("agl-history-restart-{}.db", std::process::id())),
-    );
+    let file = store_file("restart");
     let clock = Arc::new(ManualClock::new(1_700_000_000.0));
     let app = open(&file.0, Arc::clone(&clock)).await;
-    let items: Vec<Value> = (0..8).map(|i| json!({"input": i})).collect();
-    let ids: Vec<String> = app
-        .enqueue(Value::Array(items))
-        .await
-        .iter()
-        .map(|r| str_of(r, "rollout_id").to_owned())
-        .collect();
+    let ids = enqueued(&app, 8).await;
     // Five finish, one runs with a span, two stay queued.
     for claimed in app.dequeue(6, Some("w")).await {
         let rid = str_of(&claimed, "rollout_id");
@@ -286,17 +292,10 @@ fn downgrade_to_v1(path: &std::path::Path) {
 
 #[tokio::test]
 async fn a_v1_file_is_migrated_at_start_with_its_totals() {
-    let file =
-        TempFile(std::env::temp_dir().join(format!("agl-history-v1-{}.db", std::process::id())));
+    let file = store_file("v1");
     let clock = Arc::new(ManualClock::new(1_700_000_000.0));
     let app = open(&file.0, Arc::clone(&clock)).await;
-    let items: Vec<Value> = (0..3).map(|i| json!({"input": i})).collect();
-    let ids: Vec<String> = app
-        .enqueue(Value::Array(items))
-        .await
-        .iter()
-        .map(|r| str_of(r, "rollout_id").to_owned())
-        .collect();
+    let ids = enqueued(&app, 3).await;
     for claimed in app.dequeue(2, Some("w")).await {
         let rid = str_of(&claimed, "rollout_id");
         let aid = str_of(&claimed["attempt"], "attempt_id");
@@ -359,8 +358,7 @@ async fn a_v1_file_is_migrated_at_start_with_its_totals() {
 
 #[tokio::test]
 async fn old_resources_versions_are_read_from_the_file() {
-    let file =
-        TempFile(std::env::temp_dir().join(format!("agl-history-res-{}.db", std::process::id())));
+    let file = store_file("res");
     let clock = Arc::new(ManualClock::new(1_700_000_000.0));
     let app = open(&file.0, Arc::clone(&clock)).await;
     let mut ids = Vec::new();
@@ -407,8 +405,7 @@ async fn old_resources_versions_are_read_from_the_file() {
 /// numbered twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_writes_racing_evictions_lose_nothing() {
-    let file =
-        TempFile(std::env::temp_dir().join(format!("agl-history-race-{}.db", std::process::id())));
+    let file = store_file("race");
     let clock = Arc::new(ManualClock::new(1_700_000_000.0));
     let app = Arc::new(open(&file.0, clock).await);
     let items: Vec<Value> = (0..12).map(|i| json!({"input": i})).collect();
