@@ -6,8 +6,8 @@
 //! * [`read`]: the live part read at start-up, and reads of everything else afterwards.
 //!
 //! At start-up only what the hot paths need is read (unfinished rollouts with their
-//! attempts, spans and counters, the queue, workers, resources and the totals), so a
-//! restart takes the same time whatever the history. A second server on the same file fails
+//! attempts, spans and counters, the queue, workers, the recent resources versions and the
+//! totals), so restart time follows the live work, not the history. A second server on the same file fails
 //! at start: the first holds an exclusive lock on `FILE-lock` for as long as it runs.
 
 mod read;
@@ -53,6 +53,7 @@ pub struct Sqlite {
     _lock: File,
 }
 
+/// Turns a SQLite error into a storage error that says what was being done.
 fn err(context: &str) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
     move |e| StorageError(format!("{context}: {e}"))
 }

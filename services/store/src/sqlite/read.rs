@@ -24,7 +24,7 @@ const RESOURCES_AT_START: i64 = 64;
 /// would only share the same CPUs, and opening a connection costs more than a read).
 const POOL: usize = 8;
 
-pub(super) fn doc<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> rusqlite::Result<T> {
+fn doc<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> rusqlite::Result<T> {
     serde_json::from_str(text).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(
             0,
@@ -300,21 +300,10 @@ impl History for Reader {
     }
 
     fn rollout_view(&self, rollout_id: &str) -> Result<Option<RolloutView>, StorageError> {
+        let sql = format!("{ROLLOUT_VIEWS} WHERE r.rollout_id = ?1");
         self.with(|conn| {
-            let Some(rollout) = rollout_of(conn, rollout_id)? else {
-                return Ok(None);
-            };
-            let attempt: Option<String> = conn
-                .prepare_cached(
-                    "SELECT doc FROM attempts WHERE rollout_id = ?1 \
-                     ORDER BY sequence_id DESC LIMIT 1",
-                )?
-                .query_row([rollout_id], |r| r.get(0))
-                .optional()?;
-            Ok(Some(RolloutView {
-                rollout,
-                attempt: attempt.map(|t| doc(&t, "attempt")).transpose()?,
-            }))
+            let views = read_views(conn, &sql, &[Value::Text(rollout_id.to_owned())])?;
+            Ok(views.into_iter().next())
         })
     }
 

@@ -9,6 +9,7 @@
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
+use super::err;
 use crate::model::{AttemptStatus, RolloutStatus};
 use crate::persist::{Counts, StorageError};
 
@@ -52,10 +53,6 @@ CREATE INDEX rollouts_by_status ON rollouts (status);
 
 /// The `kv` key of the running totals.
 pub const COUNTS_KEY: &str = "counts";
-
-fn err(context: &str) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
-    move |e| StorageError(format!("{context}: {e}"))
-}
 
 /// Brings the file at `shown` up to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection, shown: &str) -> Result<(), StorageError> {

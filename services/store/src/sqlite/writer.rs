@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use rusqlite::{Connection, Transaction, params};
 use tokio::sync::oneshot;
 
+use super::err;
 use super::schema;
 use crate::persist::{Change, StorageError};
 
@@ -24,10 +25,6 @@ pub(super) enum Msg {
         oneshot::Sender<Result<(), StorageError>>,
     ),
     Close(oneshot::Sender<Result<(), StorageError>>),
-}
-
-fn err(context: &str) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
-    move |e| StorageError(format!("{context}: {e}"))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
