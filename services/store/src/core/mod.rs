@@ -190,6 +190,38 @@ pub struct SpanQuery {
     pub page: PageRequest,
 }
 
+/// A test of one span field against a query's value.
+type FieldTest = fn(&StoredSpan, &str) -> bool;
+
+impl SpanQuery {
+    /// The field filters given, each with its value and test (the one list of them: whether
+    /// any is given and whether a span matches both read it).
+    fn field_filters(&self) -> Vec<(&str, FieldTest)> {
+        let all: [(Option<&String>, FieldTest); 8] = [
+            (self.trace_id.as_ref(), |s, v| s.trace_id() == v),
+            (self.trace_id_contains.as_ref(), |s, v| {
+                s.trace_id().contains(v)
+            }),
+            (self.span_id.as_ref(), |s, v| s.span_id() == v),
+            (self.span_id_contains.as_ref(), |s, v| {
+                s.span_id().contains(v)
+            }),
+            (self.parent_id.as_ref(), |s, v| {
+                s.parent_id().as_deref() == Some(v)
+            }),
+            (self.parent_id_contains.as_ref(), |s, v| {
+                s.parent_id().is_some_and(|p| p.contains(v))
+            }),
+            (self.name.as_ref(), |s, v| s.name() == v),
+            (self.name_contains.as_ref(), |s, v| s.name().contains(v)),
+        ];
+        // Each field is read only when a filter names it: reading one costs a lookup.
+        all.into_iter()
+            .filter_map(|(value, test)| value.map(|v| (v.as_str(), test)))
+            .collect()
+    }
+}
+
 /// A span waiting to be stored with a sequence id the store assigns (OTLP ingestion).
 #[derive(Debug)]
 pub struct UnsequencedSpan {
@@ -1179,60 +1211,38 @@ impl Store {
         disk: &Arc<dyn History>,
         q: &SpanQuery,
     ) -> Result<Page<SpanDoc>, StoreError> {
-        let unfiltered = [
-            &q.trace_id,
-            &q.trace_id_contains,
-            &q.span_id,
-            &q.span_id_contains,
-            &q.parent_id,
-            &q.parent_id_contains,
-            &q.name,
-            &q.name_contains,
-        ]
-        .iter()
-        .all(|f| f.is_none());
         let in_sequence = q.page.sort_by.as_deref().is_none_or(|f| f == "sequence_id");
         let (rollout_id, attempt_id) = (q.rollout_id.clone(), q.attempt_id.clone());
-        let descending = q.page.descending;
-        let fast = unfiltered && in_sequence;
-        let docs: Vec<SpanDoc> = self
-            .read_disk(disk, move |d| {
-                let attempt_id = match attempt_id.as_deref() {
-                    Some("latest") => match d.attempts(&rollout_id)?.pop() {
-                        Some(a) => Some(a.attempt_id),
-                        None => return Ok(Vec::new()),
-                    },
-                    other => other.map(str::to_owned),
-                };
-                Ok(if fast {
-                    d.span_texts(&rollout_id, attempt_id.as_deref(), descending)?
-                        .into_iter()
-                        .map(SpanDoc::Text)
-                        .collect()
-                } else {
-                    d.spans(&rollout_id, attempt_id.as_deref())?
-                        .into_iter()
-                        .map(|s| SpanDoc::Held(Arc::new(s)))
-                        .collect()
+        if in_sequence && q.field_filters().is_empty() {
+            let descending = q.page.descending;
+            let texts = self
+                .read_disk(disk, move |d| {
+                    let Some(attempt) = stored_attempt(d, &rollout_id, attempt_id)? else {
+                        return Ok(Vec::new());
+                    };
+                    d.span_texts(&rollout_id, attempt.as_deref(), descending)
                 })
-            })
-            .await?;
-        if fast {
+                .await?;
             // Already in order: only the page is cut.
             let page = PageRequest {
                 sort_by: None,
                 ..q.page.clone()
             };
-            return paginate(docs, &page, |_, _| None);
+            return paginate(
+                texts.into_iter().map(SpanDoc::Text).collect(),
+                &page,
+                |_, _| None,
+            );
         }
-        let held: Vec<Arc<StoredSpan>> = docs
-            .into_iter()
-            .filter_map(|d| match d {
-                SpanDoc::Held(s) => Some(s),
-                SpanDoc::Text(_) => None,
+        let spans = self
+            .read_disk(disk, move |d| {
+                let Some(attempt) = stored_attempt(d, &rollout_id, attempt_id)? else {
+                    return Ok(Vec::new());
+                };
+                d.spans(&rollout_id, attempt.as_deref())
             })
-            .collect();
-        filter_spans(held, q)
+            .await?;
+        filter_spans(spans.into_iter().map(Arc::new).collect(), q)
     }
 
     // ----- workers --------------------------------------------------------------------
@@ -1363,36 +1373,41 @@ fn filter_spans(
     candidates: Vec<Arc<StoredSpan>>,
     q: &SpanQuery,
 ) -> Result<Page<SpanDoc>, StoreError> {
-    let pool = |s: &StoredSpan| {
-        let conds = [
-            q.trace_id.as_ref().map(|v| s.trace_id() == v.as_str()),
-            q.trace_id_contains
-                .as_ref()
-                .map(|v| s.trace_id().contains(v.as_str())),
-            q.span_id.as_ref().map(|v| s.span_id() == v.as_str()),
-            q.span_id_contains
-                .as_ref()
-                .map(|v| s.span_id().contains(v.as_str())),
-            q.parent_id
-                .as_ref()
-                .map(|v| s.parent_id().as_deref() == Some(v.as_str())),
-            q.parent_id_contains
-                .as_ref()
-                .map(|v| s.parent_id().is_some_and(|p| p.contains(v.as_str()))),
-            q.name.as_ref().map(|v| s.name() == v.as_str()),
-            q.name_contains
-                .as_ref()
-                .map(|v| s.name().contains(v.as_str())),
-        ];
-        combine(&conds, q.any)
+    let filters = q.field_filters();
+    let matches: Vec<Arc<StoredSpan>> = if filters.is_empty() {
+        candidates
+    } else {
+        candidates
+            .into_iter()
+            .filter(|s| {
+                let mut results = filters.iter().map(|(value, test)| test(s, value));
+                if q.any {
+                    results.any(|b| b)
+                } else {
+                    results.all(|b| b)
+                }
+            })
+            .collect()
     };
-    let matches: Vec<Arc<StoredSpan>> = candidates.into_iter().filter(|s| pool(s)).collect();
     let mut page_req = q.page.clone();
     page_req
         .sort_by
         .get_or_insert_with(|| "sequence_id".to_owned());
     let rollout_id = q.rollout_id.as_str();
     Ok(paginate(matches, &page_req, |s, f| span_key(rollout_id, s, f))?.map(SpanDoc::Held))
+}
+
+/// The attempt a span query of a stored rollout names: `None` when it asks for the latest
+/// and the rollout has none (nothing matches); `Some(None)` for every attempt.
+fn stored_attempt(
+    d: &dyn History,
+    rollout_id: &str,
+    attempt_id: Option<String>,
+) -> Result<Option<Option<String>>, StorageError> {
+    Ok(match attempt_id.as_deref() {
+        Some("latest") => d.attempts(rollout_id)?.pop().map(|a| Some(a.attempt_id)),
+        _ => Some(attempt_id),
+    })
 }
 
 async fn sleep_or_forever(limit: Option<Duration>) {
