@@ -4,8 +4,9 @@
 //! A service builds its router, hands it to [`Ops::wrap`], and runs it with [`serve`].
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -51,18 +52,26 @@ pub enum Phase {
 
 /// Readiness shared between the serve loop and the health routes.
 #[derive(Debug)]
-pub struct Health(AtomicU8);
+pub struct Health {
+    phase: AtomicU8,
+    /// Set while something the service cannot work without (its database) is unreachable:
+    /// readiness fails, liveness does not (restarting would not bring it back).
+    unavailable: AtomicBool,
+}
 
 impl Default for Health {
     fn default() -> Self {
-        Self(AtomicU8::new(Phase::Starting as u8))
+        Self {
+            phase: AtomicU8::new(Phase::Starting as u8),
+            unavailable: AtomicBool::new(false),
+        }
     }
 }
 
 impl Health {
     /// The current phase.
     pub fn phase(&self) -> Phase {
-        match self.0.load(Ordering::SeqCst) {
+        match self.phase.load(Ordering::SeqCst) {
             1 => Phase::Ready,
             2 => Phase::Draining,
             _ => Phase::Starting,
@@ -71,9 +80,22 @@ impl Health {
 
     /// Moves to `phase`.
     pub fn set(&self, phase: Phase) {
-        self.0.store(phase as u8, Ordering::SeqCst);
+        self.phase.store(phase as u8, Ordering::SeqCst);
+    }
+
+    /// Records whether a dependency the service needs is reachable.
+    pub fn set_available(&self, available: bool) {
+        self.unavailable.store(!available, Ordering::SeqCst);
+    }
+
+    /// Whether every dependency was reachable at the last check.
+    pub fn available(&self) -> bool {
+        !self.unavailable.load(Ordering::SeqCst)
     }
 }
+
+/// Work to do before each scrape of `/metrics` (reading values that need I/O).
+pub type Refresh = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// The HTTP metrics every service exports, plus process and build information.
 pub struct Ops {
@@ -84,6 +106,7 @@ pub struct Ops {
     in_flight: IntGauge,
     health: Arc<Health>,
     observers: Vec<Arc<dyn RequestObserver>>,
+    refreshers: Vec<Refresh>,
 }
 
 impl Ops {
@@ -132,6 +155,7 @@ impl Ops {
             in_flight,
             health: Arc::new(Health::default()),
             observers: Vec::new(),
+            refreshers: Vec::new(),
         })
     }
 
@@ -143,6 +167,11 @@ impl Ops {
     /// The readiness flag the serve loop moves.
     pub fn health(&self) -> Arc<Health> {
         Arc::clone(&self.health)
+    }
+
+    /// Runs `refresh` before every scrape of `/metrics`.
+    pub fn refresh_before_scrape(&mut self, refresh: Refresh) {
+        self.refreshers.push(refresh);
     }
 
     /// Also tells `observer` about every request.
@@ -174,6 +203,9 @@ impl Ops {
 }
 
 async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
+    for refresh in &ops.refreshers {
+        refresh().await;
+    }
     (
         [(
             http::header::CONTENT_TYPE,
@@ -193,6 +225,7 @@ async fn livez(State(ops): State<Arc<Ops>>) -> Response {
 
 async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
     let (status, word) = match ops.health.phase() {
+        Phase::Ready if !ops.health.available() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         Phase::Ready => (StatusCode::OK, "ready"),
         Phase::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
         Phase::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),

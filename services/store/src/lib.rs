@@ -5,6 +5,7 @@
 //! * [`core`]: the semantics, written once: status machines, queue, retries, watchdog,
 //!   sequence ids, waiting; [`clock`] gives it time;
 //! * [`persist`]: the narrow seam to durable storage; [`sqlite`]: the SQLite backend;
+//!   [`postgres`]: a database shared by several store processes;
 //! * [`span`] and [`validate`]: request validation with FastAPI-shaped 422 errors;
 //! * [`stored_span`]: the compact in-memory form of a stored span; [`json`]: stored JSON
 //!   text written straight from request bytes (the fast way in for common bodies);
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod otlp;
 pub mod persist;
+pub mod postgres;
 pub mod server;
 pub mod span;
 pub mod sqlite;

@@ -6,9 +6,15 @@
 //! hold ([`History`]), reads rows back: one rollout's rows to bring it into memory again,
 //! and the answers to queries over everything. A new backend therefore never re-implements
 //! the status machines, the queue, retries or the watchdog.
+//!
+//! A backend several store processes share ([`Shared`], Postgres) holds no state in any of
+//! them: each change is one database transaction that locks and reads the rows the change
+//! names ([`Need`]), lets the core decide on them exactly as it does in memory, and writes
+//! what the core changed before it commits.
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use crate::model::{
@@ -51,6 +57,38 @@ pub struct Counts {
     /// Resources versions (ids).
     #[serde(default)]
     pub resources: usize,
+}
+
+impl Counts {
+    /// What changed from `before` to `self`, per total.
+    pub fn minus(&self, before: &Counts) -> CountsDelta {
+        let d = |a: usize, b: usize| {
+            i64::try_from(a).unwrap_or(i64::MAX) - i64::try_from(b).unwrap_or(i64::MAX)
+        };
+        CountsDelta {
+            rollouts: std::array::from_fn(|i| d(self.rollouts[i], before.rollouts[i])),
+            attempts: std::array::from_fn(|i| d(self.attempts[i], before.attempts[i])),
+            spans: d(self.spans, before.spans),
+            span_bytes: d(self.span_bytes, before.span_bytes),
+            resources: d(self.resources, before.resources),
+        }
+    }
+}
+
+/// A change of the running totals (one transaction's, with a shared backend).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CountsDelta {
+    pub rollouts: [i64; 7],
+    pub attempts: [i64; 6],
+    pub spans: i64,
+    pub span_bytes: i64,
+    pub resources: i64,
+}
+
+impl CountsDelta {
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// What a backend hands the core at start-up, in the orders the core needs back: everything
@@ -233,4 +271,103 @@ impl Backend for Memory {
         let _ = tx.send(Ok(()));
         rx
     }
+}
+
+/// The rows a change reads and locks in a [`Shared`] backend's transaction. Ids are locked
+/// in sorted order, rollouts before sequence counters before workers, so that two
+/// transactions never wait for each other in a cycle.
+#[derive(Debug, Clone, Default)]
+pub struct Need {
+    /// Rollouts with all their attempts, and their sequence counters when `sequences`.
+    pub rollouts: Vec<String>,
+    /// Lock the sequence counters of `rollouts` too (creating them at 0): ids may be issued.
+    pub sequences: bool,
+    /// Spans `(rollout, attempt, span id)` to be added: those already stored are read, so
+    /// that the core sees them as duplicates.
+    pub spans: Vec<(String, String, String)>,
+    /// Workers (besides those of the attempts read, which are always read).
+    pub workers: Vec<String>,
+    /// Resources versions.
+    pub resources: Vec<String>,
+    /// The id of the latest resources version.
+    pub latest_resources: bool,
+    /// Claim up to this many queued rollouts, in queue order, skipping those another
+    /// transaction holds.
+    pub queue: usize,
+    /// The rollouts the watchdog watches (preparing or running), skipping held ones.
+    pub watched: bool,
+}
+
+impl Need {
+    /// The rows of these rollouts.
+    pub fn rollouts<I: IntoIterator<Item = S>, S: Into<String>>(ids: I) -> Self {
+        Self {
+            rollouts: ids.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+}
+
+/// What the core decided in a [`Shared`] transaction: rows to write, in order, the change
+/// of the totals, and the rollouts that finished (their waiters, on any process, are told
+/// once the transaction commits).
+#[derive(Debug, Default)]
+pub struct Decision {
+    pub changes: Vec<Change>,
+    pub counts: CountsDelta,
+    pub finished: Vec<String>,
+}
+
+/// The core's side of a [`Shared`] transaction: given the rows read, the decision, or
+/// `None` when nothing changed (the transaction rolls back; the core keeps its answer).
+/// A change that fails after it changed rows still writes them, as memory keeps them. It may be called again when the
+/// transaction is retried (a new id that another process took at the same moment).
+pub type Decide<'a> = dyn FnMut(Snapshot) -> Option<Decision> + Send + 'a;
+
+/// Told that a rollout finished (`Some`), or that notices may have been missed and every
+/// waiter should look again (`None`).
+pub type Wake = Arc<dyn Fn(Option<&str>) + Send + Sync>;
+
+/// Totals a shared backend reports for statistics and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub counts: Counts,
+    pub queue: usize,
+    pub workers: Vec<Worker>,
+}
+
+/// A database several store processes use at once, none of them holding state of its own.
+pub trait Shared: Send + Sync + 'static {
+    /// A short name for logs and statistics (`postgres`).
+    fn name(&self) -> &'static str;
+
+    /// One transaction: reads and locks what `need` names, hands it to `decide`, writes the
+    /// decision, commits. `Ok(false)`: `decide` rolled back.
+    fn transact<'a>(
+        &'a self,
+        need: &'a Need,
+        decide: &'a mut Decide<'a>,
+    ) -> BoxFuture<'a, Result<bool, StorageError>>;
+
+    /// Whether this process should run the watchdog now (`now` by the store's clock): true
+    /// for one process per `debounce` seconds.
+    fn watchdog_due(&self, now: f64, debounce: f64) -> BoxFuture<'_, Result<bool, StorageError>>;
+
+    /// Reads of everything stored.
+    fn history(&self) -> Arc<dyn History>;
+
+    /// Calls `wake` for every rollout any process finishes, from now on.
+    fn listen(&self, wake: Wake);
+
+    /// A worker by id.
+    fn worker(&self, worker_id: &str) -> BoxFuture<'_, Result<Option<Worker>, StorageError>>;
+
+    /// The latest resources version.
+    fn latest_resources(&self) -> BoxFuture<'_, Result<Option<ResourcesUpdate>, StorageError>>;
+
+    /// The totals, the queue's length and the workers.
+    fn totals(&self) -> BoxFuture<'_, Result<Totals, StorageError>>;
+
+    /// Whether the database answers now.
+    fn ping(&self) -> BoxFuture<'_, Result<(), StorageError>>;
 }

@@ -21,6 +21,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::core::{Store, StoreConfig};
 use crate::metrics::{StoreCollector, UpstreamMetrics};
 use crate::persist::{Backend, Memory};
+use crate::postgres::{PgOptions, Postgres};
 use crate::sqlite::{Durability, Sqlite};
 
 /// Flags and environment of `agl store` (and the `agl-store` binary).
@@ -85,8 +86,10 @@ pub struct StoreArgs {
     )]
     pub shutdown_grace_seconds: f64,
 
-    /// Where the store keeps its data: `memory` (lost at exit, the reference's behaviour) or
-    /// `sqlite:PATH` (a durable file; created if missing)
+    /// Where the store keeps its data: `memory` (lost at exit, the reference's behaviour),
+    /// `sqlite:PATH` (a durable file; created if missing) or a Postgres URL
+    /// (`postgres://USER@HOST:PORT/DB`, or libpq's `host=… dbname=…`) that any number of
+    /// store processes share
     #[arg(
         long,
         value_name = "BACKEND",
@@ -115,6 +118,34 @@ pub struct StoreArgs {
         default_value_t = crate::core::DEFAULT_CACHE_BYTES >> 20
     )]
     pub cache_mib: usize,
+
+    /// With Postgres: a file holding the database password (a mounted Secret); wins over a
+    /// password in the URL
+    #[arg(long, value_name = "FILE", env = "AGL_STORAGE_PASSWORD_FILE")]
+    pub storage_password_file: Option<std::path::PathBuf>,
+
+    /// With Postgres: connections this process keeps open at most (plus one that listens
+    /// for finished rollouts)
+    #[arg(long, value_name = "N", env = "AGL_PG_POOL_SIZE", default_value_t = 16)]
+    pub pg_pool_size: usize,
+
+    /// With Postgres: seconds to wait for a connection before a request fails with 503
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "AGL_PG_CONNECT_TIMEOUT_SECONDS",
+        default_value_t = 5.0
+    )]
+    pub pg_connect_timeout_seconds: f64,
+
+    /// With Postgres: the longest a statement may run (and a transaction sit idle)
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "AGL_PG_STATEMENT_TIMEOUT_SECONDS",
+        default_value_t = 30.0
+    )]
+    pub pg_statement_timeout_seconds: f64,
 
     /// Directory for online backups (`POST /admin/backup`, `agl store backup --url`);
     /// default: the directory of the SQLite file
@@ -212,6 +243,26 @@ pub enum Storage {
     Memory,
     /// An SQLite file.
     Sqlite(std::path::PathBuf),
+    /// A Postgres database several store processes share.
+    Postgres(PgUrl),
+}
+
+/// A Postgres connection string; its `Debug` leaves out a password it may carry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgUrl(pub String);
+
+impl std::fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.parse::<tokio_postgres::Config>() {
+            Ok(cfg) => write!(
+                f,
+                "postgres://{}@…/{}",
+                cfg.get_user().unwrap_or(""),
+                cfg.get_dbname().unwrap_or("")
+            ),
+            Err(_) => f.write_str("postgres://…"),
+        }
+    }
 }
 
 impl std::str::FromStr for Storage {
@@ -223,6 +274,16 @@ impl std::str::FromStr for Storage {
             return Ok(Self::Memory);
         }
         match s.split_once(':') {
+            Some((scheme, _))
+                if scheme.eq_ignore_ascii_case("postgres")
+                    || scheme.eq_ignore_ascii_case("postgresql") =>
+            {
+                Ok(Self::Postgres(PgUrl(s.to_owned())))
+            }
+            // libpq's keyword form: `host=/run/pg dbname=agl user=agl`.
+            _ if s.split_whitespace().any(|kv| kv.contains('=')) && !s.contains("://") => {
+                Ok(Self::Postgres(PgUrl(s.to_owned())))
+            }
             Some((scheme, path)) if scheme.eq_ignore_ascii_case("sqlite") => {
                 let path = path.strip_prefix("//").unwrap_or(path);
                 if path.is_empty() {
@@ -232,7 +293,8 @@ impl std::str::FromStr for Storage {
                 }
             }
             _ => Err(format!(
-                "unknown storage {s:?}: use `memory` or `sqlite:PATH`"
+                "unknown storage {s:?}: use `memory`, `sqlite:PATH` or \
+                 `postgres://USER@HOST:PORT/DB`"
             )),
         }
     }
@@ -259,6 +321,10 @@ impl Default for StoreArgs {
             storage: Storage::Memory,
             sqlite_durability: DurabilityArg::Full,
             cache_mib: crate::core::DEFAULT_CACHE_BYTES >> 20,
+            storage_password_file: None,
+            pg_pool_size: 16,
+            pg_connect_timeout_seconds: 5.0,
+            pg_statement_timeout_seconds: 30.0,
             backup_dir: None,
             log: LogArgs::default(),
             command: None,
@@ -306,8 +372,12 @@ impl App {
                  to an OpenTelemetry collector instead"
             );
         }
+        let config = StoreConfig {
+            scan_debounce_seconds: args.scan_debounce_seconds,
+            cache_bytes: args.cache_mib.saturating_mul(1 << 20),
+        };
         let backend: Arc<dyn Backend> = match &args.storage {
-            Storage::Memory => Arc::new(Memory),
+            Storage::Memory | Storage::Postgres(_) => Arc::new(Memory),
             Storage::Sqlite(path) => {
                 let durability = match args.sqlite_durability {
                     DurabilityArg::Full => Durability::Full,
@@ -316,24 +386,49 @@ impl App {
                 Arc::new(Sqlite::open(path, durability)?)
             }
         };
-        let store = Arc::new(Store::open(
-            StoreConfig {
-                scan_debounce_seconds: args.scan_debounce_seconds,
-                cache_bytes: args.cache_mib.saturating_mul(1 << 20),
-            },
-            clock,
-            backend,
-        )?);
+        let store = Arc::new(match &args.storage {
+            Storage::Postgres(url) => {
+                let seconds = |s: f64, flag: &str| {
+                    Duration::try_from_secs_f64(s)
+                        .ok()
+                        .filter(|d| !d.is_zero())
+                        .with_context(|| format!("{flag} must be a positive number"))
+                };
+                let db = Postgres::open(&PgOptions {
+                    url: url.0.clone(),
+                    password_file: args.storage_password_file.clone(),
+                    pool_size: args.pg_pool_size,
+                    connect_timeout: seconds(
+                        args.pg_connect_timeout_seconds,
+                        "--pg-connect-timeout-seconds",
+                    )?,
+                    statement_timeout: seconds(
+                        args.pg_statement_timeout_seconds,
+                        "--pg-statement-timeout-seconds",
+                    )?,
+                })
+                .await?;
+                tracing::info!(database = db.shown(), "using a shared Postgres database");
+                Store::open_shared(config, clock, Arc::new(db))
+            }
+            _ => Store::open(config, clock, backend)?,
+        });
+        let stats = store.statistics().await?;
         tracing::info!(
             backend = store.backend_name(),
-            rollouts = store.statistics().total_rollouts,
-            spans = store.statistics().total_spans,
+            rollouts = stats.total_rollouts,
+            spans = stats.total_spans,
             "store opened"
         );
 
         let mut ops = Ops::new("agl-store")?;
         ops.registry()
             .register(Box::new(StoreCollector::new(Arc::clone(&store))?))?;
+        let fresh = Arc::clone(&store);
+        ops.refresh_before_scrape(Arc::new(move || {
+            let store = Arc::clone(&fresh);
+            Box::pin(async move { store.refresh_gauges().await })
+        }));
         let upstream = UpstreamMetrics::new(&store)?;
         ops.observe_with(Arc::clone(&upstream) as Arc<dyn RequestObserver>);
         let health = ops.health();
@@ -347,7 +442,7 @@ impl App {
                         std::path::Path::to_path_buf,
                     ),
             ),
-            Storage::Memory => None,
+            Storage::Memory | Storage::Postgres(_) => None,
         });
         let admin_routes = Router::new()
             .route("/admin/backup", axum::routing::post(admin_backup))
@@ -400,6 +495,12 @@ impl App {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "lightning store listening");
         let ticker = tokio::spawn(watchdog(Arc::clone(&self.store)));
+        let prober = self.store.is_shared().then(|| {
+            tokio::spawn(probe_storage(
+                Arc::clone(&self.store),
+                Arc::clone(&self.health),
+            ))
+        });
         let store = Arc::clone(&self.store);
         let drain_store = Arc::clone(&self.store);
         let result = serve(
@@ -412,6 +513,9 @@ impl App {
         )
         .await;
         ticker.abort();
+        if let Some(prober) = prober {
+            prober.abort();
+        }
         if let Err(err) = store.close().await {
             tracing::warn!(error = %err, "store closed with an error");
         }
@@ -484,7 +588,26 @@ async fn watchdog(store: Arc<Store>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        store.watchdog_tick();
+        store.watchdog_tick().await;
+    }
+}
+
+/// With a shared database: readiness follows whether it answers (a replica that cannot
+/// reach it should get no traffic), checked every second; liveness does not.
+async fn probe_storage(store: Arc<Store>, health: Arc<Health>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let reachable = store.storage_reachable().await;
+        if reachable != health.available() {
+            if reachable {
+                tracing::info!("the database answers again; ready");
+            } else {
+                tracing::warn!("the database does not answer; not ready until it does");
+            }
+        }
+        health.set_available(reachable);
     }
 }
 

@@ -248,7 +248,7 @@ async fn a1_add_resources(State(s): State<AppState>, Body(b): Body) -> ApiResult
 }
 
 async fn a1_latest_resources(State(s): State<AppState>) -> ApiResult {
-    legacy_resources(s.store.latest_resources())
+    legacy_resources(s.store.latest_resources().await?)
 }
 
 async fn a1_get_resources(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
@@ -428,7 +428,7 @@ async fn v2_get_resources(State(s): State<AppState>, Path(id): Path<String>) -> 
 }
 
 async fn v2_latest_resources(State(s): State<AppState>) -> ApiResult {
-    legacy_resources(s.store.latest_resources())
+    legacy_resources(s.store.latest_resources().await?)
 }
 
 async fn v2_add_span(State(s): State<AppState>, Body(b): Body) -> ApiResult {

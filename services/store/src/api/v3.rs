@@ -203,19 +203,19 @@ pub(super) async fn update_attempt(
 pub(super) async fn list_workers(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
     let q = query(q.as_deref(), &["status_in"], params::worker_query)?;
     params::check_page(&q.page, fields::WORKER)?;
-    ok(StatusCode::OK, &s.store.query_workers(&q)?)
+    ok(StatusCode::OK, &s.store.query_workers(&q).await?)
 }
 
 #[utoipa::path(post, path = "/v1/agl/workers/search", tag = "workers", request_body = openapi::QueryWorkersRequest, responses((status = 200, body = Page<Worker>)))]
 pub(super) async fn search_workers(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     let q = optional_body(&b, params::worker_query)?;
     params::check_page(&q.page, fields::WORKER)?;
-    ok(StatusCode::OK, &s.store.query_workers(&q)?)
+    ok(StatusCode::OK, &s.store.query_workers(&q).await?)
 }
 
 #[utoipa::path(get, path = "/v1/agl/workers/{worker_id}", tag = "workers", params(("worker_id" = String, Path)), responses((status = 200, description = "the worker, or null", body = Option<Worker>)))]
 pub(super) async fn get_worker(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    match s.store.get_worker(&id) {
+    match s.store.get_worker(&id).await? {
         Some(w) => ok(StatusCode::OK, &w),
         None => null(StatusCode::OK),
     }
@@ -233,7 +233,7 @@ pub(super) async fn update_worker(
 
 #[utoipa::path(get, path = "/v1/agl/statistics", tag = "store", responses((status = 200, body = Object)))]
 pub(super) async fn statistics(State(s): State<AppState>) -> ApiResult {
-    ok(StatusCode::OK, &s.store.statistics())
+    ok(StatusCode::OK, &s.store.statistics().await?)
 }
 
 #[utoipa::path(get, path = "/v1/agl/resources", tag = "resources", params(("resources_id" = Option<String>, Query), ("resources_id_contains" = Option<String>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query), ("sort_by" = Option<String>, Query), ("sort_order" = Option<String>, Query)), responses((status = 200, body = Page<ResourcesUpdate>)))]
@@ -254,7 +254,7 @@ pub(super) async fn add_resources(State(s): State<AppState>, Body(b): Body) -> A
 
 #[utoipa::path(get, path = "/v1/agl/resources/latest", tag = "resources", responses((status = 200, description = "the latest resources, or null", body = Option<ResourcesUpdate>)))]
 pub(super) async fn latest_resources(State(s): State<AppState>) -> ApiResult {
-    match s.store.latest_resources() {
+    match s.store.latest_resources().await? {
         Some(r) => ok(StatusCode::OK, &r),
         None => null(StatusCode::OK),
     }

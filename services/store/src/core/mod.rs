@@ -25,18 +25,23 @@ use crate::model::{
     Attempt, AttemptStatus, Json, NamedResources, Page, ResourcesUpdate, Rollout, RolloutConfig,
     RolloutMode, RolloutStatus, RolloutView, StoredSpan, Worker, WorkerStatus,
 };
-use crate::persist::{Backend, Durable, History, Memory, RolloutFilter, StorageError};
+use crate::persist::{
+    Backend, Durable, History, Memory, Need, RolloutFilter, Shared, StorageError,
+};
 use crate::span::SpanInput;
 use crate::stored_span::SpanDoc;
 
 mod query;
 mod sharded;
+mod shared;
 mod state;
+mod waiters;
 
 use query::{
     PageExt as _, attempt_key, paginate, resources_key, rollout_key, span_key, worker_key,
 };
 use state::{Entry, Fetched, Key, OwnedKey, State};
+use waiters::Waiters;
 
 /// What a store operation can fail with. Messages follow upstream's wording.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -303,6 +308,12 @@ pub struct Store {
     disk: Option<Arc<dyn History>>,
     /// Set after a failed commit: memory may be ahead of the disk, so no more writes.
     storage_failed: AtomicBool,
+    /// The database, when several store processes share one; then memory holds nothing
+    /// but the waiters (see `shared.rs`).
+    shared: Option<Arc<dyn Shared>>,
+    waiters: Arc<Waiters>,
+    /// The shared database's totals as last read (metrics are collected without waiting).
+    totals: Mutex<Option<crate::persist::Totals>>,
 }
 
 /// `prefix` followed by `digits` (even, at most 32) random lowercase hex digits, as
@@ -348,7 +359,9 @@ impl Store {
     ) -> Result<Self, StorageError> {
         let snapshot = backend.load()?;
         let disk = backend.history();
-        let state = State::restore(snapshot, backend.journaling(), disk.clone());
+        let mut state = State::restore(snapshot, backend.journaling(), disk.clone());
+        let waiters = Arc::new(Waiters::default());
+        state.waiters = Arc::clone(&waiters);
         let created = clock.now();
         Ok(Self {
             state: Mutex::new(state),
@@ -362,22 +375,38 @@ impl Store {
             backend,
             disk,
             storage_failed: AtomicBool::new(false),
+            shared: None,
+            waiters,
+            totals: Mutex::new(None),
         })
     }
 
-    /// The backend's name (`memory`, `sqlite`).
+    /// The backend's name (`memory`, `sqlite`, `postgres`).
     pub fn backend_name(&self) -> &'static str {
-        self.backend.name()
+        match &self.shared {
+            Some(db) => db.name(),
+            None => self.backend.name(),
+        }
     }
 
     /// Writes a consistent copy of the store to `path` (SQLite only).
     pub async fn backup(&self, path: std::path::PathBuf) -> Result<(), StoreError> {
+        if self.shared.is_some() {
+            return Err(StoreError::Storage(StorageError(
+                "a shared database is backed up with its own tools (pg_dump, or the \
+                 operator's backups), not through a store process"
+                    .into(),
+            )));
+        }
         let durable = self.backend.backup(path);
         self.wait_durable(Some(durable)).await
     }
 
     /// Finishes pending writes and closes the backend (call once, at shutdown).
     pub async fn close(&self) -> Result<(), StoreError> {
+        if self.shared.is_some() {
+            return Ok(());
+        }
         let durable = {
             let mut st = self.state.lock();
             let pending = self.submit(&mut st);
@@ -489,13 +518,33 @@ impl Store {
         )))
     }
 
-    /// [`Self::try_write`] for mutations that cannot fail.
-    async fn write<T>(
+    /// A change of the rows `need` names (see [`Need`]): in memory (after reading what it
+    /// does not hold of them), or as one transaction of a shared database. `f` decides the
+    /// change either way; with a shared database it may run again on fresh rows when the
+    /// transaction is retried.
+    async fn change<T: Send>(
         &self,
+        need: Need,
         scan: bool,
-        f: impl FnOnce(&mut State, f64) -> T,
+        f: impl FnMut(&mut State, f64) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError> {
-        self.try_write(scan, |st, now| Ok(f(st, now))).await
+        if let Some(db) = &self.shared {
+            if scan {
+                self.scan_shared(db).await;
+            }
+            return self.transact_shared(db, &need, f).await;
+        }
+        let keys: Vec<Key<'_>> = need
+            .rollouts
+            .iter()
+            .map(|id| Key::Rollout(id))
+            .chain(need.resources.iter().map(|id| Key::Resources(id)))
+            .collect();
+        if keys.is_empty() {
+            self.try_write(scan, f).await
+        } else {
+            self.try_write_on(&keys, scan, f).await
+        }
     }
 
     /// Hands the recorded changes to the backend (called with the lock held, so batches
@@ -513,6 +562,10 @@ impl Store {
     /// Resolves once every change applied before the call is durable, so that a read the
     /// backend answers sees everything memory showed before it.
     async fn barrier(&self) -> Result<(), StoreError> {
+        if self.shared.is_some() {
+            // Every change is committed before it is answered.
+            return Ok(());
+        }
         let durable = {
             let mut st = self.state.lock();
             st.batches += 1;
@@ -559,6 +612,14 @@ impl Store {
         }
     }
 
+    /// Before a read: the watchdog's scan, when it is due and the database is shared (in
+    /// memory, reads scan under the lock they take anyway).
+    async fn before_read(&self) {
+        if let Some(db) = &self.shared {
+            self.scan_shared(db).await;
+        }
+    }
+
     /// Calls `hook` whenever a rollout finishes.
     pub fn set_finish_hook(&self, hook: FinishHook) {
         self.state.lock().finish_hook = Some(Arc::new(hook));
@@ -593,17 +654,22 @@ impl Store {
         new: NewRollout,
         worker_id: Option<String>,
     ) -> Result<RolloutView, StoreError> {
-        self.write(true, |st, now| {
-            let rollout_id = st.insert_rollout(new, RolloutStatus::Preparing, now);
-            let attempt = st.create_attempt(&rollout_id, worker_id, now, now);
+        let need = Need {
+            latest_resources: true,
+            workers: worker_id.iter().cloned().collect(),
+            ..Need::default()
+        };
+        self.change(need, true, |st, now| {
+            let rollout_id = st.insert_rollout(new.clone(), RolloutStatus::Preparing, now);
+            let attempt = st.create_attempt(&rollout_id, worker_id.clone(), now, now);
             st.set_active(&rollout_id, true);
             if attempt.worker_id.is_some() {
                 st.sync_worker(&attempt, now, false);
             }
-            RolloutView {
+            Ok(RolloutView {
                 rollout: st.rollouts[&rollout_id].rollout.clone(),
                 attempt: Some(attempt),
-            }
+            })
         })
         .await
     }
@@ -613,14 +679,19 @@ impl Store {
         &self,
         news: Vec<NewRollout>,
     ) -> Result<Vec<Rollout>, StoreError> {
-        self.write(true, |st, now| {
-            news.into_iter()
+        let need = Need {
+            latest_resources: true,
+            ..Need::default()
+        };
+        self.change(need, true, |st, now| {
+            Ok(news
+                .iter()
                 .map(|new| {
-                    let id = st.insert_rollout(new, RolloutStatus::Queuing, now);
+                    let id = st.insert_rollout(new.clone(), RolloutStatus::Queuing, now);
                     st.push_queue(&id);
                     st.rollouts[&id].rollout.clone()
                 })
-                .collect()
+                .collect())
         })
         .await
     }
@@ -631,7 +702,12 @@ impl Store {
         limit: usize,
         worker_id: Option<String>,
     ) -> Result<Vec<RolloutView>, StoreError> {
-        self.write(true, |st, now| {
+        let need = Need {
+            queue: limit,
+            workers: worker_id.iter().cloned().collect(),
+            ..Need::default()
+        };
+        self.change(need, true, |st, now| {
         let mut claimed = Vec::new();
         while claimed.len() < limit {
             let Some(id) = st.pop_queue() else {
@@ -651,13 +727,13 @@ impl Store {
                 attempt: Some(attempt),
             });
         }
-        if let Some(worker_id) = worker_id {
+        if let Some(worker_id) = &worker_id {
             match claimed.last().and_then(|v| v.attempt.as_ref()) {
                 Some(attempt) => {
                     st.sync_worker(attempt, now, true);
                 }
                 None => {
-                    let worker = st.worker_mut(&worker_id);
+                    let worker = st.worker_mut(worker_id);
                     if worker.status != WorkerStatus::Idle {
                         worker.status = WorkerStatus::Idle;
                         worker.last_idle_time = Some(now);
@@ -666,7 +742,7 @@ impl Store {
                 }
             }
         }
-        claimed
+        Ok(claimed)
         })
         .await
     }
@@ -677,11 +753,15 @@ impl Store {
         rollout_id: &str,
         worker_id: Option<String>,
     ) -> Result<RolloutView, StoreError> {
-        self.try_write_on(&[Key::Rollout(rollout_id)], true, |st, now| {
+        let need = Need {
+            workers: worker_id.iter().cloned().collect(),
+            ..Need::rollouts([rollout_id])
+        };
+        self.change(need, true, |st, now| {
             if !st.rollouts.contains_key(rollout_id) {
                 return Err(StoreError::RolloutNotFound(rollout_id.to_owned()));
             }
-            let attempt = st.create_attempt(rollout_id, worker_id, now, now);
+            let attempt = st.create_attempt(rollout_id, worker_id.clone(), now, now);
             st.set_rollout_status(rollout_id, RolloutStatus::Preparing, now);
             if attempt.worker_id.is_some() {
                 st.sync_worker(&attempt, now, false);
@@ -696,6 +776,7 @@ impl Store {
 
     /// One rollout with its latest attempt, or `None`.
     pub async fn get_rollout(&self, rollout_id: &str) -> Result<Option<RolloutView>, StoreError> {
+        self.before_read().await;
         {
             let now = self.now();
             let mut st = self.state.lock();
@@ -714,6 +795,7 @@ impl Store {
 
     /// Rollouts matching `q`, each with its latest attempt.
     pub async fn query_rollouts(&self, q: &RolloutQuery) -> Result<Page<RolloutView>, StoreError> {
+        self.before_read().await;
         if let Some(disk) = &self.disk {
             // History is in the backend: it answers, once it holds everything memory shows.
             {
@@ -790,7 +872,8 @@ impl Store {
         rollout_id: &str,
         patch: RolloutPatch,
     ) -> Result<Rollout, StoreError> {
-        self.try_write_on(&[Key::Rollout(rollout_id)], true, |st, now| {
+        self.change(Need::rollouts([rollout_id]), true, |st, now| {
+            let patch = patch.clone();
             let entry = st
                 .rollouts
                 .get_mut(rollout_id)
@@ -823,6 +906,9 @@ impl Store {
     /// Blocks until each listed rollout has finished or `timeout` seconds passed (`None`:
     /// no limit), then returns the finished ones in the order asked.
     pub async fn wait_for_rollouts(&self, ids: &[String], timeout: Option<f64>) -> Vec<Rollout> {
+        if let Some(db) = &self.shared {
+            return self.wait_shared(db, ids, timeout).await;
+        }
         let now = self.now();
         let mut pending = Vec::new();
         {
@@ -833,17 +919,14 @@ impl Store {
                     if let Some(e) = st.rollouts.get(id)
                         && !e.rollout.status.is_finished()
                     {
-                        let notify = st.waiters.entry(id.clone()).or_default().clone();
-                        // Created under the lock, so a finish right after unlocking is seen.
-                        pending.push(notify.notified_owned());
+                        // Registered under the lock, so a finish right after unlocking is seen.
+                        pending.push(self.waiters.register(id));
                     }
                 }
             }
-            if !pending.is_empty() {
-                st.waiting_calls += 1;
-            }
         }
         if !pending.is_empty() {
+            let _call = self.waiters.enter();
             let all = futures::future::join_all(pending);
             let drain = self.drain.notified();
             let limit = timeout.map(|t| Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX));
@@ -852,17 +935,7 @@ impl Store {
                 () = drain => {}
                 () = sleep_or_forever(limit) => {}
             }
-            let mut st = self.state.lock();
-            st.waiting_calls -= 1;
-            for id in ids {
-                if st
-                    .waiters
-                    .get(id)
-                    .is_some_and(|n| Arc::strong_count(n) == 1)
-                {
-                    st.waiters.remove(id);
-                }
-            }
+            self.waiters.release(ids);
         }
         let (mut found, elsewhere): (HashMap<String, Rollout>, Vec<String>) = {
             let st = self.state.lock();
@@ -918,7 +991,11 @@ impl Store {
         attempt_id: &str,
         patch: AttemptPatch,
     ) -> Result<Attempt, StoreError> {
-        self.try_write_on(&[Key::Rollout(rollout_id)], true, |st, now| {
+        let need = Need {
+            workers: patch.worker_id.iter().cloned().collect(),
+            ..Need::rollouts([rollout_id])
+        };
+        self.change(need, true, |st, now| {
             let entry = st
                 .rollouts
                 .get(rollout_id)
@@ -933,13 +1010,14 @@ impl Store {
                         rollout_id: rollout_id.to_owned(),
                         attempt_id: attempt_id.to_owned(),
                     })?;
-            Ok(st.apply_attempt_patch(rollout_id, idx, patch, now))
+            Ok(st.apply_attempt_patch(rollout_id, idx, patch.clone(), now))
         })
         .await
     }
 
     /// Attempts of a rollout by sequence id (none for an unknown rollout).
     async fn attempts_of(&self, rollout_id: &str) -> Result<Vec<Attempt>, StoreError> {
+        self.before_read().await;
         {
             let now = self.now();
             let mut st = self.state.lock();
@@ -981,9 +1059,9 @@ impl Store {
         &self,
         resources: NamedResources,
     ) -> Result<ResourcesUpdate, StoreError> {
-        self.write(false, |st, now| {
+        self.change(Need::default(), false, |st, now| {
             let id = fresh_id("rs-", 12, |id| st.resources_id_taken(id));
-            st.upsert_resources(id, resources, now)
+            Ok(st.upsert_resources(id, resources.clone(), now))
         })
         .await
     }
@@ -994,8 +1072,12 @@ impl Store {
         id: &str,
         resources: NamedResources,
     ) -> Result<ResourcesUpdate, StoreError> {
-        self.try_write_on(&[Key::Resources(id)], true, |st, now| {
-            Ok(st.upsert_resources(id.to_owned(), resources, now))
+        let need = Need {
+            resources: vec![id.to_owned()],
+            ..Need::default()
+        };
+        self.change(need, true, |st, now| {
+            Ok(st.upsert_resources(id.to_owned(), resources.clone(), now))
         })
         .await
     }
@@ -1013,10 +1095,14 @@ impl Store {
     }
 
     /// The latest resources.
-    pub fn latest_resources(&self) -> Option<ResourcesUpdate> {
+    pub async fn latest_resources(&self) -> Result<Option<ResourcesUpdate>, StoreError> {
+        if let Some(db) = &self.shared {
+            return Ok(db.latest_resources().await?);
+        }
         let st = self.state.lock();
-        st.latest_resources_id()
-            .and_then(|id| st.resources.get(&id).cloned())
+        Ok(st
+            .latest_resources_id()
+            .and_then(|id| st.resources.get(&id).cloned()))
     }
 
     /// Resources matching `q`.
@@ -1051,7 +1137,11 @@ impl Store {
 
     /// Issues the next span sequence id of a rollout (known or not, as upstream does).
     pub async fn next_sequence_id(&self, rollout_id: &str) -> Result<i64, StoreError> {
-        self.try_write_on(&[Key::Rollout(rollout_id)], false, |st, _now| {
+        let need = Need {
+            sequences: true,
+            ..Need::rollouts([rollout_id])
+        };
+        self.change(need, false, |st, _now| {
             let counter = st.sequence.entry(rollout_id.to_owned()).or_insert(0);
             *counter += 1;
             let issued = *counter;
@@ -1064,7 +1154,18 @@ impl Store {
     /// Stores one span; `Ok(None)` when a span with the same attempt and span id exists.
     pub async fn add_span(&self, input: SpanInput) -> Result<Option<Arc<StoredSpan>>, StoreError> {
         let SpanInput { rollout_id, span } = input;
-        self.try_write_on(&[Key::Rollout(&rollout_id)], false, |st, now| {
+        let need = Need {
+            sequences: true,
+            spans: vec![(
+                rollout_id.clone(),
+                span.attempt_id().into_owned(),
+                span.span_id().into_owned(),
+            )],
+            ..Need::rollouts([rollout_id.as_str()])
+        };
+        let mut span = Some(span);
+        self.change(need, false, |st, now| {
+            let span = span.take().ok_or_else(retried_span)?;
             st.bump_sequence(&rollout_id, span.sequence_id());
             st.check_attempt(&rollout_id, &span.attempt_id())?;
             let stored = st.insert_span(&rollout_id, span);
@@ -1094,8 +1195,23 @@ impl Store {
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let keys: Vec<Key<'_>> = ids.iter().map(|id| Key::Rollout(id)).collect();
-        self.try_write_on(&keys, false, |st, now| {
+        let need = Need {
+            sequences: true,
+            spans: spans
+                .iter()
+                .map(|s| {
+                    (
+                        s.span.rollout_id.clone(),
+                        s.span.span.attempt_id().into_owned(),
+                        s.span.span.span_id().into_owned(),
+                    )
+                })
+                .collect(),
+            ..Need::rollouts(ids)
+        };
+        let mut spans = Some(spans);
+        self.change(need, false, |st, now| {
+            let spans = spans.take().ok_or_else(retried_span)?;
             let mut outcome = BulkOutcome::default();
             // Reserve implicit ids per rollout in one step, as upstream's bulk issue does.
             let mut implicit: HashMap<&str, i64> = HashMap::new();
@@ -1162,6 +1278,7 @@ impl Store {
 
     /// Spans of one rollout matching `q`.
     pub async fn query_spans(&self, q: &SpanQuery) -> Result<Page<SpanDoc>, StoreError> {
+        self.before_read().await;
         // Only the lookup and the pointer copies hold the lock; filtering by field, sorting
         // and cutting the page work on the copies after it is released.
         let empty = || Page {
@@ -1253,30 +1370,45 @@ impl Store {
         worker_id: &str,
         stats: Option<Json>,
     ) -> Result<Worker, StoreError> {
-        self.write(false, |st, now| {
+        let need = Need {
+            workers: vec![worker_id.to_owned()],
+            ..Need::default()
+        };
+        self.change(need, false, |st, now| {
             let w = st.worker_mut(worker_id);
             w.last_heartbeat_time = Some(now);
-            if let Some(stats) = stats {
-                w.heartbeat_stats = Some(stats);
+            if let Some(stats) = &stats {
+                w.heartbeat_stats = Some(stats.clone());
             }
-            w.clone()
+            Ok(w.clone())
         })
         .await
     }
 
     /// A worker by id.
-    pub fn get_worker(&self, worker_id: &str) -> Option<Worker> {
-        self.state.lock().workers.get(worker_id).cloned()
+    pub async fn get_worker(&self, worker_id: &str) -> Result<Option<Worker>, StoreError> {
+        if let Some(db) = &self.shared {
+            return Ok(db.worker(worker_id).await?);
+        }
+        Ok(self.state.lock().workers.get(worker_id).cloned())
     }
 
     /// Workers matching `q`.
-    pub fn query_workers(&self, q: &WorkerQuery) -> Result<Page<Worker>, StoreError> {
-        let now = self.now();
-        let mut st = self.state.lock();
-        self.scan_and_submit(&mut st, now);
-        let matches: Vec<&Worker> = st
-            .workers
-            .values()
+    pub async fn query_workers(&self, q: &WorkerQuery) -> Result<Page<Worker>, StoreError> {
+        let workers: Vec<Worker> = match &self.shared {
+            Some(db) => {
+                self.scan_shared(db).await;
+                db.totals().await?.workers
+            }
+            None => {
+                let now = self.now();
+                let mut st = self.state.lock();
+                self.scan_and_submit(&mut st, now);
+                st.workers.values().cloned().collect()
+            }
+        };
+        let matches: Vec<&Worker> = workers
+            .iter()
             .filter(|w| {
                 let conds = [
                     q.status_in.as_ref().map(|s| s.contains(&w.status)),
@@ -1292,17 +1424,65 @@ impl Store {
 
     // ----- housekeeping ---------------------------------------------------------------
 
-    /// Runs the watchdog now unless the debounce says a scan ran too recently.
-    pub fn watchdog_tick(&self) {
+    /// Runs the watchdog now unless the debounce says a scan ran too recently; with a
+    /// shared database, also refreshes the totals metrics report.
+    pub async fn watchdog_tick(&self) {
+        if let Some(db) = &self.shared {
+            self.scan_shared(db).await;
+            return;
+        }
         let now = self.now();
         let mut st = self.state.lock();
         self.scan_and_submit(&mut st, now);
     }
 
+    /// Reads the totals [`Self::gauges`] reports, when they live in a shared database.
+    pub async fn refresh_gauges(&self) {
+        if let Some(db) = &self.shared {
+            match db.totals().await {
+                Ok(totals) => *self.totals.lock() = Some(totals),
+                Err(e) => tracing::warn!(error = %e, "cannot read the totals"),
+            }
+        }
+    }
+
+    /// Whether the storage answers within a second (always, unless it is a database).
+    pub async fn storage_reachable(&self) -> bool {
+        match &self.shared {
+            Some(db) => tokio::time::timeout(Duration::from_secs(1), db.ping())
+                .await
+                .is_ok_and(|r| r.is_ok()),
+            None => true,
+        }
+    }
+
+    /// Whether the storage is a database other processes share.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// Collection sizes and uptime.
-    pub fn statistics(&self) -> Statistics {
+    pub async fn statistics(&self) -> Result<Statistics, StoreError> {
+        if let Some(db) = &self.shared {
+            let totals = db.totals().await?;
+            let c = &totals.counts;
+            let stats = Statistics {
+                name: "PostgresLightningStore",
+                backend: db.name(),
+                total_rollouts: c.rollouts.iter().sum(),
+                total_attempts: c.attempts.iter().sum(),
+                total_spans: c.spans,
+                total_resources: c.resources,
+                total_workers: totals.workers.len(),
+                uptime: self.started.elapsed().as_secs_f64(),
+                total_span_bytes: c.span_bytes,
+                queue_length: totals.queue,
+            };
+            *self.totals.lock() = Some(totals);
+            return Ok(stats);
+        }
         let st = self.state.lock();
-        Statistics {
+        Ok(Statistics {
             name: match self.backend.name() {
                 "sqlite" => "SqliteLightningStore",
                 _ => "InMemoryLightningStore",
@@ -1317,11 +1497,14 @@ impl Store {
             uptime: self.started.elapsed().as_secs_f64(),
             total_span_bytes: st.span_bytes,
             queue_length: st.queue.len(),
-        }
+        })
     }
 
     /// Current gauge values for metrics (kept incrementally: no scan).
     pub fn gauges(&self) -> Gauges {
+        if self.shared.is_some() {
+            return self.shared_gauges();
+        }
         let st = self.state.lock();
         let mut workers = [0usize; 3];
         for w in st.workers.values() {
@@ -1342,7 +1525,7 @@ impl Store {
                 .collect(),
             queue_depth: st.queue.len(),
             spans: st.total_spans,
-            waiting_calls: st.waiting_calls,
+            waiting_calls: self.waiters.calls(),
             rollouts_in_memory: st.rollouts.len(),
         }
     }
@@ -1366,6 +1549,15 @@ impl Store {
             .watchdog_unresponsive
             .fetch_add(unresponsive, AtomicOrdering::Relaxed);
     }
+}
+
+/// A span change decided again after its transaction was retried: its spans were handed
+/// over already. (Span changes create no ids and lock in one order, so a shared database
+/// has no reason to retry them.)
+fn retried_span() -> StoreError {
+    StoreError::Storage(StorageError(
+        "a span write was retried after a conflict; send it again".into(),
+    ))
 }
 
 /// The field filters, sort and page of a span query over one rollout's spans.
@@ -1542,7 +1734,7 @@ mod tests {
             .unwrap()[0];
         s.dequeue(1, Some("w1".into())).await.unwrap();
         clock.advance(5.0);
-        s.watchdog_tick();
+        s.watchdog_tick().await;
         assert_eq!(
             s.latest_attempt(&r.rollout_id)
                 .await
@@ -1552,7 +1744,7 @@ mod tests {
             AttemptStatus::Preparing
         );
         clock.advance(0.5);
-        s.watchdog_tick();
+        s.watchdog_tick().await;
         let attempt = s.latest_attempt(&r.rollout_id).await.unwrap().unwrap();
         assert_eq!(attempt.status, AttemptStatus::Timeout);
         assert_eq!(attempt.end_time, None);
@@ -1565,7 +1757,7 @@ mod tests {
                 .status,
             RolloutStatus::Requeuing
         );
-        let w = s.get_worker("w1").unwrap();
+        let w = s.get_worker("w1").await.unwrap().unwrap();
         assert_eq!(w.status, WorkerStatus::Unknown);
         assert_eq!(w.current_rollout_id, None);
     }
@@ -1591,7 +1783,7 @@ mod tests {
             .unwrap()[0];
         s.dequeue(1, None).await.unwrap();
         clock.advance(2.0);
-        s.watchdog_tick();
+        s.watchdog_tick().await;
         assert_eq!(
             s.latest_attempt(&r.rollout_id)
                 .await
@@ -1601,7 +1793,7 @@ mod tests {
             AttemptStatus::Preparing
         );
         clock.advance(8.5);
-        s.watchdog_tick();
+        s.watchdog_tick().await;
         assert_eq!(
             s.latest_attempt(&r.rollout_id)
                 .await

@@ -17,16 +17,15 @@ type Hasher = foldhash::fast::RandomState;
 pub(super) type HashMap<K, V> = std::collections::HashMap<K, V, Hasher>;
 pub(super) type IndexMap<K, V> = indexmap::IndexMap<K, V, Hasher>;
 pub(super) type IndexSet<K> = indexmap::IndexSet<K, Hasher>;
-use hashbrown::hash_table::{self, HashTable};
-use tokio::sync::Notify;
-
 use super::sharded::ShardedMap;
+use super::waiters::Waiters;
 use super::{AttemptPatch, FinishHook, NewRollout, StoreError, empty_object, fresh_id};
 use crate::model::{
     Attempt, AttemptStatus, NamedResources, ResourcesUpdate, Rollout, RolloutConfig, RolloutStatus,
     RolloutView, StoredSpan, Worker, WorkerStatus,
 };
 use crate::persist::{Change, Counts, History, RolloutRows, Snapshot};
+use hashbrown::hash_table::{self, HashTable};
 
 /// What a rollout's entry costs beside its spans' text, for the cache's size.
 const ENTRY_BYTES: usize = 1024;
@@ -124,8 +123,11 @@ pub(super) struct State {
     pub(super) resources: IndexMap<String, ResourcesUpdate>,
     pub(super) latest_resources: Option<String>,
     pub(super) sequence: HashMap<String, i64>,
-    pub(super) waiters: HashMap<String, Arc<Notify>>,
-    pub(super) waiting_calls: usize,
+    /// Woken when a rollout finishes (those of the store; an ephemeral state has its own).
+    pub(super) waiters: Arc<Waiters>,
+    /// Rollouts that finished, recorded only in an ephemeral state (their waiters are told
+    /// once the transaction commits).
+    pub(super) finished_now: Option<Vec<String>>,
     pub(super) last_scan: Option<f64>,
     pub(super) total_attempts: usize,
     pub(super) total_spans: usize,
@@ -290,6 +292,26 @@ impl State {
             st.total_resources = counts.resources;
         }
         st
+    }
+
+    /// The rows a shared database's transaction read, as a state of their own, to decide one
+    /// change on exactly as memory does (see [`crate::persist::Shared`]).
+    pub(super) fn ephemeral(snapshot: Snapshot, finish_hook: Option<FinishHookRef>) -> Self {
+        let mut st = Self::restore(snapshot, true, None);
+        st.finished_now = Some(Vec::new());
+        st.finish_hook = finish_hook;
+        st
+    }
+
+    /// The running totals.
+    pub(super) fn counts(&self) -> Counts {
+        Counts {
+            rollouts: self.rollout_counts,
+            attempts: self.attempt_counts,
+            spans: self.total_spans,
+            span_bytes: self.span_bytes,
+            resources: self.total_resources,
+        }
     }
 
     /// Whether memory holds what a change needs of `key`: the rollout, or (for an id without
@@ -515,13 +537,7 @@ impl State {
         }
         out.extend(j.queue);
         if !out.is_empty() {
-            out.push(Change::Counts(Counts {
-                rollouts: self.rollout_counts,
-                attempts: self.attempt_counts,
-                spans: self.total_spans,
-                span_bytes: self.span_bytes,
-                resources: self.total_resources,
-            }));
+            out.push(Change::Counts(self.counts()));
         }
         out
     }
@@ -726,10 +742,11 @@ impl State {
             self.push_queue(id);
         }
         self.set_active(id, status.is_running());
-        if status.is_finished()
-            && let Some(notify) = self.waiters.remove(id)
-        {
-            notify.notify_waiters();
+        if status.is_finished() {
+            self.waiters.wake(id);
+            if let Some(finished) = self.finished_now.as_mut() {
+                finished.push(id.to_owned());
+            }
         }
     }
 

@@ -343,8 +343,12 @@ async fn health_and_metrics_endpoints() {
         "agl_store_attempts{status=\"preparing\"} 1",
         "agl_store_workers{status=\"busy\"} 1",
         "agl_store_queue_depth 1",
-        // Both are live: held in memory on every backend.
-        "agl_store_rollouts_in_memory 2",
+        // Both are live: held in memory on every backend that keeps state in the process.
+        if std::env::var("AGL_TEST_STORAGE").is_ok_and(|v| v == "postgres") {
+            "agl_store_rollouts_in_memory 0"
+        } else {
+            "agl_store_rollouts_in_memory 2"
+        },
         "http_requests_total{method=\"POST\",route=\"/v1/agl/queues/rollouts/enqueue\",status=\"201\"} 1",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");

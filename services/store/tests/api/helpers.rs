@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use agl_store::clock::{Clock, ManualClock, SystemClock};
 use agl_store::core::Store;
-use agl_store::server::Storage;
+use agl_store::server::{PgUrl, Storage};
 use agl_store::{App, StoreArgs};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -53,10 +53,15 @@ pub async fn spawn_manual_clock(debounce: f64) -> TestApp {
 }
 
 /// The backend under test: `AGL_TEST_STORAGE=sqlite` runs the whole suite on a fresh SQLite
-/// file per server; anything else (or unset) on memory. `AGL_TEST_CACHE_MIB` sets how much
-/// of the finished rollouts memory keeps (`0`: each is dropped once durable, so every later
-/// read and change of it goes through the file).
-fn storage_under_test() -> (Storage, Option<TempFile>) {
+/// file per server, `AGL_TEST_STORAGE=postgres` on a fresh database per server of the
+/// Postgres server `AGL_TEST_PG` names (a libpq connection string; `scripts/pg.sh` starts
+/// one); anything else (or unset) on memory. `AGL_TEST_CACHE_MIB` sets how much of the
+/// finished rollouts memory keeps (`0`: each is dropped once durable, so every later read
+/// and change of it goes through the file).
+async fn storage_under_test() -> (Storage, Option<TempFile>) {
+    if std::env::var("AGL_TEST_STORAGE").is_ok_and(|v| v == "postgres") {
+        return (Storage::Postgres(fresh_database().await), None);
+    }
     if std::env::var("AGL_TEST_STORAGE").is_ok_and(|v| v == "sqlite") {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
@@ -68,6 +73,30 @@ fn storage_under_test() -> (Storage, Option<TempFile>) {
     } else {
         (Storage::Memory, None)
     }
+}
+
+/// A new, empty database on the server `AGL_TEST_PG` names (the server is thrown away
+/// with all of them when the test run ends).
+pub async fn fresh_database() -> PgUrl {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let base = std::env::var("AGL_TEST_PG")
+        .expect("AGL_TEST_PG names the Postgres server (scripts/pg.sh start DIR prints it)");
+    let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .expect("the test Postgres server answers");
+    let driver = tokio::spawn(connection);
+    let name = format!(
+        "agl_t_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("a test database is created");
+    drop(client);
+    let _ = driver.await;
+    PgUrl(format!("{base} dbname={name}"))
 }
 
 /// Removes a test database and its WAL when the test ends.
@@ -94,7 +123,7 @@ pub async fn spawn_with(mut args: StoreArgs, clock: Option<Arc<ManualClock>>) ->
     }
     // An explicit backend wins; the environment only replaces the default memory store.
     let file = if args.storage == Storage::Memory {
-        let (storage, file) = storage_under_test();
+        let (storage, file) = storage_under_test().await;
         args.storage = storage;
         file
     } else {

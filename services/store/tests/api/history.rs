@@ -42,9 +42,9 @@ async fn stop(mut app: TestApp) {
     app.server.take().unwrap().await.unwrap().unwrap();
 }
 
-fn in_memory(app: &TestApp) -> usize {
+async fn in_memory(app: &TestApp) -> usize {
     // The finishing write is durable once answered; the next pass of the cache drops it.
-    app.store.watchdog_tick();
+    app.store.watchdog_tick().await;
     app.store.gauges().rollouts_in_memory
 }
 
@@ -99,7 +99,7 @@ async fn finished_rollouts_leave_memory_and_read_back_as_they_were() {
             .await;
     }
     assert_eq!(
-        in_memory(&app),
+        in_memory(&app).await,
         0,
         "finished and durable rollouts are dropped"
     );
@@ -189,7 +189,7 @@ async fn finished_rollouts_leave_memory_and_read_back_as_they_were() {
         )
         .await;
     assert_eq!(next["sequence_id"], 4, "no sequence id is issued twice");
-    assert_eq!(in_memory(&app), 0);
+    assert_eq!(in_memory(&app).await, 0);
     let dup = app
         .post(
             "/v1/agl/spans",
@@ -222,7 +222,7 @@ async fn finished_rollouts_leave_memory_and_read_back_as_they_were() {
     let again = app.dequeue(1, Some("w3")).await;
     assert_eq!(str_of(&again[0], "rollout_id"), ids[5]);
     assert_eq!(again[0]["attempt"]["sequence_id"], 2);
-    assert_eq!(in_memory(&app), 1);
+    assert_eq!(in_memory(&app).await, 1);
     stop(app).await;
 }
 
@@ -247,7 +247,7 @@ async fn a_restart_reads_only_the_live_part_and_keeps_the_totals() {
                 .await;
         }
     }
-    assert_eq!(in_memory(&app), 3);
+    assert_eq!(in_memory(&app).await, 3);
     let stats = app.v3_get("/statistics").await;
     stop(app).await;
 

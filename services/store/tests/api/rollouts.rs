@@ -485,10 +485,10 @@ async fn queries_filter_sort_and_paginate() {
     assert_eq!(page["items"], json!([]));
     assert_eq!(page["total"], 7);
     let stats = app.v3_get("/statistics").await;
-    let backend = if std::env::var("AGL_TEST_STORAGE").is_ok_and(|v| v == "sqlite") {
-        "sqlite"
-    } else {
-        "memory"
+    let backend = match std::env::var("AGL_TEST_STORAGE").as_deref() {
+        Ok("sqlite") => "sqlite",
+        Ok("postgres") => "postgres",
+        _ => "memory",
     };
     assert_eq!(
         stats["backend"], backend,

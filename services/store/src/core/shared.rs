@@ -1,0 +1,237 @@
+//! The store over a database that several store processes share ([`Shared`], Postgres).
+//!
+//! No process holds authoritative state. A change is one transaction: the database locks
+//! and reads the rows the change names ([`Need`]), they become a small state of their own
+//! ([`State::ephemeral`]), the change's closure runs on it — the same closure, status
+//! machines and rules as in memory — and what it recorded is written before the commit. A
+//! rollout that finishes is announced by the database to every process, whose waiters
+//! then read it; the watchdog runs in one process per debounce period.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::state::State;
+use super::waiters::Waiters;
+use super::{Counters, Gauges, Store, StoreConfig, StoreError};
+use crate::clock::Clock;
+use crate::model::{AttemptStatus, Rollout, RolloutStatus, WorkerStatus};
+use crate::persist::{Decision, Memory, Need, RolloutFilter, Shared, Snapshot};
+
+/// How often a waiter reads its rollouts again even without a notice (a notice can be
+/// lost while the listening connection is down).
+const RECHECK: Duration = Duration::from_secs(2);
+
+impl Store {
+    /// A store whose state lives in `db`, shared with any number of other processes.
+    pub fn open_shared(config: StoreConfig, clock: Arc<dyn Clock>, db: Arc<dyn Shared>) -> Self {
+        let waiters = Arc::new(Waiters::default());
+        let wake = Arc::clone(&waiters);
+        db.listen(Arc::new(move |id: Option<&str>| match id {
+            Some(id) => wake.wake(id),
+            None => wake.wake_all(),
+        }));
+        let mut state = State::default();
+        state.waiters = Arc::clone(&waiters);
+        let created = clock.now();
+        Self {
+            state: Mutex::new(state),
+            clock,
+            config,
+            created,
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+            drain: Notify::new(),
+            counters: Counters::default(),
+            backend: Arc::new(Memory),
+            disk: Some(db.history()),
+            storage_failed: AtomicBool::new(false),
+            shared: Some(db),
+            waiters,
+            totals: Mutex::new(None),
+        }
+    }
+
+    /// One change as one transaction of `db`: `f` decides on the rows read, what it
+    /// changed is written, and the transaction commits before the answer.
+    pub(super) async fn transact_shared<T: Send>(
+        &self,
+        db: &Arc<dyn Shared>,
+        need: &Need,
+        mut f: impl FnMut(&mut State, f64) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        let hook = self.state.lock().finish_hook.clone();
+        let clock = &self.clock;
+        let mut out: Option<Result<T, StoreError>> = None;
+        let mut decide = |rows: Snapshot| {
+            let mut st = State::ephemeral(rows, hook.clone());
+            let before = st.counts();
+            // What a failing change did before it failed stays, as it does in memory (a
+            // span of an unknown rollout still raises that id's sequence counter).
+            out = Some(f(&mut st, clock.now()));
+            let changes = st.take_changes();
+            (!changes.is_empty()).then(|| Decision {
+                changes,
+                counts: st.counts().minus(&before),
+                finished: st.finished_now.take().unwrap_or_default(),
+            })
+        };
+        db.transact(need, &mut decide).await?;
+        out.unwrap_or_else(|| {
+            Err(StoreError::Storage(crate::persist::StorageError(
+                "the transaction ended without deciding".into(),
+            )))
+        })
+    }
+
+    /// The watchdog's scan, when its debounce allows: first by this process's own clock
+    /// (so that most calls cost nothing), then across all processes by the database's.
+    pub(super) async fn scan_shared(&self, db: &Arc<dyn Shared>) {
+        let debounce = self.config.scan_debounce_seconds;
+        let now = self.now();
+        {
+            let mut st = self.state.lock();
+            if debounce > 0.0 && st.last_scan.is_some_and(|last| now - last < debounce) {
+                return;
+            }
+            st.last_scan = Some(now);
+        }
+        match db.watchdog_due(now, debounce).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot run the watchdog");
+                return;
+            }
+        }
+        let need = Need {
+            watched: true,
+            ..Need::default()
+        };
+        match self
+            .transact_shared(db, &need, |st, now| Ok(st.scan(now)))
+            .await
+        {
+            Ok((timeouts, unresponsive)) => {
+                let c = &self.counters;
+                c.watchdog_timeouts
+                    .fetch_add(timeouts, AtomicOrdering::Relaxed);
+                c.watchdog_unresponsive
+                    .fetch_add(unresponsive, AtomicOrdering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "the watchdog's scan failed"),
+        }
+    }
+
+    /// `wait_for_rollouts` over a shared database: a waiter registers before it reads, so
+    /// a finish committed after the read wakes it; it reads again on every wake and every
+    /// [`RECHECK`] until all have finished, the time is up or the store drains.
+    pub(super) async fn wait_shared(
+        &self,
+        db: &Arc<dyn Shared>,
+        ids: &[String],
+        timeout: Option<f64>,
+    ) -> Vec<Rollout> {
+        self.scan_shared(db).await;
+        let deadline = timeout.map(|t| {
+            let limit = Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::MAX);
+            Instant::now().checked_add(limit)
+        });
+        let history = db.history();
+        let mut call = None;
+        loop {
+            let notices: Vec<_> = ids.iter().map(|id| self.waiters.register(id)).collect();
+            let wanted = ids.to_vec();
+            let history = Arc::clone(&history);
+            let read = self
+                .read_disk(&history, move |d| {
+                    d.rollouts(RolloutFilter {
+                        status_in: None,
+                        rollout_id_in: Some(&wanted),
+                        rollout_id_contains: None,
+                        any: false,
+                    })
+                })
+                .await;
+            let found: HashMap<String, Rollout> = match read {
+                Ok(views) => views
+                    .into_iter()
+                    .map(|v| (v.rollout.rollout_id.clone(), v.rollout))
+                    .collect(),
+                Err(e) => {
+                    // Seen as not finished: read again at the next check.
+                    tracing::warn!(error = %e, "cannot read the rollouts waited for");
+                    HashMap::new()
+                }
+            };
+            let pending: Vec<usize> = (0..ids.len())
+                .filter(|&i| found.get(&ids[i]).is_some_and(|r| !r.status.is_finished()))
+                .collect();
+            let expired = deadline.is_some_and(|d| d.is_none_or(|d| d <= Instant::now()));
+            let stop = timeout.is_some_and(|t| t <= 0.0)
+                || expired
+                || self.draining.load(AtomicOrdering::SeqCst);
+            if pending.is_empty() || stop {
+                drop(notices);
+                self.waiters.release(ids);
+                return ids
+                    .iter()
+                    .filter_map(|id| found.get(id))
+                    .filter(|r| r.status.is_finished())
+                    .cloned()
+                    .collect();
+            }
+            if call.is_none() {
+                call = Some(self.waiters.enter());
+            }
+            let mut notices: Vec<_> = notices
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| pending.contains(i))
+                .map(|(_, n)| Box::pin(n))
+                .collect();
+            let any = futures::future::select_all(notices.iter_mut());
+            let until = match deadline {
+                Some(Some(d)) => (d - Instant::now()).min(RECHECK),
+                _ => RECHECK,
+            };
+            tokio::select! {
+                _ = any => {}
+                () = self.drain.notified() => {}
+                () = tokio::time::sleep(until) => {}
+            }
+        }
+    }
+
+    /// Gauges from the totals last read (by the ticker or a statistics call).
+    pub(super) fn shared_gauges(&self) -> Gauges {
+        let totals = self.totals.lock().clone().unwrap_or_default();
+        let c = &totals.counts;
+        let mut workers = [0usize; 3];
+        for w in &totals.workers {
+            workers[w.status.index()] += 1;
+        }
+        Gauges {
+            rollouts_by_status: RolloutStatus::ALL
+                .iter()
+                .map(|s| (*s, c.rollouts[s.index()]))
+                .collect(),
+            attempts_by_status: AttemptStatus::ALL
+                .iter()
+                .map(|s| (*s, c.attempts[s.index()]))
+                .collect(),
+            workers_by_status: WorkerStatus::ALL
+                .iter()
+                .map(|s| (*s, workers[s.index()]))
+                .collect(),
+            queue_depth: totals.queue,
+            spans: c.spans,
+            waiting_calls: self.waiters.calls(),
+            rollouts_in_memory: 0,
+        }
+    }
+}
