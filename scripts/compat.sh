@@ -7,7 +7,8 @@
 # AGL_STORE_BIN       server binary under test (default: target/debug/agl-store)
 # AGL_COMPAT_TARGET   ours (default) | official: run the same tests against the official Python
 #                     servers of each release, which validates the tests themselves
-# AGL_COMPAT_STORAGE  memory (default) | sqlite: the backend our server runs on
+# AGL_COMPAT_STORAGE  memory (default) | sqlite | postgres: the backend our server runs on
+# AGL_COMPAT_PG       with postgres: the libpq connection string of a server to create databases on
 #
 # Each suite gets its own virtualenv at the repo root (.venv-compat-030, .venv-compat-022),
 # created on first use and re-created when its pinned requirements change.

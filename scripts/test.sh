@@ -27,6 +27,18 @@ else
   echo "skipped: the Prometheus scrape test (install Debian's prometheus package to run it)"
 fi
 
+step "tools: a private Postgres server (Debian's postgresql-15)"
+# One server for the suites that want a database each (the API and compatibility suites on
+# Postgres); the crash and replica tests start their own, since they stop theirs.
+PG_DIR="/tmp/agl-test-pg-$$"
+if AGL_TEST_PG="$(./scripts/pg.sh start "$PG_DIR")"; then
+  export AGL_TEST_PG AGL_REQUIRE_PG=1
+  trap './scripts/pg.sh stop "$PG_DIR" >/dev/null 2>&1 || true; rm -rf "$PG_DIR"' EXIT
+  echo "Postgres at $AGL_TEST_PG"
+else
+  echo "skipped: every Postgres leg (no Postgres server could be started; install Debian's postgresql-15)"
+fi
+
 step "cargo test"
 # As root the full-disk test mounts a tiny tmpfs; elsewhere it says it skipped.
 if [ "$(id -u)" = 0 ]; then export AGL_REQUIRE_TMPFS=1; fi
@@ -37,12 +49,22 @@ step "agl-store API suite again, on the SQLite backend (no finished rollout kept
 # and change of it goes through the file.
 AGL_TEST_STORAGE=sqlite AGL_TEST_CACHE_MIB=0 cargo test --locked -p agl-store --test api
 
+if [ -n "${AGL_TEST_PG:-}" ]; then
+  step "agl-store API suite again, on Postgres (a fresh database per server)"
+  AGL_TEST_STORAGE=postgres cargo test --locked -p agl-store --test api
+fi
+
 step "python compatibility (official agentlightning clients)"
 cargo build --locked -p agl-store --bin agl-store
 AGL_STORE_BIN="$PWD/target/debug/agl-store" ./scripts/compat.sh
 
 step "python compatibility on the SQLite backend (no finished rollout kept in memory)"
 AGL_CACHE_MIB=0 AGL_COMPAT_STORAGE=sqlite AGL_STORE_BIN="$PWD/target/debug/agl-store" ./scripts/compat.sh
+
+if [ -n "${AGL_TEST_PG:-}" ]; then
+  step "python compatibility on Postgres (a fresh database per server)"
+  AGL_COMPAT_STORAGE=postgres AGL_COMPAT_PG="$AGL_TEST_PG" AGL_STORE_BIN="$PWD/target/debug/agl-store" ./scripts/compat.sh
+fi
 
 step "python compatibility (agentops SDK 0.4.21 and 0.4.13)"
 cargo build --locked -p agl-agentops --bin agl-agentops

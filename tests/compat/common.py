@@ -147,6 +147,13 @@ class ServerProcess:
             self._log = None
 
 
+def fresh_database(name: str) -> str:
+    """Create an empty database on the server AGL_COMPAT_PG names; its connection string."""
+    base = os.environ["AGL_COMPAT_PG"]
+    subprocess.run(["psql", base, "-q", "-c", f"CREATE DATABASE {name}"], check=True)
+    return f"{base} dbname={name}"
+
+
 def start_server(protocol: str, log_dir: Path) -> ServerProcess:
     """Start the server under test for ``protocol`` ('v030' or 'v022')."""
     port = free_port()
@@ -162,9 +169,14 @@ def start_server(protocol: str, log_dir: Path) -> ServerProcess:
         if not binary.exists():
             raise RuntimeError(f"agl-store binary not found at {binary} (set AGL_STORE_BIN)")
         argv = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--scan-debounce-seconds", "0"]
-        # AGL_COMPAT_STORAGE=sqlite runs the same suite on a fresh SQLite file per server.
-        if os.environ.get("AGL_COMPAT_STORAGE") == "sqlite":
+        # AGL_COMPAT_STORAGE=sqlite runs the same suite on a fresh SQLite file per server;
+        # =postgres on a fresh database per server of the Postgres server AGL_COMPAT_PG
+        # names (a libpq connection string, as scripts/pg.sh prints it).
+        storage = os.environ.get("AGL_COMPAT_STORAGE")
+        if storage == "sqlite":
             argv.append(f"--storage=sqlite:{log_dir / f'store-{protocol}-{port}.db'}")
+        elif storage == "postgres":
+            argv.append(f"--storage={fresh_database(f'agl_compat_{protocol}_{port}')}")
         ready_timeout = 30.0
     return ServerProcess(argv, base_url, health_path, log_path, ready_timeout).start()
 

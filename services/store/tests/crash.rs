@@ -1,9 +1,14 @@
-//! Crash safety of the SQLite backend: a training loop runs against the real binary while it
-//! is killed with SIGKILL at random points and restarted on the same file. Every write the
-//! server acknowledged must be there afterwards, nothing may be duplicated, no sequence id may
-//! be issued twice, and the loop must then complete. The server keeps no finished rollout in
-//! memory (`--cache-mib 0`): each leaves memory as soon as it is durable, so the checks also
-//! hold for what is read back from the file.
+//! Crash safety of the durable backends: a training loop runs against the real binary while
+//! it is killed with SIGKILL at random points and restarted. Every write the server
+//! acknowledged must be there afterwards, nothing may be duplicated, no sequence id may be
+//! issued twice, and the loop must then complete.
+//!
+//! * SQLite: one server restarted on the same file. It keeps no finished rollout in memory
+//!   (`--cache-mib 0`): each leaves memory as soon as it is durable, so the checks also hold
+//!   for what is read back from the file.
+//! * Postgres: two replicas on one database, the clients spread over both; one replica at a
+//!   time is killed and restarted while the other serves on, and once Postgres itself is
+//!   stopped as a crash would stop it and started again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,11 +19,11 @@ use serde_json::{Value, json};
 
 mod process;
 
-use process::{Server, command};
+use process::{Pg, Server, command};
 
-/// Starts a server on `db`; returns it and its `/v1/agl` base URL.
-fn start(db: &std::path::Path) -> (Server, String) {
-    let storage = format!("--storage=sqlite:{}", db.display());
+/// Starts a server on `storage`; returns it and its `/v1/agl` base URL.
+fn start(storage: &str) -> (Server, String) {
+    let storage = format!("--storage={storage}");
     let server = Server::start(command(&[
         "--scan-debounce-seconds",
         "0",
@@ -28,6 +33,65 @@ fn start(db: &std::path::Path) -> (Server, String) {
     ]));
     let base = format!("{}/v1/agl", server.base);
     (server, base)
+}
+
+/// The servers under test and what a crash does to them.
+struct Cluster {
+    storage: String,
+    servers: Vec<Server>,
+    pg: Option<Pg>,
+    crashes: usize,
+}
+
+impl Cluster {
+    fn new(storage: String, replicas: usize, pg: Option<Pg>) -> (Self, Vec<String>) {
+        let (servers, bases) = (0..replicas).map(|_| start(&storage)).unzip();
+        let cluster = Self {
+            storage,
+            servers,
+            pg,
+            crashes: 0,
+        };
+        (cluster, bases)
+    }
+
+    /// One crash: a server killed with SIGKILL and started again (replica by replica in
+    /// turn); with Postgres, the second crash is the database's instead. Returns the
+    /// servers' base URLs afterwards.
+    fn crash(&mut self) -> Vec<String> {
+        self.crashes += 1;
+        if let Some(pg) = &self.pg
+            && self.crashes == 2
+        {
+            pg.crash();
+            std::thread::sleep(Duration::from_millis(300));
+            pg.restart();
+        } else {
+            // Killed before its successor starts: an SQLite file takes one server at a time.
+            let i = self.crashes % self.servers.len();
+            self.servers.remove(i).kill9();
+            let (server, _) = start(&self.storage);
+            self.servers.insert(i, server);
+        }
+        self.servers
+            .iter()
+            .map(|s| format!("{}/v1/agl", s.base))
+            .collect()
+    }
+}
+
+/// The base URLs clients pick from, in turn.
+struct Bases {
+    urls: RwLock<Vec<String>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Bases {
+    fn pick(&self) -> String {
+        let urls = self.urls.read();
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        urls[i % urls.len()].clone()
+    }
 }
 
 /// What the server acknowledged, as the clients saw it.
@@ -53,15 +117,21 @@ impl Lcg {
     }
 }
 
-async fn post(
-    client: &reqwest::Client,
-    base: &RwLock<String>,
-    path: &str,
-    body: Value,
-) -> Option<Value> {
-    let url = format!("{}{path}", base.read());
-    let r = client.post(url).json(&body).send().await.ok()?;
+async fn post(client: &reqwest::Client, base: &Bases, path: &str, body: Value) -> Option<Value> {
+    let url = format!("{}{path}", base.pick());
+    let r = match client.post(&url).json(&body).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("POST {url}: {e}");
+            return None;
+        }
+    };
     if !r.status().is_success() {
+        eprintln!(
+            "POST {url}: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
         return None;
     }
     r.json().await.ok()
@@ -70,7 +140,7 @@ async fn post(
 async fn runner(
     worker: String,
     client: reqwest::Client,
-    base: Arc<RwLock<String>>,
+    base: Arc<Bases>,
     acked: Arc<Mutex<Acked>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
@@ -149,10 +219,26 @@ async fn runner(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_writes_survive_sigkill() {
+async fn acknowledged_writes_survive_sigkill_on_sqlite() {
     let dir = std::env::temp_dir().join(format!("agl-crash-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("store.db");
+    let storage = format!("sqlite:{}", dir.join("store.db").display());
+    let (cluster, bases) = Cluster::new(storage, 1, None);
+    training_loop_survives_crashes(cluster, bases).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill_of_a_replica_and_of_postgres() {
+    let Some(pg) = Pg::start("crash") else {
+        return;
+    };
+    let storage = pg.database("crash");
+    let (cluster, bases) = Cluster::new(storage, 2, Some(pg));
+    training_loop_survives_crashes(cluster, bases).await;
+}
+
+async fn training_loop_survives_crashes(mut cluster: Cluster, bases: Vec<String>) {
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -160,8 +246,10 @@ async fn acknowledged_writes_survive_sigkill() {
     eprintln!("crash test seed {seed}");
     let mut rng = Lcg(seed);
 
-    let (mut server, base) = start(&db);
-    let base = Arc::new(RwLock::new(base));
+    let base = Arc::new(Bases {
+        urls: RwLock::new(bases),
+        next: Default::default(),
+    });
     let acked = Arc::new(Mutex::new(Acked::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let client = reqwest::Client::builder()
@@ -221,10 +309,8 @@ async fn acknowledged_writes_survive_sigkill() {
 
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(150 + rng.next(350))).await;
-        server.kill9();
-        let (s, b) = start(&db);
-        server = s;
-        *base.write() = b;
+        let bases = cluster.crash();
+        *base.urls.write() = bases;
     }
     algorithm.await.unwrap();
 
@@ -381,6 +467,5 @@ async fn acknowledged_writes_survive_sigkill() {
         acked.succeeded.len(),
         all_spans
     );
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(cluster);
 }

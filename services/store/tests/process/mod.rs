@@ -95,3 +95,94 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A private Postgres server (`scripts/pg.sh`) in a directory of its own; stopped and
+/// removed when dropped.
+pub struct Pg {
+    pub dir: std::path::PathBuf,
+    /// The libpq connection string of its `postgres` database.
+    pub url: String,
+}
+
+/// What `scripts/pg.sh` says when no Postgres can be found or installed.
+const NO_POSTGRES: i32 = 3;
+
+impl Pg {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg.sh")
+    }
+
+    /// Starts a fresh server; `None` (with a message) when this machine has no Postgres,
+    /// unless `AGL_REQUIRE_PG=1`, which makes that a failure.
+    pub fn start(name: &str) -> Option<Self> {
+        // Short: the socket path must stay under 108 bytes.
+        let dir = std::path::PathBuf::from(format!("/tmp/aglpg-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Command::new("bash")
+            .arg(Self::script())
+            .args(["start", dir.to_str().expect("utf-8 path")])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("bash runs");
+        if out.status.code() == Some(NO_POSTGRES)
+            && std::env::var("AGL_REQUIRE_PG").as_deref() != Ok("1")
+        {
+            eprintln!(
+                "skipped: no Postgres on this machine (scripts/pg.sh installs Debian's postgresql-15 as root)"
+            );
+            return None;
+        }
+        assert!(out.status.success(), "scripts/pg.sh start failed");
+        let url = String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned();
+        Some(Self { dir, url })
+    }
+
+    /// A new empty database; its connection string.
+    pub fn database(&self, name: &str) -> String {
+        let out = Command::new("psql")
+            .args([&self.url, "-q", "-c", &format!("CREATE DATABASE {name}")])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "CREATE DATABASE failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("{} dbname={name}", self.url)
+    }
+
+    fn run(&self, what: &str) {
+        let status = Command::new("bash")
+            .arg(Self::script())
+            .args([what, self.dir.to_str().expect("utf-8 path")])
+            .stdout(Stdio::null())
+            .status()
+            .expect("bash runs");
+        assert!(status.success(), "scripts/pg.sh {what} failed");
+    }
+
+    /// Stops the server as a crash would (immediate shutdown: no checkpoint).
+    pub fn crash(&self) {
+        self.run("kill");
+    }
+
+    /// Starts it again on the same data.
+    pub fn restart(&self) {
+        self.run("start");
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(Self::script())
+            .args(["kill", self.dir.to_str().unwrap_or("")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
