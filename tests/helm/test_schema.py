@@ -141,6 +141,15 @@ INCOHERENT = [
     ({"vllm": {"internalPort": 8000}}, "vllm.internalPort must not be 8000"),
     ({"store": {"enabled": False}}, "store.externalUrl is required"),
     ({"store": {"storage": {"backend": "memory"}, "persistence": {"existingClaim": "data"}}}, "choose sqlite"),
+    ({"store": {"storage": {"backend": "postgres"}}}, "set exactly one of"),
+    (
+        {"store": {"storage": {"backend": "postgres"}, "postgres": {"url": "postgres://a@b/c", "existingSecret": {"name": "s"}}}},
+        "set exactly one of",
+    ),
+    (
+        {"store": {"storage": {"backend": "postgres"}, "postgres": {"url": "postgres://a@b/c"}, "replicas": 1}},
+        "store.pdb.minAvailable (1) must be below store.replicas (1)",
+    ),
 ]
 
 

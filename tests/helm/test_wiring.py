@@ -300,8 +300,12 @@ def test_otel_wiring(ci):
 # --------------------------------------------------------- the store's volume -------
 
 
-def test_exactly_one_store_replica(ci):
+def test_exactly_one_store_replica_unless_postgres(ci):
+    s = merged_values(ci)["store"]
     w = workload(rendered_objects(ci), "store")
+    if s["storage"]["backend"] == "postgres":
+        assert w["kind"] == "Deployment" and w["spec"]["replicas"] == s["replicas"]
+        return
     assert w["spec"]["replicas"] == 1
     if w["kind"] == "Deployment":
         assert w["spec"]["strategy"] == {"type": "Recreate"}
@@ -318,6 +322,9 @@ def test_store_data_volume(ci):
     if s["storage"]["backend"] == "memory":
         assert env_value(c, "AGL_STORAGE") == "memory"
         assert "/data" not in mounts and not find(objs, "PersistentVolumeClaim")
+        return
+    if s["storage"]["backend"] == "postgres":
+        assert "/data" not in mounts and not by_component(objs, "PersistentVolumeClaim", "store")
         return
     assert env_value(c, "AGL_STORAGE") == "sqlite:/data/agl-store.db"
     assert env_value(c, "AGL_SQLITE_DURABILITY") == s["storage"]["sqliteDurability"]
@@ -346,6 +353,59 @@ def test_store_as_deployment_creates_its_claim():
     (pvc,) = by_component(objs, "PersistentVolumeClaim", "store")
     assert pvc["spec"]["storageClassName"] == ""
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+@pytest.mark.parametrize("ci", [c for c in CI_IDS if merged_values(c)["store"]["storage"]["backend"] == "postgres"])
+def test_store_replicas_on_postgres(ci):
+    s = merged_values(ci)["store"]
+    objs = rendered_objects(ci)
+    w = workload(objs, "store")
+    c = container(w, "store")
+    # The URL comes from the Secret, never as a plain value in the pod spec.
+    (storage,) = [e for e in c["env"] if e["name"] == "AGL_STORAGE"]
+    assert "value" not in storage
+    assert storage["valueFrom"]["secretKeyRef"] == s["postgres"]["existingSecret"]
+    assert env_value(c, "AGL_PG_POOL_SIZE") == str(s["postgres"]["poolSize"])
+    # Never fewer ready replicas than asked during a rollout; a PDB for node drains.
+    assert w["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    (pdb,) = by_component(objs, "PodDisruptionBudget", "store")
+    assert pdb["spec"]["minAvailable"] == s["pdb"]["minAvailable"] < s["replicas"]
+    assert selects(pdb["spec"]["selector"]["matchLabels"], w["spec"]["template"]["metadata"]["labels"])
+    # Readiness, not liveness, follows the database.
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/livez"
+
+
+def test_store_on_a_cloudnativepg_cluster_the_chart_renders():
+    from chartlib import objects_of, render_raw
+
+    values = {"store": {"storage": {"backend": "postgres"}, "postgres": {"cnpg": {"create": True, "minSyncReplicas": 1}}}}
+    objs = objects_of(render_raw(values))
+    (cluster,) = [o for o in objs if o["kind"] == "Cluster"]
+    assert cluster["apiVersion"] == "postgresql.cnpg.io/v1"
+    assert cluster["spec"]["instances"] == 2 and cluster["spec"]["minSyncReplicas"] == 1
+    c = container(workload(objs, "store"), "store")
+    (storage,) = [e for e in c["env"] if e["name"] == "AGL_STORAGE"]
+    # CloudNativePG names the app Secret after the cluster and keeps the URL under `uri`.
+    assert storage["valueFrom"]["secretKeyRef"] == {"name": f"{cluster['metadata']['name']}-app", "key": "uri"}
+
+
+def test_store_password_file_from_a_secret():
+    from chartlib import objects_of, render_raw
+
+    values = {
+        "store": {
+            "storage": {"backend": "postgres"},
+            "postgres": {"url": "postgres://agl@db:5432/agl", "passwordSecret": {"name": "pg-pass", "key": "pw"}},
+        }
+    }
+    w = workload(objects_of(render_raw(values)), "store")
+    c = container(w, "store")
+    path = env_value(c, "AGL_STORAGE_PASSWORD_FILE")
+    mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    vol = next(v for v in pod_spec(w)["volumes"] if v["name"] == mount["name"])
+    assert vol["secret"]["secretName"] == "pg-pass"
+    assert vol["secret"]["items"] == [{"key": "pw", "path": path.rsplit("/", 1)[1]}]
 
 
 # ------------------------------------------------------------ model cache, token -----

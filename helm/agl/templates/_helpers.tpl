@@ -234,8 +234,21 @@ values that broke it. */}}
 {{- if le (int $s.terminationGracePeriodSeconds) (add (int $s.preStopSleepSeconds) (int $s.shutdownGraceSeconds)) }}
 {{- fail (printf "store.terminationGracePeriodSeconds (%d) must be greater than store.preStopSleepSeconds (%d) + store.shutdownGraceSeconds (%d)" (int $s.terminationGracePeriodSeconds) (int $s.preStopSleepSeconds) (int $s.shutdownGraceSeconds)) }}
 {{- end }}
-{{- if and (eq $s.storage.backend "memory") $s.persistence.existingClaim }}
-{{- fail "store.persistence.existingClaim is set but store.storage.backend is memory: choose sqlite to use the claim" }}
+{{- if and (ne $s.storage.backend "sqlite") $s.persistence.existingClaim }}
+{{- fail (printf "store.persistence.existingClaim is set but store.storage.backend is %s: choose sqlite to use the claim" $s.storage.backend) }}
+{{- end }}
+{{- if eq $s.storage.backend "postgres" }}
+{{- $p := $s.postgres }}
+{{- $sources := 0 }}
+{{- if $p.existingSecret.name }}{{ $sources = add1 $sources }}{{ end }}
+{{- if $p.url }}{{ $sources = add1 $sources }}{{ end }}
+{{- if $p.cnpg.create }}{{ $sources = add1 $sources }}{{ end }}
+{{- if ne (int $sources) 1 }}
+{{- fail "store.storage.backend is postgres: set exactly one of store.postgres.existingSecret.name (production: a Secret with the URL, e.g. CloudNativePG's <cluster>-app), store.postgres.url (development) or store.postgres.cnpg.create" }}
+{{- end }}
+{{- if and $s.pdb.enabled (ge (int $s.pdb.minAvailable) (int $s.replicas)) }}
+{{- fail (printf "store.pdb.minAvailable (%d) must be below store.replicas (%d), or no node could ever be drained" (int $s.pdb.minAvailable) (int $s.replicas)) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if and .Values.otel.endpoint $s.enabled $s.otel.enabled }}
@@ -287,3 +300,17 @@ values that broke it. */}}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/* The Secret and key holding the store's Postgres URL: the one given, or the `-app`
+Secret of the CloudNativePG Cluster the chart renders (its `uri` key); empty with a
+plain URL. Rendered as YAML for fromYaml. */}}
+{{- define "agl.store.pgSecret" -}}
+{{- $p := .Values.store.postgres -}}
+{{- if $p.existingSecret.name -}}
+name: {{ $p.existingSecret.name }}
+key: {{ $p.existingSecret.key }}
+{{- else if $p.cnpg.create -}}
+name: {{ include "agl.store.fullname" . }}-pg-app
+key: uri
+{{- end -}}
+{{- end }}
