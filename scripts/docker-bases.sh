@@ -10,6 +10,10 @@
 #   gcr.io/distroless/cc-debian12:nonroot    the same content as distroless cc: glibc,
 #                                            libgcc_s, CA certificates, tzdata-free /etc with a
 #                                            `nonroot` user 65532; taken from this Debian 12 host
+#   postgres:15-bookworm                     (compose's postgres profile) Debian bookworm's
+#                                            postgresql-15 behind an entrypoint with the
+#                                            official image's variables
+#                                            (tests/docker/postgres-standin)
 #
 # Needs root (debootstrap), debootstrap (installed with apt-get when missing), and the
 # Debian mirror the host's apt uses.
@@ -17,6 +21,7 @@ set -euo pipefail
 
 RUST_IMAGE="${RUST_IMAGE:-rust:1.95-bookworm}"
 RUNTIME_IMAGE="${RUNTIME_IMAGE:-gcr.io/distroless/cc-debian12:nonroot}"
+POSTGRES_IMAGE="${POSTGRES_IMAGE:-postgres:15-bookworm}"
 MIRROR="${DEBIAN_MIRROR:-$(awk '/^deb / && /bookworm/ {print $2; exit}' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)}"
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 WORK="$(mktemp -d)"
@@ -82,4 +87,11 @@ else
     --change 'WORKDIR /' \
     - "$RUST_IMAGE" >/dev/null
 fi
-docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep -E "^(${RUST_IMAGE%%:*}|${RUNTIME_IMAGE%%:*})" || true
+if have "$POSTGRES_IMAGE"; then
+  echo "docker-bases: $POSTGRES_IMAGE present"
+else
+  echo "docker-bases: building a stand-in for $POSTGRES_IMAGE (Debian's postgresql-15)"
+  docker build -q --build-arg BASE="$RUST_IMAGE" -t "$POSTGRES_IMAGE" \
+    "$(dirname "$0")/../tests/docker/postgres-standin" >/dev/null
+fi
+docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep -E "^(${RUST_IMAGE%%:*}|${RUNTIME_IMAGE%%:*}|${POSTGRES_IMAGE%%:*})" || true

@@ -31,6 +31,7 @@ fi
 
 export COMPOSE_PROJECT_NAME=agl-e2e
 export AGL_STORE_PORT=14747 AGL_AGENTOPS_PORT=18002 AGL_LLM_PORT=18000
+export AGL_STORE_PG_PORT_1=14757 AGL_STORE_PG_PORT_2=14758
 export AGL_AGENTOPS_PUBLIC_URL=http://127.0.0.1:18002
 export AGL_GIT_COMMIT="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
 FILES=(-f compose.yaml -f tests/docker/compose.test.yaml)
@@ -38,13 +39,13 @@ dc() { "${COMPOSE[@]}" "${FILES[@]}" "$@"; }
 LAUNCHER_CONTAINER=agl-e2e-launcher
 cleanup() {
   docker rm -f "$LAUNCHER_CONTAINER" >/dev/null 2>&1 || true
-  dc --profile gpu down -v --remove-orphans >/dev/null 2>&1 || true
+  dc --profile gpu --profile postgres down -v --remove-orphans >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
 echo "==> compose files are valid"
 "${COMPOSE[@]}" -f compose.yaml config -q
-"${COMPOSE[@]}" -f compose.yaml --profile gpu --profile observability config -q
+"${COMPOSE[@]}" -f compose.yaml --profile gpu --profile observability --profile postgres config -q
 
 echo "==> base images"
 ./scripts/docker-bases.sh
@@ -97,15 +98,15 @@ done
 echo "==> up"
 cleanup
 up_start=$(python3 -c 'import time; print(time.time())')
-dc up -d --no-build
+dc --profile postgres up -d --no-build
 healthy() { [ "$(docker inspect -f '{{.State.Health.Status}}' "$(dc ps -q "$1")" 2>/dev/null)" = healthy ]; }
 deadline=$(( $(date +%s) + 120 ))
-until healthy store && healthy agentops; do
+until healthy store && healthy agentops && healthy store-pg-1 && healthy store-pg-2; do
   [ "$(date +%s)" -lt "$deadline" ] || { dc ps; dc logs --tail 50; exit 1; }
   sleep 0.2
 done
 up_s=$(python3 -c "import time; print(f'{time.time() - $up_start:.1f}')")
-echo "up to all healthy: ${up_s} s"
+echo "up to all healthy (with the postgres profile): ${up_s} s"
 
 echo "==> gpu profile's llm-proxy in front of the vLLM test double"
 until healthy vllm-double; do
@@ -130,13 +131,14 @@ fi
 AGL_E2E_STORE=http://127.0.0.1:14747 AGL_E2E_AGENTOPS=http://127.0.0.1:18002 \
 AGL_E2E_LLM=http://127.0.0.1:18000 AGL_E2E_LAUNCHER_IMAGE="$LAUNCHER_IMAGE" \
 AGL_E2E_LAUNCHER_CONTAINER="$LAUNCHER_CONTAINER" AGL_E2E_NETWORK="${COMPOSE_PROJECT_NAME}_default" \
-AGL_E2E_COMPOSE="$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "${COMPOSE[@]}" "${FILES[@]}" --profile gpu)" \
+AGL_E2E_STORE_PG_1=http://127.0.0.1:14757 AGL_E2E_STORE_PG_2=http://127.0.0.1:14758 \
+AGL_E2E_COMPOSE="$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "${COMPOSE[@]}" "${FILES[@]}" --profile gpu --profile postgres)" \
 LITELLM_LOCAL_MODEL_COST_MAP=True \
   "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/docker
 
 echo "==> down (SIGTERM handled within the grace period)"
 down_start=$(python3 -c 'import time; print(time.time())')
-dc --profile gpu down -v
+dc --profile gpu --profile postgres down -v
 down_s=$(python3 -c "import time; print(f'{time.time() - $down_start:.1f}')")
 echo "down: ${down_s} s"
 awk -v d="$down_s" 'BEGIN { exit !(d < 20) }' || { echo "down took longer than the 20 s grace period" >&2; exit 1; }

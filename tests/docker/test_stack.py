@@ -32,6 +32,11 @@ LAUNCHER_IMAGE = os.environ.get("AGL_E2E_LAUNCHER_IMAGE", "")
 LAUNCHER_CONTAINER = os.environ.get("AGL_E2E_LAUNCHER_CONTAINER", "agl-e2e-launcher")
 NETWORK = os.environ.get("AGL_E2E_NETWORK", "agl-e2e_default")
 COMPOSE = json.loads(os.environ.get("AGL_E2E_COMPOSE", '["docker-compose"]'))
+# The postgres profile's two replicas.
+STORE_PG = [
+    os.environ.get("AGL_E2E_STORE_PG_1", "http://127.0.0.1:14757"),
+    os.environ.get("AGL_E2E_STORE_PG_2", "http://127.0.0.1:14758"),
+]
 
 
 def compose(*args: str, env: dict | None = None) -> str:
@@ -192,6 +197,51 @@ def test_acknowledged_writes_survive_restart_and_sigkill():
     assert spans_now() == sorted(acked), "every acknowledged span survived SIGKILL"
     _, nxt = http("POST", f"{STORE}/v1/agl/spans/next", {"rollout_id": rid, "attempt_id": aid})
     assert nxt["sequence_id"] == 21, "the sequence counter continues past the crash"
+
+
+def test_two_replicas_on_postgres_carry_a_training_loop_through_a_replica_kill():
+    """The postgres profile: what one replica does, the other serves; one replica is killed
+    midway and the loop goes on through the other; the killed one comes back with it all."""
+
+    async def loop():
+        one, two = LightningStoreClient(STORE_PG[0]), LightningStoreClient(STORE_PG[1])
+        try:
+            assert (await one.statistics())["backend"] == "postgres"
+            first = [await one.enqueue_rollout(input={"task": i}) for i in range(4)]
+            ids = [r.rollout_id for r in first]
+            # Claimed and finished through the other replica.
+            for _ in range(2):
+                claimed = await two.dequeue_rollout(worker_id="pg-worker")
+                assert claimed is not None and claimed.rollout_id in ids
+                await two.update_attempt(claimed.rollout_id, claimed.attempt.attempt_id, status="succeeded")
+            done = await one.wait_for_rollouts(rollout_ids=ids[:2], timeout=5)
+            assert sorted(r.rollout_id for r in done) == sorted(ids[:2])
+        finally:
+            await two.close()
+        # Replica two dies; the loop goes on through replica one.
+        subprocess.run(["docker", "kill", "-s", "KILL", container("store-pg-2")], check=True, capture_output=True)
+        try:
+            for _ in range(2):
+                claimed = await one.dequeue_rollout(worker_id="pg-worker")
+                assert claimed is not None and claimed.rollout_id in ids[2:]
+                await one.update_attempt(claimed.rollout_id, claimed.attempt.attempt_id, status="succeeded")
+            done = await one.wait_for_rollouts(rollout_ids=ids, timeout=5)
+            assert sorted(r.rollout_id for r in done) == sorted(ids), "every rollout finished"
+        finally:
+            await one.close()
+        compose("up", "-d", "--no-deps", "store-pg-2")
+        wait_healthy("store-pg-2")
+        two = LightningStoreClient(STORE_PG[1])
+        try:
+            back = await two.query_rollouts(rollout_id_in=ids)
+            seen = {r.rollout_id: r.status for r in back.items}
+            assert seen == {rid: "succeeded" for rid in ids}, seen
+        finally:
+            await two.close()
+
+    wait_healthy("store-pg-1")
+    wait_healthy("store-pg-2")
+    run(loop())
 
 
 def test_agentops_sdk_spans_reach_the_store():

@@ -314,6 +314,8 @@ pub struct Store {
     waiters: Arc<Waiters>,
     /// The shared database's totals as last read (metrics are collected without waiting).
     totals: Mutex<Option<crate::persist::Totals>>,
+    /// With a shared database: groups concurrent span changes into shared transactions.
+    grouper: Option<shared::Grouper>,
 }
 
 /// `prefix` followed by `digits` (even, at most 32) random lowercase hex digits, as
@@ -378,6 +380,7 @@ impl Store {
             shared: None,
             waiters,
             totals: Mutex::new(None),
+            grouper: None,
         })
     }
 
@@ -545,6 +548,24 @@ impl Store {
         } else {
             self.try_write_on(&keys, scan, f).await
         }
+    }
+
+    /// [`Self::change`] of one of the hot, small changes (spans, sequence ids), which runs
+    /// once: in memory as any other; with a shared database in a group of concurrent ones
+    /// that share one transaction (see `shared.rs`).
+    async fn change_once<T: Send + 'static>(
+        &self,
+        need: Need,
+        f: impl FnOnce(&mut State, f64) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if let Some(grouper) = &self.grouper {
+            return grouper.run(need, f).await;
+        }
+        let mut f = Some(f);
+        self.change(need, false, move |st, now| {
+            f.take().ok_or_else(retried_span)?(st, now)
+        })
+        .await
     }
 
     /// Hands the recorded changes to the backend (called with the lock held, so batches
@@ -1141,11 +1162,12 @@ impl Store {
             sequences: true,
             ..Need::rollouts([rollout_id])
         };
-        self.change(need, false, |st, _now| {
-            let counter = st.sequence.entry(rollout_id.to_owned()).or_insert(0);
+        let rollout_id = rollout_id.to_owned();
+        self.change_once(need, move |st, _now| {
+            let counter = st.sequence.entry(rollout_id.clone()).or_insert(0);
             *counter += 1;
             let issued = *counter;
-            st.mark_sequence(rollout_id);
+            st.mark_sequence(&rollout_id);
             Ok(issued)
         })
         .await
@@ -1163,21 +1185,23 @@ impl Store {
             )],
             ..Need::rollouts([rollout_id.as_str()])
         };
-        let mut span = Some(span);
-        self.change(need, false, |st, now| {
-            let span = span.take().ok_or_else(retried_span)?;
-            st.bump_sequence(&rollout_id, span.sequence_id());
-            st.check_attempt(&rollout_id, &span.attempt_id())?;
-            let stored = st.insert_span(&rollout_id, span);
-            if let Some(stored) = &stored {
-                st.heartbeat(&rollout_id, &stored.attempt_id(), now);
-                self.counters
-                    .spans_stored
-                    .fetch_add(1, AtomicOrdering::Relaxed);
-            }
-            Ok(stored)
-        })
-        .await
+        let stored = self
+            .change_once(need, move |st, now| {
+                st.bump_sequence(&rollout_id, span.sequence_id());
+                st.check_attempt(&rollout_id, &span.attempt_id())?;
+                let stored = st.insert_span(&rollout_id, span);
+                if let Some(stored) = &stored {
+                    st.heartbeat(&rollout_id, &stored.attempt_id(), now);
+                }
+                Ok(stored)
+            })
+            .await?;
+        if stored.is_some() {
+            self.counters
+                .spans_stored
+                .fetch_add(1, AtomicOrdering::Relaxed);
+        }
+        Ok(stored)
     }
 
     /// Stores spans that may lack sequence ids (OTLP): missing ids are issued per rollout in
@@ -1209,71 +1233,71 @@ impl Store {
                 .collect(),
             ..Need::rollouts(ids)
         };
-        let mut spans = Some(spans);
-        self.change(need, false, |st, now| {
-            let spans = spans.take().ok_or_else(retried_span)?;
-            let mut outcome = BulkOutcome::default();
-            // Reserve implicit ids per rollout in one step, as upstream's bulk issue does.
-            let mut implicit: HashMap<&str, i64> = HashMap::new();
-            for s in &spans {
-                if s.sequence_id.is_none() {
-                    *implicit.entry(s.span.rollout_id.as_str()).or_default() += 1;
-                }
-            }
-            let mut next: HashMap<String, i64> = HashMap::new();
-            for (rollout_id, count) in implicit {
-                let counter = st.sequence.entry(rollout_id.to_owned()).or_insert(0);
-                next.insert(rollout_id.to_owned(), *counter + 1);
-                *counter += count;
-                st.mark_sequence(rollout_id);
-            }
-            let mut touched: IndexSet<(String, String)> = IndexSet::new();
-            for UnsequencedSpan {
-                span:
-                    SpanInput {
-                        rollout_id,
-                        mut span,
-                    },
-                sequence_id,
-            } in spans
-            {
-                let sequence_id = match sequence_id {
-                    Some(id) => id,
-                    None => {
-                        let n = next.get_mut(&rollout_id).expect("reserved above");
-                        *n += 1;
-                        *n - 1
+        let outcome = self
+            .change_once(need, move |st, now| {
+                let mut outcome = BulkOutcome::default();
+                // Reserve implicit ids per rollout in one step, as upstream's bulk issue does.
+                let mut implicit: HashMap<&str, i64> = HashMap::new();
+                for s in &spans {
+                    if s.sequence_id.is_none() {
+                        *implicit.entry(s.span.rollout_id.as_str()).or_default() += 1;
                     }
-                };
-                span.set_sequence_id(sequence_id);
-                st.bump_sequence(&rollout_id, sequence_id);
-                if st.check_attempt(&rollout_id, &span.attempt_id()).is_err() {
-                    outcome.rejected += 1;
-                    continue;
                 }
-                let Some(stored) = st.insert_span(&rollout_id, span) else {
-                    outcome.duplicates += 1;
-                    continue;
-                };
-                outcome.stored += 1;
-                // A batch is mostly one attempt's spans: skip the set for repeats.
-                let attempt_id = stored.attempt_id();
-                if touched
-                    .last()
-                    .is_none_or(|(r, a)| *r != rollout_id || *a != attempt_id)
+                let mut next: HashMap<String, i64> = HashMap::new();
+                for (rollout_id, count) in implicit {
+                    let counter = st.sequence.entry(rollout_id.to_owned()).or_insert(0);
+                    next.insert(rollout_id.to_owned(), *counter + 1);
+                    *counter += count;
+                    st.mark_sequence(rollout_id);
+                }
+                let mut touched: IndexSet<(String, String)> = IndexSet::new();
+                for UnsequencedSpan {
+                    span:
+                        SpanInput {
+                            rollout_id,
+                            mut span,
+                        },
+                    sequence_id,
+                } in spans
                 {
-                    touched.insert((rollout_id, attempt_id.into_owned()));
+                    let sequence_id = match sequence_id {
+                        Some(id) => id,
+                        None => {
+                            let n = next.get_mut(&rollout_id).expect("reserved above");
+                            *n += 1;
+                            *n - 1
+                        }
+                    };
+                    span.set_sequence_id(sequence_id);
+                    st.bump_sequence(&rollout_id, sequence_id);
+                    if st.check_attempt(&rollout_id, &span.attempt_id()).is_err() {
+                        outcome.rejected += 1;
+                        continue;
+                    }
+                    let Some(stored) = st.insert_span(&rollout_id, span) else {
+                        outcome.duplicates += 1;
+                        continue;
+                    };
+                    outcome.stored += 1;
+                    // A batch is mostly one attempt's spans: skip the set for repeats.
+                    let attempt_id = stored.attempt_id();
+                    if touched
+                        .last()
+                        .is_none_or(|(r, a)| *r != rollout_id || *a != attempt_id)
+                    {
+                        touched.insert((rollout_id, attempt_id.into_owned()));
+                    }
                 }
-            }
-            for (rollout_id, attempt_id) in touched {
-                st.heartbeat(&rollout_id, &attempt_id, now);
-            }
-            self.counters
-                .spans_stored
-                .fetch_add(outcome.stored as u64, AtomicOrdering::Relaxed);
-            Ok(outcome)
-        })
-        .await
+                for (rollout_id, attempt_id) in touched {
+                    st.heartbeat(&rollout_id, &attempt_id, now);
+                }
+                Ok(outcome)
+            })
+            .await?;
+        self.counters
+            .spans_stored
+            .fetch_add(outcome.stored as u64, AtomicOrdering::Relaxed);
+        Ok(outcome)
     }
 
     /// Spans of one rollout matching `q`.
@@ -1554,7 +1578,7 @@ impl Store {
 /// A span change decided again after its transaction was retried: its spans were handed
 /// over already. (Span changes create no ids and lock in one order, so a shared database
 /// has no reason to retry them.)
-fn retried_span() -> StoreError {
+pub(super) fn retried_span() -> StoreError {
     StoreError::Storage(StorageError(
         "a span write was retried after a conflict; send it again".into(),
     ))

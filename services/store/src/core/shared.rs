@@ -6,6 +6,11 @@
 //! machines and rules as in memory — and what it recorded is written before the commit. A
 //! rollout that finishes is announced by the database to every process, whose waiters
 //! then read it; the watchdog runs in one process per debounce period.
+//!
+//! The hot, small changes (spans, sequence ids) are grouped ([`Grouper`]): those that
+//! arrive while earlier groups commit share the next transaction, their closures run one
+//! after the other on one state as they would under the memory store's lock, and all of
+//! them are answered after its commit. So a span costs a share of a commit, not one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,14 +18,14 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::state::State;
 use super::waiters::Waiters;
-use super::{Counters, Gauges, Store, StoreConfig, StoreError};
+use super::{Counters, Gauges, Store, StoreConfig, StoreError, retried_span};
 use crate::clock::Clock;
 use crate::model::{AttemptStatus, Rollout, RolloutStatus, WorkerStatus};
-use crate::persist::{Decision, Memory, Need, RolloutFilter, Shared, Snapshot};
+use crate::persist::{Decision, Memory, Need, RolloutFilter, Shared, Snapshot, StorageError};
 
 /// How often a waiter reads its rollouts again even without a notice (a notice can be
 /// lost while the listening connection is down).
@@ -38,6 +43,7 @@ impl Store {
         let mut state = State::default();
         state.waiters = Arc::clone(&waiters);
         let created = clock.now();
+        let grouper = Grouper::start(Arc::clone(&db), Arc::clone(&clock));
         Self {
             state: Mutex::new(state),
             clock,
@@ -50,6 +56,7 @@ impl Store {
             backend: Arc::new(Memory),
             disk: Some(db.history()),
             storage_failed: AtomicBool::new(false),
+            grouper: Some(grouper),
             shared: Some(db),
             waiters,
             totals: Mutex::new(None),
@@ -233,5 +240,135 @@ impl Store {
             waiting_calls: self.waiters.calls(),
             rollouts_in_memory: 0,
         }
+    }
+}
+
+/// Changes waiting in one group at most.
+const MAX_GROUP: usize = 256;
+
+/// Transactions of groups in flight at once (each holds a pooled connection).
+const GROUPS_IN_FLIGHT: usize = 8;
+
+/// A grouped change's closure; it sends its own answer.
+type Job = Box<dyn FnOnce(&mut State, f64) + Send>;
+
+/// One grouped change: what it needs, its closure, and where to say whether the group
+/// committed.
+struct Queued {
+    need: Need,
+    job: Job,
+    committed: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Groups concurrent small changes into shared transactions: [`GROUPS_IN_FLIGHT`] tasks
+/// take turns at the queue; each takes what has queued up (at least one change), commits
+/// it as one transaction, and answers every change in it.
+pub(super) struct Grouper {
+    queue: mpsc::UnboundedSender<Queued>,
+}
+
+impl Grouper {
+    fn start(db: Arc<dyn Shared>, clock: Arc<dyn Clock>) -> Self {
+        let (queue, rx) = mpsc::unbounded_channel::<Queued>();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..GROUPS_IN_FLIGHT {
+            let (db, clock, rx) = (Arc::clone(&db), Arc::clone(&clock), Arc::clone(&rx));
+            tokio::spawn(async move {
+                loop {
+                    let mut group = Vec::new();
+                    {
+                        let mut rx = rx.lock().await;
+                        // Ends when the store (the only sender) is gone.
+                        let Some(first) = rx.recv().await else {
+                            return;
+                        };
+                        group.push(first);
+                        while group.len() < MAX_GROUP {
+                            match rx.try_recv() {
+                                Ok(next) => group.push(next),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    commit_group(&*db, &*clock, group).await;
+                }
+            });
+        }
+        Self { queue }
+    }
+
+    /// Runs `f` in the next group; its answer once the group committed.
+    pub(super) async fn run<T: Send + 'static>(
+        &self,
+        need: Need,
+        f: impl FnOnce(&mut State, f64) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (answer, answered) = oneshot::channel();
+        let (committed, commit) = oneshot::channel();
+        let job: Job = Box::new(move |st: &mut State, now: f64| {
+            let _ = answer.send(f(st, now));
+        });
+        let stopped = || StoreError::Storage(StorageError("the store is shutting down".into()));
+        self.queue
+            .send(Queued {
+                need,
+                job,
+                committed,
+            })
+            .map_err(|_| stopped())?;
+        commit.await.map_err(|_| stopped())??;
+        answered.await.map_err(|_| stopped())?
+    }
+}
+
+/// One group's transaction. (The changes grouped never finish a rollout, so no finish hook
+/// is needed.)
+async fn commit_group(db: &dyn Shared, clock: &dyn Clock, group: Vec<Queued>) {
+    let mut need = Need::default();
+    let mut jobs = Vec::with_capacity(group.len());
+    let mut replies = Vec::with_capacity(group.len());
+    for Queued {
+        need: n,
+        job,
+        committed,
+    } in group
+    {
+        need.rollouts.extend(n.rollouts);
+        need.sequences |= n.sequences;
+        need.spans.extend(n.spans);
+        need.workers.extend(n.workers);
+        need.resources.extend(n.resources);
+        jobs.push(job);
+        replies.push(committed);
+    }
+    let mut jobs = Some(jobs);
+    let mut retried = false;
+    let mut decide = |rows: Snapshot| {
+        let Some(jobs) = jobs.take() else {
+            // The closures ran already: their spans were handed over.
+            retried = true;
+            return None;
+        };
+        let mut st = State::ephemeral(rows, None);
+        let before = st.counts();
+        let now = clock.now();
+        for job in jobs {
+            job(&mut st, now);
+        }
+        let changes = st.take_changes();
+        (!changes.is_empty()).then(|| Decision {
+            changes,
+            counts: st.counts().minus(&before),
+            finished: st.finished_now.take().unwrap_or_default(),
+        })
+    };
+    let result = db.transact(&need, &mut decide).await;
+    let outcome = match result {
+        Ok(_) if retried => Err(retried_span()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(StoreError::Storage(e)),
+    };
+    for reply in replies {
+        let _ = reply.send(outcome.clone());
     }
 }
