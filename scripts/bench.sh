@@ -15,6 +15,8 @@
 #                            some hundreds of spans per second; a million would take hours)
 #   BENCH_SKIP_PYTHON=1      agl-store and the ceiling only (no virtualenv, no PyPI)
 #   BENCH_SKIP_SQLITE=1      agl-store in memory only (no agl-store-sqlite runs)
+#   BENCH_SKIP_PG=1          no Postgres runs (agl-store-pg with one replica, agl-store-pg2
+#                            with two, and pgbench running the same transactions raw)
 #   BENCH_HISTORY_SPANS=10000000  size of the SQLite history run (finished rollouts; about
 #                            5 minutes and 14 GB of disk at 10 M), then restarts on that file;
 #                            0 skips it
@@ -30,7 +32,7 @@ cd "$(dirname "$0")/.."
 
 # The exact command, for the report: the script plus the settings given to it.
 COMMAND="./scripts/bench.sh"
-for var in BENCH_HISTORY_SPANS BENCH_SKIP_SQLITE BENCH_SKIP_PYTHON BENCH_PYTHON_SPANS BENCH_GROW_STEP BENCH_CONCURRENCY BENCH_DURATION; do
+for var in BENCH_HISTORY_SPANS BENCH_SKIP_PG BENCH_SKIP_SQLITE BENCH_SKIP_PYTHON BENCH_PYTHON_SPANS BENCH_GROW_STEP BENCH_CONCURRENCY BENCH_DURATION; do
   if [ -n "${!var:-}" ]; then COMMAND="$var=${!var} $COMMAND"; fi
 done
 
@@ -40,6 +42,7 @@ GROW_STEP="${BENCH_GROW_STEP:-2}"
 PYTHON_SPANS="${BENCH_PYTHON_SPANS:-100000}"
 SKIP_PYTHON="${BENCH_SKIP_PYTHON:-}"
 SKIP_SQLITE="${BENCH_SKIP_SQLITE:-}"
+SKIP_PG="${BENCH_SKIP_PG:-}"
 HISTORY_SPANS="${BENCH_HISTORY_SPANS:-10000000}"
 OUT="${BENCH_OUT:-target/bench}"
 VENV=.venv-bench
@@ -59,6 +62,10 @@ cleanup() {
   done
   # The SQLite files of servers that were still running.
   rm -f "$OUT"/agl-store-sqlite-*.db "$OUT"/agl-store-sqlite-*.db-* 2>/dev/null || true
+  if [ -n "${PG_SOCK:-}" ]; then
+    ./scripts/pg.sh stop "$PG_SOCK" >/dev/null 2>&1 || true
+    rm -rf "$PG_SOCK"
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -264,6 +271,74 @@ if [ -z "$SKIP_SQLITE" ] && [ "$HISTORY_SPANS" -gt 0 ]; then
     if [ "$size" -le "$HISTORY_SPANS" ]; then history_sizes="${history_sizes:+$history_sizes,}$size"; fi
   done
   measure_history "${history_sizes:-$HISTORY_SPANS}"
+fi
+
+# ---- Postgres: one and two store replicas, and pgbench on the same server --------------
+# A server of its own with fsync on (every acknowledged write durable, as in production),
+# listening on a socket in a private directory; a new database per scenario.
+pg_url() { echo "postgresql:///$1?host=$PG_SOCK&user=postgres"; }
+pg_new_db() { psql "host=$PG_SOCK user=postgres dbname=postgres" -qc "CREATE DATABASE $1"; }
+
+# run_pg LABEL REPLICAS SCENARIO...: each scenario on a new database served by REPLICAS
+# store processes, the clients spread over them (CPU and memory are the first one's).
+run_pg() {
+  local label="$1" replicas="$2" scenario db i port targets pids
+  shift 2
+  for scenario in "$@"; do
+    db="b_${label//-/_}_${scenario//-/_}"
+    pg_new_db "$db"
+    targets="" pids=()
+    for i in $(seq 1 "$replicas"); do
+      port=$(free_port)
+      start_server "$OUT/$label-$scenario-$i.log" "$STORE" --host 127.0.0.1 --port "$port" \
+        --log-level warn --storage "$(pg_url "$db")"
+      wait_healthy "$port" "$SERVER_PID" "$OUT/$label-$scenario-$i.log"
+      targets="${targets:+$targets,}http://127.0.0.1:$port"
+      pids+=("$SERVER_PID")
+    done
+    "$BENCH" run --label "$label" --target "$targets" \
+      --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 1 \
+      --scenario "$scenario" --server-pid "${pids[0]}" \
+      --json "$OUT/run-$label-$scenario.json"
+    for i in "${pids[@]}"; do stop_server "$i"; done
+  done
+}
+
+# run_pgbench: the store's transactions for span-add, dequeue-update and enqueue, sent raw
+# by pgbench with the same number of clients, on a database the store migrated
+# (services/bench/pgbench/).
+run_pgbench() {
+  local db=b_pgbench port script tps
+  pg_new_db "$db"
+  port=$(free_port)
+  start_server "$OUT/pgbench-migrate.log" "$STORE" --host 127.0.0.1 --port "$port" \
+    --log-level warn --storage "$(pg_url "$db")"
+  wait_healthy "$port" "$SERVER_PID" "$OUT/pgbench-migrate.log"
+  stop_server "$SERVER_PID"
+  psql "host=$PG_SOCK user=postgres dbname=$db" -q -f services/bench/pgbench/prefill.sql
+  for script in span-add dequeue-update enqueue; do
+    tps=$("$PGBIN/pgbench" -n -c "$CONCURRENCY" -j 2 -T "$DURATION" \
+      -f "services/bench/pgbench/$script.sql" "host=$PG_SOCK user=postgres dbname=$db" \
+      | awk '/^tps = / {print $3}')
+    echo "pgbench $script: $tps tx/s"
+    printf '{"kind":"pgbench","scenario":"%s","tps":%s,"concurrency":%s,"duration_s":%s}\n' \
+      "$script" "$tps" "$CONCURRENCY" "$DURATION" >"$OUT/pgbench-$script.json"
+  done
+}
+
+if [ -z "$SKIP_PG" ]; then
+  PG_SOCK="$PWD/$OUT/pg"
+  if PG_FSYNC=on ./scripts/pg.sh start "$PG_SOCK" >/dev/null; then
+    PGBIN=$(dirname "$(ls /usr/lib/postgresql/*/bin/pgbench | tail -1)")
+    for label in agl-store-pg:1 agl-store-pg2:2; do
+      step "${label%%:*} (${label##*:} replica(s) on Postgres, fsync on): ${SCENARIOS[*]}"
+      run_pg "${label%%:*}" "${label##*:}" "${SCENARIOS[@]}"
+    done
+    step "pgbench on the same server: the store's transactions, raw"
+    run_pgbench
+  else
+    echo "skipped: the Postgres runs (no Postgres server could be started)"
+  fi
 fi
 
 step "docs/benchmarks.md"

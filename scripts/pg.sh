@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A private Postgres server for the tests: Debian's postgresql-15 binaries, a fresh
 # cluster in DIR, listening only on a Unix socket in DIR (no TCP port, so several runs
-# can coexist), fsync off (the tests check semantics; durability across a crash of the
+# can coexist), fsync off unless PG_FSYNC=on (the tests check semantics; durability across a crash of the
 # machine is Postgres's own business).
 #
 #   scripts/pg.sh start DIR   initdb (when DIR has no cluster) and start; prints the
@@ -52,7 +52,7 @@ case $cmd in
         -E UTF8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
     fi
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-      -o "-p 5432 -k $dir -c listen_addresses='' -c fsync=off -c max_connections=200" \
+      -o "-p 5432 -k $dir -c listen_addresses='' -c fsync=${PG_FSYNC:-off} -c max_connections=200" \
       start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
     echo "host=$dir port=5432 user=postgres dbname=postgres"
     ;;

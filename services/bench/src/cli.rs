@@ -40,7 +40,8 @@ pub enum Command {
 /// `agl-bench run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Base URL of the server; loopback addresses only.
+    /// Base URL of the server, or of several replicas of one store separated by commas
+    /// (requests go to each in turn); loopback addresses only.
     #[arg(long)]
     pub target: String,
     /// Name of the server in the results (agl-store, python, ceiling).
@@ -230,7 +231,9 @@ fn summary(result: &crate::results::RunResult) {
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(a) => {
-            check_loopback(&a.target)?;
+            for target in a.target.split(',') {
+                check_loopback(target.trim())?;
+            }
             anyhow::ensure!(a.concurrency > 0, "--concurrency must be at least 1");
             let cfg = RunConfig {
                 target: a.target,

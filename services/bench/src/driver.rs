@@ -213,26 +213,41 @@ pub fn merge(window: Window, paths: &[PathSpec], recorders: Vec<Recorder>) -> Ve
 #[derive(Clone)]
 pub struct Http {
     client: reqwest::Client,
-    base: Arc<str>,
+    /// One or more servers of one store (replicas); requests go to each in turn.
+    bases: Arc<[Arc<str>]>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Http {
-    /// A client for `base` (`http://127.0.0.1:PORT`) keeping one connection per worker.
+    /// A client for `base` (`http://127.0.0.1:PORT`, or several such URLs separated by
+    /// commas: replicas of one store, used in turn) keeping one connection per worker.
     pub fn new(base: &str) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(usize::MAX)
             .tcp_nodelay(true)
             .timeout(Duration::from_secs(120))
             .build()?;
+        let bases: Vec<Arc<str>> = base
+            .split(',')
+            .map(|b| Arc::from(b.trim().trim_end_matches('/')))
+            .collect();
+        anyhow::ensure!(bases.iter().all(|b| !b.is_empty()), "an empty target URL");
         Ok(Self {
             client,
-            base: base.trim_end_matches('/').into(),
+            bases: bases.into(),
+            next: Arc::default(),
         })
     }
 
-    /// The server's base URL.
+    /// The (first) server's base URL.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.bases[0]
+    }
+
+    /// The base URL of the next request.
+    fn pick(&self) -> &str {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.bases[i % self.bases.len()]
     }
 
     /// Sends one request and returns the body of a 2xx answer; anything else is an error
@@ -244,7 +259,9 @@ impl Http {
         content_type: Option<&'static str>,
         body: Option<Bytes>,
     ) -> Result<Bytes, String> {
-        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.pick()));
         if let Some(ct) = content_type {
             req = req.header(reqwest::header::CONTENT_TYPE, ct);
         }

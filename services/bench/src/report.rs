@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::results::{
-    GrowResult, GrowStep, Machine, PathKind, PathStats, ResultFile, RunResult, ScenarioResult,
-    StartupResult,
+    GrowResult, GrowStep, Machine, PathKind, PathStats, PgbenchResult, ResultFile, RunResult,
+    ScenarioResult, StartupResult,
 };
 use crate::scenario::Scenario;
 
@@ -70,12 +70,27 @@ const BEFORE_SQLITE_DEQUEUE_UPDATE: f64 = 7_400.0;
 /// How the SQLite store is named in the document.
 const SQLITE_DISPLAY: &str = "agl-store (SQLite)";
 
+/// Issue 14's Postgres targets: each path against pgbench sending the same transactions,
+/// and two replicas against one.
+const TARGET_PG_SHARE: f64 = 0.80;
+/// Labels of the store on Postgres with one and with two replicas.
+const PG_ONE: &str = "agl-store-pg";
+const PG_TWO: &str = "agl-store-pg2";
+/// The scenarios pgbench repeats, with the store path each is compared on.
+const PG_PATHS: [(&str, &str); 3] = [
+    ("span-add", "POST /v1/agl/spans"),
+    ("dequeue-update", "dequeue + attempt update (op pair)"),
+    ("enqueue", "POST /v1/agl/queues/rollouts/enqueue"),
+];
+
 /// Results grouped by server label.
 #[derive(Default)]
 struct Inputs {
     runs: BTreeMap<String, Vec<RunResult>>,
     grow: BTreeMap<String, GrowResult>,
     startup: BTreeMap<String, StartupResult>,
+    /// By scenario (`span-add`, ...).
+    pgbench: BTreeMap<String, PgbenchResult>,
 }
 
 impl Inputs {
@@ -1259,6 +1274,9 @@ pub fn render(files: Vec<ResultFile>, opts: &ReportOptions) -> String {
             ResultFile::Startup(s) => {
                 inputs.startup.insert(s.label.clone(), s);
             }
+            ResultFile::Pgbench(p) => {
+                inputs.pgbench.insert(p.scenario.clone(), p);
+            }
         }
     }
     let mut out = String::new();
@@ -1276,6 +1294,9 @@ pub fn render(files: Vec<ResultFile>, opts: &ReportOptions) -> String {
         if inputs.has(&opts.history) {
             verdicts.extend(history_targets(&inputs, opts));
         }
+        if inputs.has(PG_ONE) {
+            verdicts.extend(postgres_targets(&inputs));
+        }
     } else {
         out.push_str("Issue 3's targets, checked against the numbers below.\n\n");
     }
@@ -1289,6 +1310,7 @@ pub fn render(files: Vec<ResultFile>, opts: &ReportOptions) -> String {
     growth(&mut out, &inputs, opts);
     sqlite_section(&mut out, &inputs, opts);
     history_section(&mut out, &inputs, opts);
+    postgres_section(&mut out, &inputs);
     out.push_str("## How to read these numbers\n\n");
     out.push_str(
         "- The load generator and the server share the machine's CPUs, so every number is a \
@@ -1317,6 +1339,105 @@ pub fn render(files: Vec<ResultFile>, opts: &ReportOptions) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The bench scenario's result name for a pgbench script (`span-add` → `span_add`).
+fn pg_scenario(script: &str) -> String {
+    script.replace('-', "_")
+}
+
+/// Issue 14's Postgres targets.
+fn postgres_targets(inputs: &Inputs) -> Vec<Verdict> {
+    let mut shares = Vec::new();
+    let mut pairs = Vec::new();
+    for (script, path) in PG_PATHS {
+        let name = pg_scenario(script);
+        let one = inputs.path(PG_ONE, &name, path);
+        if let (Some(o), Some(raw)) = (one, inputs.pgbench.get(script))
+            && let Some(r) = ratio(o.throughput_per_s, raw.tps)
+        {
+            shares.push((r, script));
+        }
+        if let (Some(o), Some(t)) = (one, inputs.path(PG_TWO, &name, path))
+            && let Some(r) = ratio(t.throughput_per_s, o.throughput_per_s)
+        {
+            pairs.push((r, script));
+        }
+    }
+    let list = |v: &[(f64, &str)], f: fn(Option<f64>) -> String| {
+        v.iter()
+            .map(|(r, n)| format!("{n} {}", f(Some(*r))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    vec![
+        Verdict {
+            target: format!(
+                "Postgres: every path ≥ {:.0} % of pgbench sending the same transactions",
+                TARGET_PG_SHARE * 100.0
+            ),
+            measured: if shares.is_empty() {
+                "no pgbench run".into()
+            } else {
+                list(&shares, pct)
+            },
+            met: (!shares.is_empty()).then(|| shares.iter().all(|(r, _)| *r >= TARGET_PG_SHARE)),
+        },
+        Verdict {
+            target: "Postgres: two replicas ≥ one, every path".into(),
+            measured: if pairs.is_empty() {
+                "not measured with two replicas".into()
+            } else {
+                list(&pairs, times)
+            },
+            met: (!pairs.is_empty()).then(|| pairs.iter().all(|(r, _)| *r >= 1.0)),
+        },
+    ]
+}
+
+/// Postgres: one and two replicas on every path, beside pgbench's raw transactions.
+fn postgres_section(out: &mut String, inputs: &Inputs) {
+    if !inputs.has(PG_ONE) {
+        return;
+    }
+    out.push_str("## Postgres: one and two replicas, and the same transactions raw\n\n");
+    out.push_str(
+        "`agl-store-pg` is one store process on a Postgres server of its own (Debian's \
+         postgresql-15, fsync on, `synchronous_commit` on: every answered write is in the \
+         server's fsynced WAL), reached over a Unix socket, on this same machine; \
+         `agl-store-pg2` is two processes on one database with the clients spread over both \
+         (memory and CPU columns are the first one's). *pgbench* sends, with the same number of \
+         clients, exactly the statements the store sends for one request \
+         (`services/bench/pgbench/`): the ceiling of that request done one transaction at a \
+         time. The store groups concurrent span writes into shared transactions, so on span \
+         add it can pass that ceiling.\n\n",
+    );
+    out.push_str("| scenario · path | 1 replica /s | 2 replicas /s | 2 ÷ 1 | pgbench /s | 1 replica ÷ pgbench | p99 ms (1 · 2) |\n|---|---|---|---|---|---|---|\n");
+    for name in inputs.scenario_names() {
+        let Some(one) = inputs.scenario(PG_ONE, &name) else {
+            continue;
+        };
+        for p in one.paths.iter().filter(|p| p.kind != PathKind::Aux) {
+            let two = inputs.path(PG_TWO, &name, &p.path);
+            let raw = PG_PATHS
+                .iter()
+                .find(|(script, path)| pg_scenario(script) == name && *path == p.path)
+                .and_then(|(script, _)| inputs.pgbench.get(*script));
+            let _ = writeln!(
+                out,
+                "| {name} · `{}` | {} | {} | {} | {} | {} | {} · {} |",
+                p.path,
+                rate(p.throughput_per_s),
+                two.map_or("–".into(), |t| rate(t.throughput_per_s)),
+                times(two.and_then(|t| ratio(t.throughput_per_s, p.throughput_per_s))),
+                raw.map_or("–".into(), |r| rate(r.tps)),
+                pct(raw.and_then(|r| ratio(p.throughput_per_s, r.tps))),
+                ms(p.p99_ms),
+                two.map_or("–".into(), |t| ms(t.p99_ms)),
+            );
+        }
+    }
+    out.push('\n');
 }
 
 #[cfg(test)]

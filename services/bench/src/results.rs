@@ -13,6 +13,19 @@ pub enum ResultFile {
     Grow(GrowResult),
     /// Output of `agl-bench startup`.
     Startup(StartupResult),
+    /// One `pgbench` run of the store's transactions, written by `scripts/bench.sh`.
+    Pgbench(PgbenchResult),
+}
+
+/// `pgbench` repeating the statements of one store request (services/bench/pgbench/).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PgbenchResult {
+    /// The script's name, which is the bench scenario it mirrors (`span-add`, ...).
+    pub scenario: String,
+    /// Script runs per second (one run = one store request, or one dequeue + update pair).
+    pub tps: f64,
+    pub concurrency: usize,
+    pub duration_s: f64,
 }
 
 /// The machine a measurement ran on, read from `/proc` when it ran.

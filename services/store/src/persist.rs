@@ -285,8 +285,11 @@ pub struct Need {
     /// Spans `(rollout, attempt, span id)` to be added: those already stored are read, so
     /// that the core sees them as duplicates.
     pub spans: Vec<(String, String, String)>,
-    /// Workers (besides those of the attempts read, which are always read).
+    /// Workers (besides those of the attempts read, when `attempt_workers`).
     pub workers: Vec<String>,
+    /// Also read the workers of the attempts read: the change may move them (a status
+    /// change); span changes never do.
+    pub attempt_workers: bool,
     /// Resources versions.
     pub resources: Vec<String>,
     /// The id of the latest resources version.
@@ -299,10 +302,11 @@ pub struct Need {
 }
 
 impl Need {
-    /// The rows of these rollouts.
+    /// The rows of these rollouts, and the workers of their attempts.
     pub fn rollouts<I: IntoIterator<Item = S>, S: Into<String>>(ids: I) -> Self {
         Self {
             rollouts: ids.into_iter().map(Into::into).collect(),
+            attempt_workers: true,
             ..Self::default()
         }
     }

@@ -1160,6 +1160,7 @@ impl Store {
     pub async fn next_sequence_id(&self, rollout_id: &str) -> Result<i64, StoreError> {
         let need = Need {
             sequences: true,
+            attempt_workers: false,
             ..Need::rollouts([rollout_id])
         };
         let rollout_id = rollout_id.to_owned();
@@ -1178,6 +1179,7 @@ impl Store {
         let SpanInput { rollout_id, span } = input;
         let need = Need {
             sequences: true,
+            attempt_workers: false,
             spans: vec![(
                 rollout_id.clone(),
                 span.attempt_id().into_owned(),
@@ -1221,6 +1223,7 @@ impl Store {
             .collect();
         let need = Need {
             sequences: true,
+            attempt_workers: false,
             spans: spans
                 .iter()
                 .map(|s| {

@@ -115,8 +115,10 @@ impl Store {
                 return;
             }
         }
+        // The verdicts move the attempts' workers too.
         let need = Need {
             watched: true,
+            attempt_workers: true,
             ..Need::default()
         };
         match self
@@ -337,6 +339,7 @@ async fn commit_group(db: &dyn Shared, clock: &dyn Clock, group: Vec<Queued>) {
         need.sequences |= n.sequences;
         need.spans.extend(n.spans);
         need.workers.extend(n.workers);
+        need.attempt_workers |= n.attempt_workers;
         need.resources.extend(n.resources);
         jobs.push(job);
         replies.push(committed);

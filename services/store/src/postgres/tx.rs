@@ -9,10 +9,11 @@ use std::collections::HashSet;
 
 use deadpool_postgres::{Pool, Transaction};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 
 use super::{FINISHED_CHANNEL, describe};
 use crate::model::{Attempt, ResourcesUpdate, Rollout, StoredSpan, Worker};
-use crate::persist::{Change, CountsDelta, Decide, Decision, Need, Snapshot, StorageError};
+use crate::persist::{Change, Decide, Decision, Need, Snapshot, StorageError};
 
 /// Runs of one transaction before a conflict is reported.
 const TRIES: usize = 8;
@@ -117,7 +118,24 @@ fn sorted(ids: impl IntoIterator<Item = String>) -> Vec<String> {
     ids
 }
 
-/// Locks and reads what `need` names.
+/// Reads rollouts (`doc`, `queue_pos`) into `into`, skipping ids read already.
+fn push_rollouts(
+    into: &mut Vec<(Rollout, Option<i64>)>,
+    rows: Vec<tokio_postgres::Row>,
+) -> Result<(), Failed> {
+    for row in rows {
+        let rollout: Rollout =
+            serde_json::from_str(row.get::<_, &str>(0)).map_err(bad_doc("rollout"))?;
+        if !into.iter().any(|(r, _)| r.rollout_id == rollout.rollout_id) {
+            into.push((rollout, row.get(1)));
+        }
+    }
+    Ok(())
+}
+
+/// Locks and reads what `need` names: first the rollouts (the locks that order everything
+/// else), then in one pipelined round trip their attempts, the sequence counters, the spans
+/// already stored and the resources, then the workers of the attempts.
 async fn load(tx: &Transaction<'_>, need: &Need) -> Result<Loaded, Failed> {
     let mut rows = Snapshot::default();
     // (rollout, queue position) of every rollout read.
@@ -130,13 +148,7 @@ async fn load(tx: &Transaction<'_>, need: &Need) -> Result<Loaded, Failed> {
                  ORDER BY queue_pos LIMIT $1 FOR UPDATE SKIP LOCKED",
             )
             .await?;
-        for row in tx.query(&q, &[&limit]).await? {
-            let doc: &str = row.get(0);
-            rollouts.push((
-                serde_json::from_str(doc).map_err(bad_doc("rollout"))?,
-                row.get(1),
-            ));
-        }
+        push_rollouts(&mut rollouts, tx.query(&q, &[&limit]).await?)?;
     }
     if need.watched {
         let q = tx
@@ -146,13 +158,7 @@ async fn load(tx: &Transaction<'_>, need: &Need) -> Result<Loaded, Failed> {
                  ORDER BY rollout_id FOR UPDATE SKIP LOCKED",
             )
             .await?;
-        for row in tx.query(&q, &[]).await? {
-            let doc: &str = row.get(0);
-            rollouts.push((
-                serde_json::from_str(doc).map_err(bad_doc("rollout"))?,
-                row.get(1),
-            ));
-        }
+        push_rollouts(&mut rollouts, tx.query(&q, &[]).await?)?;
     }
     let named = sorted(need.rollouts.iter().cloned());
     if !named.is_empty() {
@@ -162,75 +168,118 @@ async fn load(tx: &Transaction<'_>, need: &Need) -> Result<Loaded, Failed> {
                  ORDER BY rollout_id FOR UPDATE",
             )
             .await?;
-        for row in tx.query(&q, &[&named]).await? {
-            let doc: &str = row.get(0);
-            let rollout: Rollout = serde_json::from_str(doc).map_err(bad_doc("rollout"))?;
-            if !rollouts
-                .iter()
-                .any(|(r, _)| r.rollout_id == rollout.rollout_id)
-            {
-                rollouts.push((rollout, row.get(1)));
-            }
-        }
+        push_rollouts(&mut rollouts, tx.query(&q, &[&named]).await?)?;
     }
     let ids: Vec<String> = rollouts.iter().map(|(r, _)| r.rollout_id.clone()).collect();
-    if !ids.is_empty() {
-        let q = tx
-            .prepare_cached("SELECT doc FROM agl_attempts WHERE rollout_id = ANY($1)")
-            .await?;
-        for row in tx.query(&q, &[&ids]).await? {
-            let doc: &str = row.get(0);
-            rows.attempts
-                .push(serde_json::from_str::<Attempt>(doc).map_err(bad_doc("attempt"))?);
-        }
+    let (mut span_r, mut span_a, mut span_s) = (Vec::new(), Vec::new(), Vec::new());
+    for (rollout_id, attempt_id, span_id) in &need.spans {
+        span_r.push(rollout_id.as_str());
+        span_a.push(attempt_id.as_str());
+        span_s.push(span_id.as_str());
     }
-    if need.sequences && !named.is_empty() {
-        // A counter row for every id first, so that there is a row to lock even for an id
-        // no counter was issued for yet (two first issues must not both start at 0).
-        let q = tx
-            .prepare_cached(
-                "INSERT INTO agl_sequences (rollout_id, value) SELECT unnest($1::text[]), 0 \
-                 ON CONFLICT (rollout_id) DO NOTHING",
-            )
-            .await?;
-        tx.execute(&q, &[&named]).await?;
-        let q = tx
-            .prepare_cached(
-                "SELECT rollout_id, value FROM agl_sequences WHERE rollout_id = ANY($1) \
-                 ORDER BY rollout_id FOR UPDATE",
-            )
-            .await?;
-        for row in tx.query(&q, &[&named]).await? {
-            rows.sequences.push((row.get(0), row.get(1)));
-        }
+    let wanted = sorted(need.resources.iter().cloned());
+
+    // Prepared first (cached per connection), then sent together: the answers come back in
+    // one round trip.
+    let q_attempts = tx
+        .prepare_cached("SELECT doc FROM agl_attempts WHERE rollout_id = ANY($1)")
+        .await?;
+    // An upsert that locks the counter row and returns it, creating it at 0 when no id was
+    // issued yet (two first issues must not both start from nothing).
+    let q_sequences = tx
+        .prepare_cached(
+            "INSERT INTO agl_sequences (rollout_id, value) \
+             SELECT id, 0 FROM unnest($1::text[]) AS u(id) ORDER BY id \
+             ON CONFLICT (rollout_id) DO UPDATE SET value = agl_sequences.value \
+             RETURNING rollout_id, value",
+        )
+        .await?;
+    let q_spans = tx
+        .prepare_cached(
+            "SELECT s.rollout_id, s.doc FROM agl_spans s \
+             JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(r, a, s) \
+             ON s.rollout_id = k.r AND s.attempt_id = k.a AND s.span_id = k.s \
+             ORDER BY s.id",
+        )
+        .await?;
+    let q_resources = tx
+        .prepare_cached(
+            "SELECT doc FROM agl_resources WHERE resources_id = ANY($1) \
+             ORDER BY resources_id FOR UPDATE",
+        )
+        .await?;
+    let q_latest = tx
+        .prepare_cached("SELECT value FROM agl_meta WHERE key = 'latest_resources'")
+        .await?;
+    let none = Vec::new;
+    let (attempt_rows, sequence_rows, span_rows, resource_rows, latest_rows) = futures::try_join!(
+        async {
+            if ids.is_empty() {
+                Ok(none())
+            } else {
+                tx.query(&q_attempts, &[&ids]).await
+            }
+        },
+        async {
+            if need.sequences && !named.is_empty() {
+                tx.query(&q_sequences, &[&named]).await
+            } else {
+                Ok(none())
+            }
+        },
+        async {
+            if span_r.is_empty() {
+                Ok(none())
+            } else {
+                tx.query(&q_spans, &[&span_r, &span_a, &span_s]).await
+            }
+        },
+        async {
+            if wanted.is_empty() {
+                Ok(none())
+            } else {
+                tx.query(&q_resources, &[&wanted]).await
+            }
+        },
+        async {
+            if need.latest_resources {
+                tx.query(&q_latest, &[]).await
+            } else {
+                Ok(none())
+            }
+        },
+    )?;
+    for row in attempt_rows {
+        rows.attempts.push(
+            serde_json::from_str::<Attempt>(row.get::<_, &str>(0)).map_err(bad_doc("attempt"))?,
+        );
     }
-    if !need.spans.is_empty() {
-        let (mut r, mut a, mut s) = (Vec::new(), Vec::new(), Vec::new());
-        for (rollout_id, attempt_id, span_id) in &need.spans {
-            r.push(rollout_id.as_str());
-            a.push(attempt_id.as_str());
-            s.push(span_id.as_str());
-        }
-        let q = tx
-            .prepare_cached(
-                "SELECT s.rollout_id, s.doc FROM agl_spans s \
-                 JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(r, a, s) \
-                 ON s.rollout_id = k.r AND s.attempt_id = k.a AND s.span_id = k.s \
-                 ORDER BY s.id",
-            )
-            .await?;
-        for row in tx.query(&q, &[&r, &a, &s]).await? {
-            let doc: &str = row.get(1);
-            let span = StoredSpan::from_json(doc)
-                .map_err(|e| Failed::Fatal(StorageError(format!("bad span document: {e}"))))?;
-            rows.spans.push((row.get(0), span));
-        }
+    for row in sequence_rows {
+        rows.sequences.push((row.get(0), row.get(1)));
     }
+    for row in span_rows {
+        let span = StoredSpan::from_json(row.get::<_, &str>(1))
+            .map_err(|e| Failed::Fatal(StorageError(format!("bad span document: {e}"))))?;
+        rows.spans.push((row.get(0), span));
+    }
+    let mut resources = HashSet::new();
+    for row in resource_rows {
+        let r: ResourcesUpdate =
+            serde_json::from_str(row.get::<_, &str>(0)).map_err(bad_doc("resources"))?;
+        resources.insert(r.resources_id.clone());
+        rows.resources.push(r);
+    }
+    rows.latest_resources = latest_rows.first().map(|row| row.get(0));
+
+    // Workers: those named, and those of the attempts read when the change may move them.
+    let from_attempts = need
+        .attempt_workers
+        .then(|| rows.attempts.iter().filter_map(|a| a.worker_id.clone()));
     let workers = sorted(
         need.workers
             .iter()
             .cloned()
-            .chain(rows.attempts.iter().filter_map(|a| a.worker_id.clone()))
+            .chain(from_attempts.into_iter().flatten())
             .filter(|w| !w.is_empty()),
     );
     if !workers.is_empty() {
@@ -241,32 +290,10 @@ async fn load(tx: &Transaction<'_>, need: &Need) -> Result<Loaded, Failed> {
             )
             .await?;
         for row in tx.query(&q, &[&workers]).await? {
-            let doc: &str = row.get(0);
-            rows.workers
-                .push(serde_json::from_str::<Worker>(doc).map_err(bad_doc("worker"))?);
+            rows.workers.push(
+                serde_json::from_str::<Worker>(row.get::<_, &str>(0)).map_err(bad_doc("worker"))?,
+            );
         }
-    }
-    let mut resources = HashSet::new();
-    let wanted = sorted(need.resources.iter().cloned());
-    if !wanted.is_empty() {
-        let q = tx
-            .prepare_cached(
-                "SELECT doc FROM agl_resources WHERE resources_id = ANY($1) \
-                 ORDER BY resources_id FOR UPDATE",
-            )
-            .await?;
-        for row in tx.query(&q, &[&wanted]).await? {
-            let doc: &str = row.get(0);
-            let r: ResourcesUpdate = serde_json::from_str(doc).map_err(bad_doc("resources"))?;
-            resources.insert(r.resources_id.clone());
-            rows.resources.push(r);
-        }
-    }
-    if need.latest_resources {
-        let q = tx
-            .prepare_cached("SELECT value FROM agl_meta WHERE key = 'latest_resources'")
-            .await?;
-        rows.latest_resources = tx.query_opt(&q, &[]).await?.map(|row| row.get(0));
     }
     // The queue in its order: what a claim pops, and which rollouts are queued at all.
     let mut queued: Vec<(i64, String)> = rollouts
@@ -284,177 +311,243 @@ async fn load(tx: &Transaction<'_>, need: &Need) -> Result<Loaded, Failed> {
     })
 }
 
-/// New spans, column by column (bound as arrays and inserted by one `unnest`).
-#[derive(Default)]
-struct SpanColumns<'a> {
-    rollout_ids: Vec<&'a str>,
-    attempt_ids: Vec<String>,
-    span_ids: Vec<String>,
-    sequence_ids: Vec<i64>,
-    docs: Vec<String>,
+/// Executes a prepared (cached) statement.
+async fn exec(tx: &Transaction<'_>, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<(), Failed> {
+    let q = tx.prepare_cached(sql).await?;
+    tx.execute(&q, args).await?;
+    Ok(())
 }
 
-/// Writes a decision's rows in the order the core recorded them.
+/// Statements sent together: prepared one by one (cached per connection), then executed
+/// as one pipeline, in order, so that a decision's writes cost one round trip.
+#[derive(Default)]
+struct Pipeline<'a> {
+    statements: Vec<(&'static str, Vec<&'a (dyn ToSql + Sync)>)>,
+}
+
+impl<'a> Pipeline<'a> {
+    fn push(&mut self, sql: &'static str, args: Vec<&'a (dyn ToSql + Sync)>) {
+        self.statements.push((sql, args));
+    }
+
+    async fn run(self, tx: &Transaction<'_>) -> Result<(), Failed> {
+        let mut prepared = Vec::with_capacity(self.statements.len());
+        for (sql, _) in &self.statements {
+            prepared.push(tx.prepare_cached(sql).await?);
+        }
+        // Each execute sends its request when first polled, and the join polls them in
+        // order: the server runs them in this order.
+        futures::future::try_join_all(
+            prepared
+                .iter()
+                .zip(&self.statements)
+                .map(|(q, (_, args))| tx.execute(q, args)),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Writes a decision's rows: each kind of row as one statement over arrays (`unnest`), in
+/// the order the core's journal lists them (rollouts before the attempts, spans and queue
+/// positions that refer to them), all sent as one pipeline.
 async fn write(
     tx: &Transaction<'_>,
     rollouts: &HashSet<String>,
     resources: &HashSet<String>,
     decision: &Decision,
 ) -> Result<(), Failed> {
-    // Spans go in as one statement, after the rows they belong to.
-    let mut spans = SpanColumns::default();
+    let mut new_rollouts = Columns::default();
+    let mut old_rollouts = Columns::default();
+    let mut attempts = Columns::default();
+    let mut spans = Columns::default();
+    let mut workers = Columns::default();
+    let mut sequences = Columns::default();
     for change in &decision.changes {
         match change {
             Change::Rollout(r) => {
-                let sql = if rollouts.contains(&r.rollout_id) {
-                    "UPDATE agl_rollouts SET status = $2, doc = $3 WHERE rollout_id = $1"
+                // A new id (not read under lock) is inserted: a unique violation (another
+                // process took it meanwhile) runs the transaction again with a fresh one.
+                let rows = if rollouts.contains(&r.rollout_id) {
+                    &mut old_rollouts
                 } else {
-                    // A new id: a unique violation (another process took it) runs the
-                    // transaction again with a fresh one.
-                    "INSERT INTO agl_rollouts (rollout_id, status, doc) VALUES ($1, $2, $3)"
+                    &mut new_rollouts
                 };
-                let q = tx.prepare_cached(sql).await?;
-                tx.execute(&q, &[&r.rollout_id, &r.status.as_str(), &to_json(r)])
-                    .await?;
+                rows.text[0].push(r.rollout_id.clone());
+                rows.text[1].push(r.status.as_str().to_owned());
+                rows.text[2].push(to_json(r));
             }
             Change::Attempt(a) => {
-                let q = tx
-                    .prepare_cached(
-                        "INSERT INTO agl_attempts (rollout_id, sequence_id, doc) \
-                         VALUES ($1, $2, $3) ON CONFLICT (rollout_id, sequence_id) \
-                         DO UPDATE SET doc = EXCLUDED.doc",
-                    )
-                    .await?;
-                tx.execute(&q, &[&a.rollout_id, &a.sequence_id, &to_json(a)])
-                    .await?;
+                attempts.text[0].push(a.rollout_id.clone());
+                attempts.int.push(a.sequence_id);
+                attempts.text[1].push(to_json(a));
             }
             Change::Span { rollout_id, span } => {
-                spans.rollout_ids.push(rollout_id);
-                spans.attempt_ids.push(span.attempt_id().into_owned());
-                spans.span_ids.push(span.span_id().into_owned());
-                spans.sequence_ids.push(span.sequence_id());
-                spans.docs.push(span.to_json());
+                spans.text[0].push(rollout_id.clone());
+                spans.text[1].push(span.attempt_id().into_owned());
+                spans.text[2].push(span.span_id().into_owned());
+                spans.int.push(span.sequence_id());
+                spans.text[3].push(span.to_json());
             }
             Change::Worker(w) => {
-                let q = tx
-                    .prepare_cached(
-                        "INSERT INTO agl_workers (worker_id, doc) VALUES ($1, $2) \
-                         ON CONFLICT (worker_id) DO UPDATE SET doc = EXCLUDED.doc",
-                    )
-                    .await?;
-                tx.execute(&q, &[&w.worker_id, &to_json(w)]).await?;
+                workers.text[0].push(w.worker_id.clone());
+                workers.text[1].push(to_json(w));
             }
+            Change::Sequence { rollout_id, value } => {
+                sequences.text[0].push(rollout_id.clone());
+                sequences.int.push(*value);
+            }
+            // Rare: one statement each, before the rest.
             Change::Resources(r) => {
                 let sql = if resources.contains(&r.resources_id) {
                     "UPDATE agl_resources SET doc = $2 WHERE resources_id = $1"
                 } else {
                     "INSERT INTO agl_resources (resources_id, doc) VALUES ($1, $2)"
                 };
-                let q = tx.prepare_cached(sql).await?;
-                tx.execute(&q, &[&r.resources_id, &to_json(r)]).await?;
+                exec(tx, sql, &[&r.resources_id, &to_json(r)]).await?;
             }
             Change::LatestResources(id) => {
-                let q = tx
-                    .prepare_cached(
-                        "INSERT INTO agl_meta (key, value) VALUES ('latest_resources', $1) \
-                         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    )
-                    .await?;
-                tx.execute(&q, &[id]).await?;
+                exec(
+                    tx,
+                    "INSERT INTO agl_meta (key, value) VALUES ('latest_resources', $1) \
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    &[id],
+                )
+                .await?;
             }
-            Change::Sequence { rollout_id, value } => {
-                let q = tx
-                    .prepare_cached(
-                        "INSERT INTO agl_sequences (rollout_id, value) VALUES ($1, $2) \
-                         ON CONFLICT (rollout_id) \
-                         DO UPDATE SET value = GREATEST(agl_sequences.value, EXCLUDED.value)",
-                    )
-                    .await?;
-                tx.execute(&q, &[rollout_id, value]).await?;
-            }
-            Change::QueuePush(id) => {
-                let q = tx
-                    .prepare_cached(
-                        "UPDATE agl_rollouts SET queue_pos = nextval('agl_queue_pos') \
-                         WHERE rollout_id = $1 AND queue_pos IS NULL",
-                    )
-                    .await?;
-                tx.execute(&q, &[id]).await?;
-            }
-            Change::QueuePop(id) => {
-                let q = tx
-                    .prepare_cached(
-                        "UPDATE agl_rollouts SET queue_pos = NULL WHERE rollout_id = $1",
-                    )
-                    .await?;
-                tx.execute(&q, &[id]).await?;
-            }
+            // Queue operations are written after the rows, in their order (below).
+            Change::QueuePush(_) | Change::QueuePop(_) => {}
             // The totals are kept as changes per connection (below), not as one row every
             // transaction would queue behind.
             Change::Counts(_) => {}
         }
     }
-    if !spans.rollout_ids.is_empty() {
-        let q = tx
-            .prepare_cached(
-                "INSERT INTO agl_spans (rollout_id, attempt_id, span_id, sequence_id, doc) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[]) \
-                 ON CONFLICT (rollout_id, attempt_id, span_id) DO NOTHING",
-            )
-            .await?;
-        let SpanColumns {
-            rollout_ids,
-            attempt_ids,
-            span_ids,
-            sequence_ids,
-            docs,
-        } = &spans;
-        tx.execute(
-            &q,
-            &[rollout_ids, attempt_ids, span_ids, sequence_ids, docs],
-        )
-        .await?;
+    let queue = queue_runs(&decision.changes);
+    let d = &decision.counts;
+    let mut p = Pipeline::default();
+    if !new_rollouts.is_empty() {
+        let [ids, statuses, docs, _] = &new_rollouts.text;
+        p.push(
+            "INSERT INTO agl_rollouts (rollout_id, status, doc) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[])",
+            vec![ids, statuses, docs],
+        );
     }
-    add_counts(tx, &decision.counts).await?;
+    if !old_rollouts.is_empty() {
+        let [ids, statuses, docs, _] = &old_rollouts.text;
+        p.push(
+            "UPDATE agl_rollouts r SET status = v.status, doc = v.doc \
+             FROM unnest($1::text[], $2::text[], $3::text[]) AS v(id, status, doc) \
+             WHERE r.rollout_id = v.id",
+            vec![ids, statuses, docs],
+        );
+    }
+    if !attempts.is_empty() {
+        let [ids, docs, ..] = &attempts.text;
+        p.push(
+            "INSERT INTO agl_attempts (rollout_id, sequence_id, doc) \
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::text[]) \
+             ON CONFLICT (rollout_id, sequence_id) DO UPDATE SET doc = EXCLUDED.doc",
+            vec![ids, &attempts.int, docs],
+        );
+    }
+    if !workers.is_empty() {
+        let [ids, docs, ..] = &workers.text;
+        p.push(
+            "INSERT INTO agl_workers (worker_id, doc) \
+             SELECT * FROM unnest($1::text[], $2::text[]) \
+             ON CONFLICT (worker_id) DO UPDATE SET doc = EXCLUDED.doc",
+            vec![ids, docs],
+        );
+    }
+    if !sequences.is_empty() {
+        p.push(
+            "INSERT INTO agl_sequences (rollout_id, value) \
+             SELECT * FROM unnest($1::text[], $2::int8[]) ON CONFLICT (rollout_id) \
+             DO UPDATE SET value = GREATEST(agl_sequences.value, EXCLUDED.value)",
+            vec![&sequences.text[0], &sequences.int],
+        );
+    }
+    if !spans.is_empty() {
+        let [rollout_ids, attempt_ids, span_ids, docs] = &spans.text;
+        p.push(
+            "INSERT INTO agl_spans (rollout_id, attempt_id, span_id, sequence_id, doc) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[]) \
+             ON CONFLICT (rollout_id, attempt_id, span_id) DO NOTHING",
+            vec![rollout_ids, attempt_ids, span_ids, &spans.int, docs],
+        );
+    }
+    for (push, ids) in &queue {
+        let sql = if *push {
+            // Positions taken from the queue's sequence in the order pushed.
+            "UPDATE agl_rollouts r SET queue_pos = v.pos \
+             FROM (SELECT id, nextval('agl_queue_pos') AS pos FROM ( \
+                   SELECT id FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n) ORDER BY n \
+                   ) AS o) AS v \
+             WHERE r.rollout_id = v.id AND r.queue_pos IS NULL"
+        } else {
+            "UPDATE agl_rollouts SET queue_pos = NULL WHERE rollout_id = ANY($1)"
+        };
+        p.push(sql, vec![ids]);
+    }
+    // The totals are kept as changes per server connection (one row each): no row that
+    // every transaction would queue behind.
+    if !d.is_zero() {
+        let (r, a) = (&d.rollouts, &d.attempts);
+        p.push(
+            ADD_COUNTS,
+            vec![
+                &r[0],
+                &r[1],
+                &r[2],
+                &r[3],
+                &r[4],
+                &r[5],
+                &r[6],
+                &a[0],
+                &a[1],
+                &a[2],
+                &a[3],
+                &a[4],
+                &a[5],
+                &d.spans,
+                &d.span_bytes,
+                &d.resources,
+            ],
+        );
+    }
     for id in &decision.finished {
-        let q = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
-        tx.execute(&q, &[&FINISHED_CHANNEL, id]).await?;
+        p.push("SELECT pg_notify($1, $2)", vec![&FINISHED_CHANNEL, id]);
     }
-    Ok(())
+    p.run(tx).await
 }
 
-/// Adds a transaction's change of the totals to its connection's row (one row per server
-/// process: no two transactions ever wait for the same one).
-async fn add_counts(tx: &Transaction<'_>, d: &CountsDelta) -> Result<(), Failed> {
-    if d.is_zero() {
-        return Ok(());
+/// Queue operations in their order, as runs of pushes or of pops (one statement each).
+fn queue_runs(changes: &[Change]) -> Vec<(bool, Vec<&str>)> {
+    let ops: Vec<(bool, &str)> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::QueuePush(id) => Some((true, id.as_str())),
+            Change::QueuePop(id) => Some((false, id.as_str())),
+            _ => None,
+        })
+        .collect();
+    ops.chunk_by(|a, b| a.0 == b.0)
+        .map(|run| (run[0].0, run.iter().map(|(_, id)| *id).collect()))
+        .collect()
+}
+
+/// Rows of one kind, column by column, bound as arrays.
+#[derive(Default)]
+struct Columns {
+    text: [Vec<String>; 4],
+    int: Vec<i64>,
+}
+
+impl Columns {
+    fn is_empty(&self) -> bool {
+        self.text[0].is_empty()
     }
-    let q = tx.prepare_cached(ADD_COUNTS).await?;
-    let r = &d.rollouts;
-    let a = &d.attempts;
-    tx.execute(
-        &q,
-        &[
-            &r[0],
-            &r[1],
-            &r[2],
-            &r[3],
-            &r[4],
-            &r[5],
-            &r[6],
-            &a[0],
-            &a[1],
-            &a[2],
-            &a[3],
-            &a[4],
-            &a[5],
-            &d.spans,
-            &d.span_bytes,
-            &d.resources,
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 const ADD_COUNTS: &str = "INSERT INTO agl_counts \
