@@ -4,8 +4,8 @@ INSERT INTO agl_rollouts (rollout_id, status, doc)
 SELECT 'ro-run-' || i, 'running',
        '{"rollout_id":"ro-run-' || i || '","input":{"question":"' || repeat('q', 200) || '","db":"hr.sqlite"},"start_time":1.0,"end_time":null,"mode":"train","resources_id":null,"status":"running","config":{"timeout_seconds":null,"unresponsive_seconds":null,"max_attempts":1,"retry_condition":[]},"metadata":{}}'
 FROM generate_series(1, 32) i;
-INSERT INTO agl_attempts (rollout_id, sequence_id, doc)
-SELECT 'ro-run-' || i, 1,
+INSERT INTO agl_attempts (rollout_id, sequence_id, start_time, alive_time, doc)
+SELECT 'ro-run-' || i, 1, 1.0, 1.0,
        '{"rollout_id":"ro-run-' || i || '","attempt_id":"at-run-' || i || '","sequence_id":1,"start_time":1.0,"end_time":null,"status":"running","worker_id":"w-' || i || '","last_heartbeat_time":1.0,"metadata":null}'
 FROM generate_series(1, 32) i;
 INSERT INTO agl_workers (worker_id, doc)

@@ -297,8 +297,9 @@ pub struct Need {
     /// Claim up to this many queued rollouts, in queue order, skipping those another
     /// transaction holds.
     pub queue: usize,
-    /// The rollouts the watchdog watches (preparing or running), skipping held ones.
-    pub watched: bool,
+    /// The rollouts the watchdog may have to act on at this time (by the store's clock):
+    /// preparing or running, with a limit their latest attempt is past; held ones skipped.
+    pub watched: Option<f64>,
 }
 
 impl Need {

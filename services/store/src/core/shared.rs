@@ -117,7 +117,7 @@ impl Store {
         }
         // The verdicts move the attempts' workers too.
         let need = Need {
-            watched: true,
+            watched: Some(now),
             attempt_workers: true,
             ..Need::default()
         };

@@ -3,7 +3,8 @@
 //! migrate once), and refuses a database written by a newer agl-store.
 //!
 //! Each row keeps its document as JSON text (as the SQLite file does) beside the columns
-//! the queries select and order by. The queue is a column of the rollout
+//! the queries select and order by, and those the watchdog's sweep needs to find the
+//! attempts that may be due without reading every running rollout. The queue is a column of the rollout
 //! (`queue_pos`), so that a claim and the status it implies are one row's update and
 //! cannot drift apart.
 
@@ -24,15 +25,24 @@ CREATE TABLE agl_rollouts (
     created bigserial NOT NULL,
     status text NOT NULL,
     queue_pos bigint,
+    -- The watchdog's limits from the rollout's config (NULL: none).
+    timeout_s double precision,
+    unresponsive_s double precision,
     doc text NOT NULL
 ) WITH (fillfactor = 80);
 CREATE INDEX agl_rollouts_created ON agl_rollouts (created);
 CREATE INDEX agl_rollouts_status ON agl_rollouts (status, created);
 CREATE INDEX agl_rollouts_queue ON agl_rollouts (queue_pos) WHERE queue_pos IS NOT NULL;
+CREATE INDEX agl_rollouts_watched ON agl_rollouts (rollout_id)
+    WHERE status IN ('preparing', 'running')
+    AND (timeout_s IS NOT NULL OR unresponsive_s IS NOT NULL);
 CREATE SEQUENCE agl_queue_pos;
 CREATE TABLE agl_attempts (
     rollout_id text NOT NULL,
     sequence_id bigint NOT NULL,
+    -- When the attempt started and last showed life (its start until then).
+    start_time double precision NOT NULL,
+    alive_time double precision NOT NULL,
     doc text NOT NULL,
     PRIMARY KEY (rollout_id, sequence_id)
 ) WITH (fillfactor = 80);

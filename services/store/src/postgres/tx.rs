@@ -150,15 +150,22 @@ async fn load(tx: &Transaction<'_>, need: &Need) -> Result<Loaded, Failed> {
             .await?;
         push_rollouts(&mut rollouts, tx.query(&q, &[&limit]).await?)?;
     }
-    if need.watched {
+    if let Some(now) = need.watched {
+        // Only rollouts whose latest attempt is past a limit: a superset of what the
+        // watchdog (State::scan) flags, which still decides; rollouts without limits are
+        // never read.
         let q = tx
             .prepare_cached(
-                "SELECT doc, queue_pos FROM agl_rollouts \
-                 WHERE status IN ('preparing', 'running') \
-                 ORDER BY rollout_id FOR UPDATE SKIP LOCKED",
+                "SELECT r.doc, r.queue_pos FROM agl_rollouts r \
+                 JOIN agl_attempts a ON a.rollout_id = r.rollout_id AND a.sequence_id = \
+                   (SELECT max(sequence_id) FROM agl_attempts WHERE rollout_id = r.rollout_id) \
+                 WHERE r.status IN ('preparing', 'running') \
+                 AND (r.timeout_s IS NOT NULL OR r.unresponsive_s IS NOT NULL) \
+                 AND ($1 - a.start_time > r.timeout_s OR $1 - a.alive_time > r.unresponsive_s) \
+                 ORDER BY r.rollout_id FOR UPDATE OF r SKIP LOCKED",
             )
             .await?;
-        push_rollouts(&mut rollouts, tx.query(&q, &[]).await?)?;
+        push_rollouts(&mut rollouts, tx.query(&q, &[&now]).await?)?;
     }
     let named = sorted(need.rollouts.iter().cloned());
     if !named.is_empty() {
@@ -376,11 +383,15 @@ async fn write(
                 rows.text[0].push(r.rollout_id.clone());
                 rows.text[1].push(r.status.as_str().to_owned());
                 rows.text[2].push(to_json(r));
+                rows.float[0].push(r.config.timeout_seconds);
+                rows.float[1].push(r.config.unresponsive_seconds);
             }
             Change::Attempt(a) => {
                 attempts.text[0].push(a.rollout_id.clone());
                 attempts.int.push(a.sequence_id);
                 attempts.text[1].push(to_json(a));
+                attempts.float[0].push(Some(a.start_time));
+                attempts.float[1].push(Some(a.last_heartbeat_time.unwrap_or(a.start_time)));
             }
             Change::Span { rollout_id, span } => {
                 spans.text[0].push(rollout_id.clone());
@@ -427,28 +438,33 @@ async fn write(
     let mut p = Pipeline::default();
     if !new_rollouts.is_empty() {
         let [ids, statuses, docs, _] = &new_rollouts.text;
+        let [timeouts, unresponsive] = &new_rollouts.float;
         p.push(
-            "INSERT INTO agl_rollouts (rollout_id, status, doc) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[])",
-            vec![ids, statuses, docs],
+            "INSERT INTO agl_rollouts (rollout_id, status, doc, timeout_s, unresponsive_s) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[])",
+            vec![ids, statuses, docs, timeouts, unresponsive],
         );
     }
     if !old_rollouts.is_empty() {
         let [ids, statuses, docs, _] = &old_rollouts.text;
+        let [timeouts, unresponsive] = &old_rollouts.float;
         p.push(
-            "UPDATE agl_rollouts r SET status = v.status, doc = v.doc \
-             FROM unnest($1::text[], $2::text[], $3::text[]) AS v(id, status, doc) \
-             WHERE r.rollout_id = v.id",
-            vec![ids, statuses, docs],
+            "UPDATE agl_rollouts r SET status = v.status, doc = v.doc, timeout_s = v.t, \
+             unresponsive_s = v.u \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[]) \
+             AS v(id, status, doc, t, u) WHERE r.rollout_id = v.id",
+            vec![ids, statuses, docs, timeouts, unresponsive],
         );
     }
     if !attempts.is_empty() {
         let [ids, docs, ..] = &attempts.text;
+        let [starts, alive] = &attempts.float;
         p.push(
-            "INSERT INTO agl_attempts (rollout_id, sequence_id, doc) \
-             SELECT * FROM unnest($1::text[], $2::int8[], $3::text[]) \
-             ON CONFLICT (rollout_id, sequence_id) DO UPDATE SET doc = EXCLUDED.doc",
-            vec![ids, &attempts.int, docs],
+            "INSERT INTO agl_attempts (rollout_id, sequence_id, doc, start_time, alive_time) \
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::float8[], $5::float8[]) \
+             ON CONFLICT (rollout_id, sequence_id) DO UPDATE SET doc = EXCLUDED.doc, \
+             start_time = EXCLUDED.start_time, alive_time = EXCLUDED.alive_time",
+            vec![ids, &attempts.int, docs, starts, alive],
         );
     }
     if !workers.is_empty() {
@@ -542,6 +558,7 @@ fn queue_runs(changes: &[Change]) -> Vec<(bool, Vec<&str>)> {
 struct Columns {
     text: [Vec<String>; 4],
     int: Vec<i64>,
+    float: [Vec<Option<f64>>; 2],
 }
 
 impl Columns {
