@@ -214,7 +214,7 @@ def test_two_replicas_on_postgres_carry_a_training_loop_through_a_replica_kill()
                 claimed = await two.dequeue_rollout(worker_id="pg-worker")
                 assert claimed is not None and claimed.rollout_id in ids
                 await two.update_attempt(claimed.rollout_id, claimed.attempt.attempt_id, status="succeeded")
-            done = await one.wait_for_rollouts(rollout_ids=ids[:2], timeout=5)
+            done = await one.wait_for_rollouts(rollout_ids=ids[:2], timeout=0.1)
             assert sorted(r.rollout_id for r in done) == sorted(ids[:2])
         finally:
             await two.close()
@@ -225,7 +225,7 @@ def test_two_replicas_on_postgres_carry_a_training_loop_through_a_replica_kill()
                 claimed = await one.dequeue_rollout(worker_id="pg-worker")
                 assert claimed is not None and claimed.rollout_id in ids[2:]
                 await one.update_attempt(claimed.rollout_id, claimed.attempt.attempt_id, status="succeeded")
-            done = await one.wait_for_rollouts(rollout_ids=ids, timeout=5)
+            done = await one.wait_for_rollouts(rollout_ids=ids, timeout=0.1)
             assert sorted(r.rollout_id for r in done) == sorted(ids), "every rollout finished"
         finally:
             await one.close()
