@@ -17,6 +17,8 @@
 #   BENCH_SKIP_SQLITE=1      agl-store in memory only (no agl-store-sqlite runs)
 #   BENCH_SKIP_PG=1          no Postgres runs (agl-store-pg with one replica, agl-store-pg2
 #                            with two, and pgbench running the same transactions raw)
+#   BENCH_ONLY_PG=1          only the Postgres runs, keeping the other results in BENCH_OUT
+#                            (from an earlier full run), then the report of them all
 #   BENCH_HISTORY_SPANS=10000000  size of the SQLite history run (finished rollouts; about
 #                            5 minutes and 14 GB of disk at 10 M), then restarts on that file;
 #                            0 skips it
@@ -32,7 +34,7 @@ cd "$(dirname "$0")/.."
 
 # The exact command, for the report: the script plus the settings given to it.
 COMMAND="./scripts/bench.sh"
-for var in BENCH_HISTORY_SPANS BENCH_SKIP_PG BENCH_SKIP_SQLITE BENCH_SKIP_PYTHON BENCH_PYTHON_SPANS BENCH_GROW_STEP BENCH_CONCURRENCY BENCH_DURATION; do
+for var in BENCH_HISTORY_SPANS BENCH_ONLY_PG BENCH_SKIP_PG BENCH_SKIP_SQLITE BENCH_SKIP_PYTHON BENCH_PYTHON_SPANS BENCH_GROW_STEP BENCH_CONCURRENCY BENCH_DURATION; do
   if [ -n "${!var:-}" ]; then COMMAND="$var=${!var} $COMMAND"; fi
 done
 
@@ -43,6 +45,10 @@ PYTHON_SPANS="${BENCH_PYTHON_SPANS:-100000}"
 SKIP_PYTHON="${BENCH_SKIP_PYTHON:-}"
 SKIP_SQLITE="${BENCH_SKIP_SQLITE:-}"
 SKIP_PG="${BENCH_SKIP_PG:-}"
+ONLY_PG="${BENCH_ONLY_PG:-}"
+if [ -n "$ONLY_PG" ]; then
+  COMMAND="$COMMAND (the Postgres runs; every other figure from the full run before it)"
+fi
 HISTORY_SPANS="${BENCH_HISTORY_SPANS:-10000000}"
 OUT="${BENCH_OUT:-target/bench}"
 VENV=.venv-bench
@@ -204,73 +210,80 @@ if [ -z "$SKIP_PYTHON" ]; then
   fi
 fi
 
-rm -rf "$OUT"
-mkdir -p "$OUT"
-LABELS=(agl-store)
-if [ -z "$SKIP_SQLITE" ]; then LABELS+=(agl-store-sqlite); fi
-if [ -z "$SKIP_PYTHON" ]; then LABELS+=(python); fi
+if [ -n "$ONLY_PG" ]; then
+  # Keep the other results of an earlier full run; only the Postgres ones are made again.
+  mkdir -p "$OUT"
+  rm -f "$OUT"/run-agl-store-pg*.json "$OUT"/pgbench-*.json
+  rm -rf "$OUT/pg"
+else
+  rm -rf "$OUT"
+  mkdir -p "$OUT"
+  LABELS=(agl-store)
+  if [ -z "$SKIP_SQLITE" ]; then LABELS+=(agl-store-sqlite); fi
+  if [ -z "$SKIP_PYTHON" ]; then LABELS+=(python); fi
 
-for label in "${LABELS[@]}"; do
-  step "$label: ${SCENARIOS[*]} (${DURATION} s each, $CONCURRENCY clients)"
-  run_scenarios "$label" "${SCENARIOS[@]}"
-done
-step "ceiling: ${WRITES[*]}"
-run_scenarios ceiling "${WRITES[@]}"
-
-step "agl-store: exec to healthy, idle memory"
-measure_startup agl-store 5
-if [ -z "$SKIP_SQLITE" ]; then
-  step "agl-store-sqlite: exec to healthy on a new file, idle memory"
-  measure_startup agl-store-sqlite 5
-fi
-if [ -z "$SKIP_PYTHON" ]; then
-  step "python: exec to healthy, idle memory"
-  measure_startup python 3
-fi
-
-step "agl-store: growth to 1 000 000 spans"
-measure_growth agl-store 1000,10000,100000,1000000
-if [ -z "$SKIP_SQLITE" ]; then
-  step "agl-store-sqlite: growth to 1 000 000 spans, bytes on disk"
-  measure_growth agl-store-sqlite 1000,10000,100000,1000000
-fi
-if [ -z "$SKIP_PYTHON" ]; then
-  step "python: growth to $PYTHON_SPANS spans"
-  python_sizes=""
-  for size in 1000 10000 100000 1000000; do
-    if [ "$size" -le "$PYTHON_SPANS" ]; then python_sizes="${python_sizes:+$python_sizes,}$size"; fi
+  for label in "${LABELS[@]}"; do
+    step "$label: ${SCENARIOS[*]} (${DURATION} s each, $CONCURRENCY clients)"
+    run_scenarios "$label" "${SCENARIOS[@]}"
   done
-  measure_growth python "$python_sizes"
-fi
+  step "ceiling: ${WRITES[*]}"
+  run_scenarios ceiling "${WRITES[@]}"
 
-# measure_history SIZES: the SQLite store grown with finished rollouts (history on disk,
-# memory and the old rollouts' span queries at each size), then stopped and restarted on
-# that file (restart to healthy against history size).
-measure_history() {
-  local label=agl-store-sqlite-history port db
-  port=$(free_port)
-  db=$(db_file "$label" history "$port")
-  # shellcheck disable=SC2046
-  start_server "$OUT/$label-grow.log" $(server_cmd "$label" "$port" history)
-  wait_healthy "$port" "$SERVER_PID" "$OUT/$label-grow.log"
-  "$BENCH" grow --label "$label" --target "http://127.0.0.1:$port" \
-    --server-pid "$SERVER_PID" --sizes "$1" --rollouts 0 --finish \
-    --concurrency "$CONCURRENCY" --step-duration "$GROW_STEP" --disk-file "$db" \
-    --json "$OUT/grow-$label.json"
-  stop_server "$SERVER_PID"
-  # shellcheck disable=SC2046
-  "$BENCH" startup --label "$label" --port "$port" --repeat 5 \
-    --json "$OUT/startup-$label.json" -- $(server_cmd "$label" "$port" history)
-  remove_db "$label" history "$port"
-}
+  step "agl-store: exec to healthy, idle memory"
+  measure_startup agl-store 5
+  if [ -z "$SKIP_SQLITE" ]; then
+    step "agl-store-sqlite: exec to healthy on a new file, idle memory"
+    measure_startup agl-store-sqlite 5
+  fi
+  if [ -z "$SKIP_PYTHON" ]; then
+    step "python: exec to healthy, idle memory"
+    measure_startup python 3
+  fi
 
-if [ -z "$SKIP_SQLITE" ] && [ "$HISTORY_SPANS" -gt 0 ]; then
-  step "agl-store-sqlite-history: finished rollouts to $HISTORY_SPANS spans, then restarts"
-  history_sizes=""
-  for size in 1000000 10000000 100000000; do
-    if [ "$size" -le "$HISTORY_SPANS" ]; then history_sizes="${history_sizes:+$history_sizes,}$size"; fi
-  done
-  measure_history "${history_sizes:-$HISTORY_SPANS}"
+  step "agl-store: growth to 1 000 000 spans"
+  measure_growth agl-store 1000,10000,100000,1000000
+  if [ -z "$SKIP_SQLITE" ]; then
+    step "agl-store-sqlite: growth to 1 000 000 spans, bytes on disk"
+    measure_growth agl-store-sqlite 1000,10000,100000,1000000
+  fi
+  if [ -z "$SKIP_PYTHON" ]; then
+    step "python: growth to $PYTHON_SPANS spans"
+    python_sizes=""
+    for size in 1000 10000 100000 1000000; do
+      if [ "$size" -le "$PYTHON_SPANS" ]; then python_sizes="${python_sizes:+$python_sizes,}$size"; fi
+    done
+    measure_growth python "$python_sizes"
+  fi
+
+  # measure_history SIZES: the SQLite store grown with finished rollouts (history on disk,
+  # memory and the old rollouts' span queries at each size), then stopped and restarted on
+  # that file (restart to healthy against history size).
+  measure_history() {
+    local label=agl-store-sqlite-history port db
+    port=$(free_port)
+    db=$(db_file "$label" history "$port")
+    # shellcheck disable=SC2046
+    start_server "$OUT/$label-grow.log" $(server_cmd "$label" "$port" history)
+    wait_healthy "$port" "$SERVER_PID" "$OUT/$label-grow.log"
+    "$BENCH" grow --label "$label" --target "http://127.0.0.1:$port" \
+      --server-pid "$SERVER_PID" --sizes "$1" --rollouts 0 --finish \
+      --concurrency "$CONCURRENCY" --step-duration "$GROW_STEP" --disk-file "$db" \
+      --json "$OUT/grow-$label.json"
+    stop_server "$SERVER_PID"
+    # shellcheck disable=SC2046
+    "$BENCH" startup --label "$label" --port "$port" --repeat 5 \
+      --json "$OUT/startup-$label.json" -- $(server_cmd "$label" "$port" history)
+    remove_db "$label" history "$port"
+  }
+
+  if [ -z "$SKIP_SQLITE" ] && [ "$HISTORY_SPANS" -gt 0 ]; then
+    step "agl-store-sqlite-history: finished rollouts to $HISTORY_SPANS spans, then restarts"
+    history_sizes=""
+    for size in 1000000 10000000 100000000; do
+      if [ "$size" -le "$HISTORY_SPANS" ]; then history_sizes="${history_sizes:+$history_sizes,}$size"; fi
+    done
+    measure_history "${history_sizes:-$HISTORY_SPANS}"
+  fi
 fi
 
 # ---- Postgres: one and two store replicas, and pgbench on the same server --------------

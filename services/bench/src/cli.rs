@@ -41,7 +41,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Base URL of the server, or of several replicas of one store separated by commas
-    /// (requests go to each in turn); loopback addresses only.
+    /// (each client keeps to one of them, in turn); loopback addresses only.
     #[arg(long)]
     pub target: String,
     /// Name of the server in the results (agl-store, python, ceiling).

@@ -210,17 +210,36 @@ pub fn merge(window: Window, paths: &[PathSpec], recorders: Vec<Recorder>) -> Ve
 }
 
 /// An HTTP client bound to one server whose calls record their latency and outcome.
-#[derive(Clone)]
+///
+/// With several replicas of one store, each clone (each worker) keeps to one of them, in
+/// turn, as a Kubernetes Service balances connections: a client's keep-alive connection
+/// stays on the replica it reached.
 pub struct Http {
     client: reqwest::Client,
-    /// One or more servers of one store (replicas); requests go to each in turn.
     bases: Arc<[Arc<str>]>,
-    next: Arc<std::sync::atomic::AtomicUsize>,
+    /// Clones made so far, to hand out the replicas in turn.
+    clones: Arc<std::sync::atomic::AtomicUsize>,
+    /// This clone's replica.
+    base: usize,
+}
+
+impl Clone for Http {
+    fn clone(&self) -> Self {
+        let n = self
+            .clones
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            client: self.client.clone(),
+            bases: Arc::clone(&self.bases),
+            clones: Arc::clone(&self.clones),
+            base: (n + 1) % self.bases.len(),
+        }
+    }
 }
 
 impl Http {
     /// A client for `base` (`http://127.0.0.1:PORT`, or several such URLs separated by
-    /// commas: replicas of one store, used in turn) keeping one connection per worker.
+    /// commas: replicas of one store) keeping one connection per worker.
     pub fn new(base: &str) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(usize::MAX)
@@ -235,19 +254,14 @@ impl Http {
         Ok(Self {
             client,
             bases: bases.into(),
-            next: Arc::default(),
+            clones: Arc::default(),
+            base: 0,
         })
     }
 
-    /// The (first) server's base URL.
+    /// This client's server's base URL.
     pub fn base(&self) -> &str {
-        &self.bases[0]
-    }
-
-    /// The base URL of the next request.
-    fn pick(&self) -> &str {
-        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        &self.bases[i % self.bases.len()]
+        &self.bases[self.base]
     }
 
     /// Sends one request and returns the body of a 2xx answer; anything else is an error
@@ -261,7 +275,7 @@ impl Http {
     ) -> Result<Bytes, String> {
         let mut req = self
             .client
-            .request(method, format!("{}{path}", self.pick()));
+            .request(method, format!("{}{path}", self.base()));
         if let Some(ct) = content_type {
             req = req.header(reqwest::header::CONTENT_TYPE, ct);
         }

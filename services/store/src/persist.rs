@@ -136,6 +136,21 @@ pub struct RolloutFilter<'a> {
     pub any: bool,
 }
 
+impl RolloutFilter<'_> {
+    /// The `WHERE` clause of a backend's query from the conditions it wrote for the filters
+    /// given (in any SQL dialect): joined by `AND`, or `OR` when `any`; empty when none.
+    pub fn where_clause(&self, conds: &[String]) -> String {
+        if conds.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "WHERE {}",
+                conds.join(if self.any { " OR " } else { " AND " })
+            )
+        }
+    }
+}
+
 /// Reads of what a backend keeps beyond the core's memory. Every call reads committed rows
 /// only: the core drops a rollout from memory only once its last change is durable, and
 /// waits for its pending batches before a query it hands to the backend. The core calls

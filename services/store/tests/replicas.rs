@@ -23,6 +23,14 @@ fn replicas(pg: &Pg, db: &str, n: usize, debounce: &str) -> Vec<Server> {
         .collect()
 }
 
+/// The `/v1/agl` base URLs of `servers`.
+fn bases(servers: &[Server]) -> Vec<String> {
+    servers
+        .iter()
+        .map(|s| format!("{}/v1/agl", s.base))
+        .collect()
+}
+
 async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
     let r = client.post(&url).json(&body).send().await.expect("request");
     let status = r.status();
@@ -41,12 +49,7 @@ async fn runners_spread_over_replicas_get_every_rollout_exactly_once() {
         return;
     };
     let servers = replicas(&pg, "claims", 3, "10");
-    let bases: Arc<Vec<String>> = Arc::new(
-        servers
-            .iter()
-            .map(|s| format!("{}/v1/agl", s.base))
-            .collect(),
-    );
+    let bases = Arc::new(bases(&servers));
     let client = reqwest::Client::new();
 
     const ROLLOUTS: usize = 1024;
@@ -226,10 +229,7 @@ async fn sequence_ids_issued_by_several_replicas_are_unique_and_dense() {
         return;
     };
     let servers = replicas(&pg, "seq", 2, "10");
-    let bases: Vec<String> = servers
-        .iter()
-        .map(|s| format!("{}/v1/agl", s.base))
-        .collect();
+    let bases = bases(&servers);
     let client = reqwest::Client::new();
     // Ids are issued for rollouts that do not exist too: the counter row is created once.
     const ISSUES: usize = 400;
@@ -267,10 +267,7 @@ async fn the_watchdog_of_any_replica_times_out_an_attempt_once() {
     };
     // Each replica scans at most once a second, and only one of them per second.
     let servers = replicas(&pg, "watch", 2, "1");
-    let bases: Vec<String> = servers
-        .iter()
-        .map(|s| format!("{}/v1/agl", s.base))
-        .collect();
+    let bases = bases(&servers);
     let client = reqwest::Client::new();
     let config = json!({"timeout_seconds": 1, "max_attempts": 3, "retry_condition": ["timeout"]});
     let queued = post(

@@ -278,6 +278,40 @@ pub struct Counters {
     pub watchdog_unresponsive: AtomicU64,
 }
 
+impl Gauges {
+    /// The gauges of these totals and workers.
+    fn of<'a>(
+        c: &crate::persist::Counts,
+        workers: impl Iterator<Item = &'a Worker>,
+        queue_depth: usize,
+        waiting_calls: usize,
+        rollouts_in_memory: usize,
+    ) -> Self {
+        let mut by_status = [0usize; 3];
+        for w in workers {
+            by_status[w.status.index()] += 1;
+        }
+        Self {
+            rollouts_by_status: RolloutStatus::ALL
+                .iter()
+                .map(|s| (*s, c.rollouts[s.index()]))
+                .collect(),
+            attempts_by_status: AttemptStatus::ALL
+                .iter()
+                .map(|s| (*s, c.attempts[s.index()]))
+                .collect(),
+            workers_by_status: WorkerStatus::ALL
+                .iter()
+                .map(|s| (*s, by_status[s.index()]))
+                .collect(),
+            queue_depth,
+            spans: c.spans,
+            waiting_calls,
+            rollouts_in_memory,
+        }
+    }
+}
+
 /// Told about every rollout that reaches a finished status: status, mode, seconds since start.
 pub type FinishHook = Box<dyn Fn(RolloutStatus, Option<RolloutMode>, f64) + Send + Sync>;
 
@@ -1533,28 +1567,13 @@ impl Store {
             return self.shared_gauges();
         }
         let st = self.state.lock();
-        let mut workers = [0usize; 3];
-        for w in st.workers.values() {
-            workers[w.status.index()] += 1;
-        }
-        Gauges {
-            rollouts_by_status: RolloutStatus::ALL
-                .iter()
-                .map(|s| (*s, st.rollout_counts[s.index()]))
-                .collect(),
-            attempts_by_status: AttemptStatus::ALL
-                .iter()
-                .map(|s| (*s, st.attempt_counts[s.index()]))
-                .collect(),
-            workers_by_status: WorkerStatus::ALL
-                .iter()
-                .map(|s| (*s, workers[s.index()]))
-                .collect(),
-            queue_depth: st.queue.len(),
-            spans: st.total_spans,
-            waiting_calls: self.waiters.calls(),
-            rollouts_in_memory: st.rollouts.len(),
-        }
+        Gauges::of(
+            &st.counts(),
+            st.workers.values(),
+            st.queue.len(),
+            self.waiters.calls(),
+            st.rollouts.len(),
+        )
     }
 
     /// Seconds since the store was created, by its clock.

@@ -24,7 +24,7 @@ use super::state::State;
 use super::waiters::Waiters;
 use super::{Counters, Gauges, Store, StoreConfig, StoreError, retried_span};
 use crate::clock::Clock;
-use crate::model::{AttemptStatus, Rollout, RolloutStatus, WorkerStatus};
+use crate::model::Rollout;
 use crate::persist::{Decision, Memory, Need, RolloutFilter, Shared, Snapshot, StorageError};
 
 /// How often a waiter reads its rollouts again even without a notice (a notice can be
@@ -216,32 +216,16 @@ impl Store {
         }
     }
 
-    /// Gauges from the totals last read (by the ticker or a statistics call).
+    /// Gauges from the totals last read (by the ticker, a scrape or a statistics call).
     pub(super) fn shared_gauges(&self) -> Gauges {
         let totals = self.totals.lock().clone().unwrap_or_default();
-        let c = &totals.counts;
-        let mut workers = [0usize; 3];
-        for w in &totals.workers {
-            workers[w.status.index()] += 1;
-        }
-        Gauges {
-            rollouts_by_status: RolloutStatus::ALL
-                .iter()
-                .map(|s| (*s, c.rollouts[s.index()]))
-                .collect(),
-            attempts_by_status: AttemptStatus::ALL
-                .iter()
-                .map(|s| (*s, c.attempts[s.index()]))
-                .collect(),
-            workers_by_status: WorkerStatus::ALL
-                .iter()
-                .map(|s| (*s, workers[s.index()]))
-                .collect(),
-            queue_depth: totals.queue,
-            spans: c.spans,
-            waiting_calls: self.waiters.calls(),
-            rollouts_in_memory: 0,
-        }
+        Gauges::of(
+            &totals.counts,
+            totals.workers.iter(),
+            totals.queue,
+            self.waiters.calls(),
+            0,
+        )
     }
 }
 

@@ -51,15 +51,7 @@ fn rollout_filter_sql(filter: RolloutFilter<'_>) -> (String, Vec<Box<dyn ToSql +
         args.push(Box::new(part.to_owned()));
         conds.push(format!("strpos(r.rollout_id, ${}) > 0", args.len()));
     }
-    let sql = if conds.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "WHERE {}",
-            conds.join(if filter.any { " OR " } else { " AND " })
-        )
-    };
-    (sql, args)
+    (filter.where_clause(&conds), args)
 }
 
 fn params(args: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {

@@ -401,15 +401,7 @@ fn rollout_filter_sql(filter: RolloutFilter<'_>) -> (String, Vec<Value>) {
         args.push(Value::Text(part.to_owned()));
         conds.push(format!("instr(r.rollout_id, ?{}) > 0", args.len()));
     }
-    let sql = if conds.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "WHERE {}",
-            conds.join(if filter.any { " OR " } else { " AND " })
-        )
-    };
-    (sql, args)
+    (filter.where_clause(&conds), args)
 }
 
 fn read_views(conn: &Connection, sql: &str, args: &[Value]) -> rusqlite::Result<Vec<RolloutView>> {
