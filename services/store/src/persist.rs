@@ -40,15 +40,6 @@ pub enum Change {
     },
     QueuePush(String),
     QueuePop(String),
-    /// A finished rollout left memory with these spans (all of them, in arrival order): a
-    /// backend may keep them together, so that reading them back is one read. Only a hint:
-    /// the spans themselves were written before.
-    Pack {
-        rollout_id: String,
-        spans: Vec<Arc<StoredSpan>>,
-    },
-    /// A rollout read back from the backend changed its spans: a pack of them is stale.
-    Unpack(String),
     /// The store's running totals after the batch (kept beside the rows so that a restart
     /// need not count history).
     Counts(Counts),

@@ -44,9 +44,6 @@ pub(super) struct Entry {
     /// The batch that carries the latest change of this rollout to the backend: the entry
     /// may be dropped from memory once that batch is durable.
     last_batch: u64,
-    /// The backend may hold a pack of its spans (it was read back from it): a new span
-    /// makes that pack stale, and leaving memory again writes a new one.
-    packed: bool,
 }
 
 /// The duplicate-detection hash of a span.
@@ -63,7 +60,6 @@ impl Entry {
             span_keys: HashTable::new(),
             queued: false,
             last_batch: 0,
-            packed: false,
         }
     }
 
@@ -163,8 +159,6 @@ pub(super) struct State {
     evicted_floor: u64,
     /// The batch carrying the latest change of each resources version held (history only).
     resources_batch: HashMap<String, u64>,
-    /// Packs of the spans of rollouts that just left memory, for the backend.
-    pub(super) packs: Vec<Change>,
 }
 
 /// What a change needs in memory, by id.
@@ -227,8 +221,6 @@ pub(super) struct Journal {
     latest_resources: bool,
     sequences: IndexSet<String>,
     spans: Vec<(String, Arc<StoredSpan>)>,
-    /// Rollouts read back whose packs of spans went stale.
-    unpacked: IndexSet<String>,
     /// Queue operations keep their order: a push and a pop of one id may both happen.
     queue: Vec<Change>,
 }
@@ -374,7 +366,6 @@ impl State {
             return true;
         };
         let mut entry = Box::new(Entry::new(rows.rollout));
-        entry.packed = true;
         entry.attempts = rows.attempts;
         for span in rows.spans {
             entry.push_span(&self.span_hasher, span);
@@ -469,14 +460,7 @@ impl State {
                     continue;
                 }
                 Some(_) => {
-                    if let Some(entry) = self.rollouts.remove(&id)
-                        && !entry.packed
-                    {
-                        self.packs.push(Change::Pack {
-                            rollout_id: id.clone(),
-                            spans: entry.spans,
-                        });
-                    }
+                    self.rollouts.remove(&id);
                     self.sequence.remove(&id);
                     self.forget(Key::Rollout(&id));
                 }
@@ -528,7 +512,6 @@ impl State {
         for (rollout_id, span) in j.spans {
             out.push(Change::Span { rollout_id, span });
         }
-        out.extend(j.unpacked.into_iter().map(Change::Unpack));
         for id in j.workers {
             if let Some(w) = self.workers.get(&id) {
                 out.push(Change::Worker(w.clone()));
@@ -900,9 +883,6 @@ impl State {
         if let Some(j) = self.journal.as_mut() {
             j.spans.push((rollout_id.to_owned(), Arc::clone(&span)));
             entry.last_batch = self.batches + 1;
-            if std::mem::take(&mut entry.packed) {
-                j.unpacked.insert(rollout_id.to_owned());
-            }
         }
         Some(span)
     }

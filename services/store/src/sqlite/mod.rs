@@ -3,15 +3,13 @@
 //!
 //! * [`schema`]: tables, versions and migrations;
 //! * [`writer`]: the thread that owns the writing connection (group commit);
-//! * [`read`]: the live part read at start-up, and reads of everything else afterwards;
-//! * [`pack`]: a finished rollout's spans as one row, for reading them back at once.
+//! * [`read`]: the live part read at start-up, and reads of everything else afterwards.
 //!
 //! At start-up only what the hot paths need is read (unfinished rollouts with their
 //! attempts, spans and counters, the queue, workers, the recent resources versions and the
 //! totals), so restart time follows the live work, not the history. A second server on the same file fails
 //! at start: the first holds an exclusive lock on `FILE-lock` for as long as it runs.
 
-mod pack;
 mod read;
 mod schema;
 mod writer;

@@ -13,7 +13,6 @@ use parking_lot::{Condvar, Mutex};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
-use super::pack;
 use super::schema::{self, live_statuses_sql};
 use crate::model::{Attempt, ResourcesUpdate, Rollout, RolloutView, StoredSpan, Worker};
 use crate::persist::{History, RolloutFilter, RolloutRows, Snapshot, StorageError};
@@ -335,14 +334,6 @@ impl History for Reader {
              ORDER BY sequence_id, id"
         };
         self.with(|conn| {
-            // A finished rollout that left memory: its spans are one row.
-            let packed: Option<Vec<u8>> = conn
-                .prepare_cached("SELECT packed FROM span_packs WHERE rollout_id = ?1")?
-                .query_row([rollout_id], |r| r.get(0))
-                .optional()?;
-            if let Some(spans) = packed.as_deref().and_then(pack::decode) {
-                return Ok(pack::texts(&spans, attempt_id, descending));
-            }
             let mut q = conn.prepare_cached(sql)?;
             let rows = q.query_map(params![rollout_id, attempt_id], |r| r.get(0))?;
             rows.collect()

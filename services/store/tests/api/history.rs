@@ -282,8 +282,7 @@ async fn a_restart_reads_only_the_live_part_and_keeps_the_totals() {
 fn downgrade_to_v1(path: &std::path::Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(
-        "DROP TABLE span_packs;
-         DROP INDEX rollouts_by_status;
+        "DROP INDEX rollouts_by_status;
          ALTER TABLE rollouts DROP COLUMN status;
          DELETE FROM kv WHERE key = 'counts';
          PRAGMA user_version = 1;",
@@ -491,64 +490,5 @@ async fn late_writes_racing_evictions_lose_nothing() {
     assert_eq!(app.v3_get("/statistics").await["total_spans"], total);
     drop(targets);
     let app = Arc::into_inner(app).expect("the tasks are done");
-    stop(app).await;
-}
-
-/// Rollouts whose spans the file holds as one row.
-fn packs(path: &std::path::Path) -> i64 {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.query_row("SELECT count(*) FROM span_packs", [], |r| r.get(0))
-        .unwrap()
-}
-
-#[tokio::test]
-async fn a_finished_rollouts_spans_read_back_as_one_row_until_a_span_is_added() {
-    let file = store_file("packs");
-    let app = open(&file.0, Arc::new(ManualClock::new(1_700_000_000.0))).await;
-    let rid = enqueued(&app, 1).await.remove(0);
-    let claimed = app.dequeue(1, Some("w")).await;
-    let aid = str_of(&claimed[0]["attempt"], "attempt_id").to_owned();
-    // Sequence ids out of arrival order, one repeated: the order a read must keep.
-    for (seq, id) in [(2, "01"), (1, "02"), (2, "03")] {
-        app.v3_post("/spans", span(&rid, &aid, seq, id), StatusCode::CREATED)
-            .await;
-    }
-    app.update_attempt(&rid, &aid, json!({"status": "succeeded"}))
-        .await;
-    let held = app.v3_get(&format!("/spans?rollout_id={rid}")).await;
-    let latest = app
-        .v3_get(&format!("/spans?rollout_id={rid}&attempt_id=latest"))
-        .await;
-    assert_eq!(in_memory(&app).await, 0);
-    // Any later write is durable only after the pack written when the rollout left.
-    let written = || app.v3_post("/workers/w", json!({}), StatusCode::OK);
-    written().await;
-    assert_eq!(packs(&file.0), 1);
-    assert_eq!(app.v3_get(&format!("/spans?rollout_id={rid}")).await, held);
-    assert_eq!(
-        app.v3_get(&format!("/spans?rollout_id={rid}&attempt_id=latest"))
-            .await,
-        latest
-    );
-
-    // A late span: the pack is dropped, the answer has the new span, and the rollout is
-    // packed again when it leaves memory again.
-    app.v3_post("/spans", span(&rid, &aid, 0, "04"), StatusCode::CREATED)
-        .await;
-    assert_eq!(packs(&file.0), 0);
-    let ids = |page: &Value| -> Vec<String> {
-        page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| str_of(s, "span_id").to_owned())
-            .collect()
-    };
-    let after = app.v3_get(&format!("/spans?rollout_id={rid}")).await;
-    assert_eq!(ids(&after), ["04", "02", "01", "03"]);
-    assert_eq!(in_memory(&app).await, 0);
-    written().await;
-    assert_eq!(packs(&file.0), 1);
-    assert_eq!(app.v3_get(&format!("/spans?rollout_id={rid}")).await, after);
     stop(app).await;
 }
