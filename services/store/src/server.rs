@@ -20,7 +20,7 @@ use crate::api::{self, HttpConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::core::{Store, StoreConfig};
 use crate::metrics::{StoreCollector, UpstreamMetrics};
-use crate::persist::{Backend, Memory};
+use crate::persist::Memory;
 use crate::postgres::{PgOptions, Postgres};
 use crate::sqlite::{Durability, Sqlite};
 
@@ -376,17 +376,15 @@ impl App {
             scan_debounce_seconds: args.scan_debounce_seconds,
             cache_bytes: args.cache_mib.saturating_mul(1 << 20),
         };
-        let backend: Arc<dyn Backend> = match &args.storage {
-            Storage::Memory | Storage::Postgres(_) => Arc::new(Memory),
+        let store = Arc::new(match &args.storage {
+            Storage::Memory => Store::open(config, clock, Arc::new(Memory))?,
             Storage::Sqlite(path) => {
                 let durability = match args.sqlite_durability {
                     DurabilityArg::Full => Durability::Full,
                     DurabilityArg::Normal => Durability::Normal,
                 };
-                Arc::new(Sqlite::open(path, durability)?)
+                Store::open(config, clock, Arc::new(Sqlite::open(path, durability)?))?
             }
-        };
-        let store = Arc::new(match &args.storage {
             Storage::Postgres(url) => {
                 let seconds = |s: f64, flag: &str| {
                     Duration::try_from_secs_f64(s)
@@ -411,7 +409,6 @@ impl App {
                 tracing::info!(database = db.shown(), "using a shared Postgres database");
                 Store::open_shared(config, clock, Arc::new(db))
             }
-            _ => Store::open(config, clock, backend)?,
         });
         let stats = store.statistics().await?;
         tracing::info!(

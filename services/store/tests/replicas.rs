@@ -15,20 +15,33 @@ mod process;
 
 use process::{Pg, Server, command};
 
-/// `n` replicas on a fresh database of `pg`, with the watchdog's debounce given.
-fn replicas(pg: &Pg, db: &str, n: usize, debounce: &str) -> Vec<Server> {
-    let storage = format!("--storage={}", pg.database(db));
-    (0..n)
-        .map(|_| Server::start(command(&["--scan-debounce-seconds", debounce, &storage])))
-        .collect()
+/// Replicas on a database of their own Postgres, and a client for them.
+struct Cluster {
+    // Declared first, so dropped first: the replicas stop before their database.
+    servers: Vec<Server>,
+    /// The replicas' `/v1/agl` base URLs, in order.
+    bases: Vec<String>,
+    client: reqwest::Client,
+    _pg: Pg,
 }
 
-/// The `/v1/agl` base URLs of `servers`.
-fn bases(servers: &[Server]) -> Vec<String> {
-    servers
-        .iter()
-        .map(|s| format!("{}/v1/agl", s.base))
-        .collect()
+/// `n` replicas, with the watchdog's debounce given, on a new Postgres named `name`; `None`
+/// when this machine has no Postgres (see [`Pg::start`]).
+fn cluster(name: &str, n: usize, debounce: &str) -> Option<Cluster> {
+    let pg = Pg::start(name)?;
+    let storage = format!("--storage={}", pg.database(name));
+    let servers: Vec<Server> = (0..n)
+        .map(|_| Server::start(command(&["--scan-debounce-seconds", debounce, &storage])))
+        .collect();
+    Some(Cluster {
+        bases: servers
+            .iter()
+            .map(|s| format!("{}/v1/agl", s.base))
+            .collect(),
+        servers,
+        client: reqwest::Client::new(),
+        _pg: pg,
+    })
 }
 
 async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
@@ -45,12 +58,12 @@ fn id(v: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runners_spread_over_replicas_get_every_rollout_exactly_once() {
-    let Some(pg) = Pg::start("claims") else {
+    // Kept to the end: dropping it stops the replicas and their database.
+    let Some(cluster) = cluster("claims", 3, "10") else {
         return;
     };
-    let servers = replicas(&pg, "claims", 3, "10");
-    let bases = Arc::new(bases(&servers));
-    let client = reqwest::Client::new();
+    let (bases, client) = (cluster.bases.clone(), cluster.client.clone());
+    let bases = Arc::new(bases);
 
     const ROLLOUTS: usize = 1024;
     const RUNNERS: usize = 256;
@@ -136,15 +149,12 @@ async fn runners_spread_over_replicas_get_every_rollout_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_on_one_replica_is_woken_by_a_finish_on_another() {
-    let Some(pg) = Pg::start("waits") else {
+    // Kept to the end: dropping it stops the replicas and their database.
+    let Some(cluster) = cluster("waits", 2, "10") else {
         return;
     };
-    let servers = replicas(&pg, "waits", 2, "10");
-    let (a, b) = (
-        format!("{}/v1/agl", servers[0].base),
-        format!("{}/v1/agl", servers[1].base),
-    );
-    let client = reqwest::Client::new();
+    let (servers, bases, client) = (&cluster.servers, &cluster.bases, cluster.client.clone());
+    let (a, b) = (bases[0].clone(), bases[1].clone());
     let queued = post(
         &client,
         format!("{a}/queues/rollouts/enqueue"),
@@ -225,12 +235,11 @@ async fn a_wait_on_one_replica_is_woken_by_a_finish_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequence_ids_issued_by_several_replicas_are_unique_and_dense() {
-    let Some(pg) = Pg::start("seq") else {
+    // Kept to the end: dropping it stops the replicas and their database.
+    let Some(cluster) = cluster("seq", 2, "10") else {
         return;
     };
-    let servers = replicas(&pg, "seq", 2, "10");
-    let bases = bases(&servers);
-    let client = reqwest::Client::new();
+    let (bases, client) = (cluster.bases.clone(), cluster.client.clone());
     // Ids are issued for rollouts that do not exist too: the counter row is created once.
     const ISSUES: usize = 400;
     let tasks: Vec<_> = (0..ISSUES)
@@ -262,13 +271,12 @@ async fn sequence_ids_issued_by_several_replicas_are_unique_and_dense() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watchdog_of_any_replica_times_out_an_attempt_once() {
-    let Some(pg) = Pg::start("watch") else {
+    // Each replica scans at most once a second, and only one of them per second.
+    // Kept to the end: dropping it stops the replicas and their database.
+    let Some(cluster) = cluster("watch", 2, "1") else {
         return;
     };
-    // Each replica scans at most once a second, and only one of them per second.
-    let servers = replicas(&pg, "watch", 2, "1");
-    let bases = bases(&servers);
-    let client = reqwest::Client::new();
+    let (bases, client) = (cluster.bases.clone(), cluster.client.clone());
     let config = json!({"timeout_seconds": 1, "max_attempts": 3, "retry_condition": ["timeout"]});
     let queued = post(
         &client,

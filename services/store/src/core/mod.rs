@@ -395,15 +395,27 @@ impl Store {
     ) -> Result<Self, StorageError> {
         let snapshot = backend.load()?;
         let disk = backend.history();
-        let mut state = State::restore(snapshot, backend.journaling(), disk.clone());
+        let state = State::restore(snapshot, backend.journaling(), disk.clone());
+        Ok(Self::assemble(config, clock, state, backend, disk, None))
+    }
+
+    /// The store around its parts (`shared` with its grouper, for a shared database).
+    fn assemble(
+        config: StoreConfig,
+        clock: Arc<dyn Clock>,
+        mut state: State,
+        backend: Arc<dyn Backend>,
+        disk: Option<Arc<dyn History>>,
+        shared: Option<(Arc<dyn Shared>, shared::Grouper)>,
+    ) -> Self {
         let waiters = Arc::new(Waiters::default());
         state.waiters = Arc::clone(&waiters);
-        let created = clock.now();
-        Ok(Self {
+        let (shared, grouper) = shared.unzip();
+        Self {
             state: Mutex::new(state),
+            created: clock.now(),
             clock,
             config,
-            created,
             started: std::time::Instant::now(),
             draining: AtomicBool::new(false),
             drain: Notify::new(),
@@ -411,11 +423,11 @@ impl Store {
             backend,
             disk,
             storage_failed: AtomicBool::new(false),
-            shared: None,
+            shared,
             waiters,
             totals: Mutex::new(None),
-            grouper: None,
-        })
+            grouper,
+        }
     }
 
     /// The backend's name (`memory`, `sqlite`, `postgres`).
@@ -658,13 +670,35 @@ impl Store {
 
     /// The watchdog scan of a read: its changes are persisted, without the read waiting.
     fn scan_and_submit(&self, st: &mut State, now: f64) {
-        if self.storage_failed() {
+        // A shared database's scan is a transaction of its own (`before_read`).
+        if self.storage_failed() || self.shared.is_some() {
             return;
         }
         self.scan_if_due(st, now);
         if let Some(durable) = self.submit(st) {
             drop(durable);
         }
+    }
+
+    /// The keys of spans to be added, which a shared database reads back to tell
+    /// duplicates (memory holds every span of a rollout it changes: none are needed there).
+    fn stored_span_keys<'a>(
+        &self,
+        spans: impl IntoIterator<Item = (&'a String, &'a StoredSpan)>,
+    ) -> Vec<(String, String, String)> {
+        if self.shared.is_none() {
+            return Vec::new();
+        }
+        spans
+            .into_iter()
+            .map(|(rollout_id, span)| {
+                (
+                    rollout_id.clone(),
+                    span.attempt_id().into_owned(),
+                    span.span_id().into_owned(),
+                )
+            })
+            .collect()
     }
 
     /// Before a read: the watchdog's scan, when it is due and the database is shared (in
@@ -1214,11 +1248,7 @@ impl Store {
         let need = Need {
             sequences: true,
             attempt_workers: false,
-            spans: vec![(
-                rollout_id.clone(),
-                span.attempt_id().into_owned(),
-                span.span_id().into_owned(),
-            )],
+            spans: self.stored_span_keys([(&rollout_id, &span)]),
             ..Need::rollouts([rollout_id.as_str()])
         };
         let stored = self
@@ -1258,16 +1288,7 @@ impl Store {
         let need = Need {
             sequences: true,
             attempt_workers: false,
-            spans: spans
-                .iter()
-                .map(|s| {
-                    (
-                        s.span.rollout_id.clone(),
-                        s.span.span.attempt_id().into_owned(),
-                        s.span.span.span_id().into_owned(),
-                    )
-                })
-                .collect(),
+            spans: self.stored_span_keys(spans.iter().map(|s| (&s.span.rollout_id, &s.span.span))),
             ..Need::rollouts(ids)
         };
         let outcome = self

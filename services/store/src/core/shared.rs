@@ -14,15 +14,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::state::State;
-use super::waiters::Waiters;
-use super::{Counters, Gauges, Store, StoreConfig, StoreError, retried_span};
+use super::{Gauges, Store, StoreConfig, StoreError, retried_span};
 use crate::clock::Clock;
 use crate::model::Rollout;
 use crate::persist::{Decision, Memory, Need, RolloutFilter, Shared, Snapshot, StorageError};
@@ -34,33 +32,21 @@ const RECHECK: Duration = Duration::from_secs(2);
 impl Store {
     /// A store whose state lives in `db`, shared with any number of other processes.
     pub fn open_shared(config: StoreConfig, clock: Arc<dyn Clock>, db: Arc<dyn Shared>) -> Self {
-        let waiters = Arc::new(Waiters::default());
-        let wake = Arc::clone(&waiters);
+        let grouper = Grouper::start(Arc::clone(&db), Arc::clone(&clock));
+        let store = Self::assemble(
+            config,
+            clock,
+            State::default(),
+            Arc::new(Memory),
+            Some(db.history()),
+            Some((Arc::clone(&db), grouper)),
+        );
+        let wake = Arc::clone(&store.waiters);
         db.listen(Arc::new(move |id: Option<&str>| match id {
             Some(id) => wake.wake(id),
             None => wake.wake_all(),
         }));
-        let mut state = State::default();
-        state.waiters = Arc::clone(&waiters);
-        let created = clock.now();
-        let grouper = Grouper::start(Arc::clone(&db), Arc::clone(&clock));
-        Self {
-            state: Mutex::new(state),
-            clock,
-            config,
-            created,
-            started: Instant::now(),
-            draining: AtomicBool::new(false),
-            drain: Notify::new(),
-            counters: Counters::default(),
-            backend: Arc::new(Memory),
-            disk: Some(db.history()),
-            storage_failed: AtomicBool::new(false),
-            grouper: Some(grouper),
-            shared: Some(db),
-            waiters,
-            totals: Mutex::new(None),
-        }
+        store
     }
 
     /// One change as one transaction of `db`: `f` decides on the rows read, what it

@@ -102,6 +102,22 @@ impl PgHistory {
         client.query(&q, args).await.map_err(pg_err("cannot read"))
     }
 
+    /// Whether `sql` (with `id` as its one parameter) finds a row.
+    async fn exists(&self, sql: &str, id: &str) -> Result<bool, StorageError> {
+        Ok(!self.query(sql, &[&id]).await?.is_empty())
+    }
+
+    /// The span sequence counter of an id.
+    async fn sequence_of(&self, rollout_id: &str) -> Result<Option<i64>, StorageError> {
+        let rows = self
+            .query(
+                "SELECT value FROM agl_sequences WHERE rollout_id = $1",
+                &[&rollout_id],
+            )
+            .await?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
     async fn attempts_of(&self, rollout_id: &str) -> Result<Vec<Attempt>, StorageError> {
         let rows = self
             .query(
@@ -197,27 +213,17 @@ impl History for PgHistory {
     }
 
     fn rollout_exists(&self, rollout_id: &str) -> Result<bool, StorageError> {
-        self.block(async {
-            let rows = self
-                .query(
-                    "SELECT 1 FROM agl_rollouts WHERE rollout_id = $1",
-                    &[&rollout_id],
-                )
-                .await?;
-            Ok(!rows.is_empty())
-        })
+        self.block(self.exists(
+            "SELECT 1 FROM agl_rollouts WHERE rollout_id = $1",
+            rollout_id,
+        ))
     }
 
     fn resources_exist(&self, resources_id: &str) -> Result<bool, StorageError> {
-        self.block(async {
-            let rows = self
-                .query(
-                    "SELECT 1 FROM agl_resources WHERE resources_id = $1",
-                    &[&resources_id],
-                )
-                .await?;
-            Ok(!rows.is_empty())
-        })
+        self.block(self.exists(
+            "SELECT 1 FROM agl_resources WHERE resources_id = $1",
+            resources_id,
+        ))
     }
 
     fn resources(&self, resources_id: &str) -> Result<Option<ResourcesUpdate>, StorageError> {
@@ -253,14 +259,7 @@ impl History for PgHistory {
                 return Ok(None);
             };
             let rollout: Rollout = doc(row.get(0), "rollout")?;
-            let sequence = self
-                .query(
-                    "SELECT value FROM agl_sequences WHERE rollout_id = $1",
-                    &[&rollout_id],
-                )
-                .await?
-                .first()
-                .map(|r| r.get(0));
+            let sequence = self.sequence_of(rollout_id).await?;
             Ok(Some(RolloutRows {
                 rollout,
                 attempts: self.attempts_of(rollout_id).await?,
@@ -271,15 +270,7 @@ impl History for PgHistory {
     }
 
     fn sequence(&self, rollout_id: &str) -> Result<Option<i64>, StorageError> {
-        self.block(async {
-            let rows = self
-                .query(
-                    "SELECT value FROM agl_sequences WHERE rollout_id = $1",
-                    &[&rollout_id],
-                )
-                .await?;
-            Ok(rows.first().map(|r| r.get(0)))
-        })
+        self.block(self.sequence_of(rollout_id))
     }
 
     fn rollout_view(&self, rollout_id: &str) -> Result<Option<RolloutView>, StorageError> {
