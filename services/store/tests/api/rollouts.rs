@@ -500,3 +500,33 @@ async fn queries_filter_sort_and_paginate() {
     let u2 = app.v3_get("/statistics").await["uptime"].as_f64().unwrap();
     assert!(u2 > u1);
 }
+
+/// Timestamps and other numbers a client sends come back bit for bit, from memory and from
+/// the database alike: a trainer that compares a rollout's `start_time` or a resources'
+/// `create_time` with an earlier answer must see the same float. These values are ones a
+/// fast but inexact decimal parser reads one unit in the last place off.
+#[tokio::test]
+async fn numbers_round_trip_exactly() {
+    let app = spawn().await;
+    let r = app
+        .post_raw(
+            "/v1/agl/queues/rollouts/enqueue",
+            r#"{"rollouts": [{"input": 1796385598.1537135,
+                "metadata": {"t": [1796385598.1537135, 1796385598.1537719, 0.1, 1e-7]}}]}"#,
+        )
+        .await;
+    let created = expect_json(r, StatusCode::CREATED).await;
+    let rid = str_of(&created[0], "rollout_id").to_owned();
+    let text = app
+        .get(&format!("/v1/agl/rollouts/{rid}"))
+        .await
+        .text()
+        .await
+        .expect("body");
+    for literal in [
+        r#""input":1796385598.1537135"#,
+        r#""t":[1796385598.1537135,1796385598.1537719,0.1,1e-7]"#,
+    ] {
+        assert!(text.contains(literal), "{literal} not in {text}");
+    }
+}
