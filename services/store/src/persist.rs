@@ -40,6 +40,13 @@ pub enum Change {
     },
     QueuePush(String),
     QueuePop(String),
+    /// A finished rollout left memory with these spans (all of them, in arrival order,
+    /// each written before as a [`Change::Span`]): a backend that reads history back may
+    /// store them together in place of their rows, so that reading them is one read.
+    Pack {
+        rollout_id: String,
+        spans: Vec<Arc<StoredSpan>>,
+    },
     /// The store's running totals after the batch (kept beside the rows so that a restart
     /// need not count history).
     Counts(Counts),

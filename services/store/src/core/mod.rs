@@ -623,6 +623,13 @@ impl Store {
             self.backend.submit(changes)
         });
         st.evict(self.config.cache_bytes);
+        // What left memory goes to the backend as packs of spans, in a batch of their own
+        // (nobody waits for it: until it is written, reads find the spans one by one).
+        let packs = std::mem::take(&mut st.packs);
+        if !packs.is_empty() {
+            st.batches += 1;
+            drop(self.backend.submit(packs));
+        }
         durable
     }
 

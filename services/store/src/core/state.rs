@@ -44,6 +44,9 @@ pub(super) struct Entry {
     /// The batch that carries the latest change of this rollout to the backend: the entry
     /// may be dropped from memory once that batch is durable.
     last_batch: u64,
+    /// Read back from the backend, which holds all its spans as they are: leaving memory
+    /// again needs no new pack unless a span was added since.
+    packed: bool,
 }
 
 /// The duplicate-detection hash of a span.
@@ -60,6 +63,7 @@ impl Entry {
             span_keys: HashTable::new(),
             queued: false,
             last_batch: 0,
+            packed: false,
         }
     }
 
@@ -159,6 +163,8 @@ pub(super) struct State {
     evicted_floor: u64,
     /// The batch carrying the latest change of each resources version held (history only).
     resources_batch: HashMap<String, u64>,
+    /// Packs of the spans of rollouts that just left memory, for the backend.
+    pub(super) packs: Vec<Change>,
 }
 
 /// What a change needs in memory, by id.
@@ -366,6 +372,7 @@ impl State {
             return true;
         };
         let mut entry = Box::new(Entry::new(rows.rollout));
+        entry.packed = true;
         entry.attempts = rows.attempts;
         for span in rows.spans {
             entry.push_span(&self.span_hasher, span);
@@ -460,7 +467,15 @@ impl State {
                     continue;
                 }
                 Some(_) => {
-                    self.rollouts.remove(&id);
+                    if let Some(entry) = self.rollouts.remove(&id)
+                        && !entry.packed
+                        && !entry.spans.is_empty()
+                    {
+                        self.packs.push(Change::Pack {
+                            rollout_id: id.clone(),
+                            spans: entry.spans,
+                        });
+                    }
                     self.sequence.remove(&id);
                     self.forget(Key::Rollout(&id));
                 }
@@ -883,6 +898,7 @@ impl State {
         if let Some(j) = self.journal.as_mut() {
             j.spans.push((rollout_id.to_owned(), Arc::clone(&span)));
             entry.last_batch = self.batches + 1;
+            entry.packed = false;
         }
         Some(span)
     }

@@ -428,6 +428,8 @@ async fn write(
             }
             // Queue operations are written after the rows, in their order (below).
             Change::QueuePush(_) | Change::QueuePop(_) => {}
+            // Packs are for a store that keeps rollouts in memory and drops them.
+            Change::Pack { .. } => {}
             // The totals are kept as changes per connection (below), not as one row every
             // transaction would queue behind.
             Change::Counts(_) => {}

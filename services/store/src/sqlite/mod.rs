@@ -3,13 +3,15 @@
 //!
 //! * [`schema`]: tables, versions and migrations;
 //! * [`writer`]: the thread that owns the writing connection (group commit);
-//! * [`read`]: the live part read at start-up, and reads of everything else afterwards.
+//! * [`read`]: the live part read at start-up, and reads of everything else afterwards;
+//! * [`pack`]: a finished rollout's spans as one row, for reading them back at once.
 //!
 //! At start-up only what the hot paths need is read (unfinished rollouts with their
 //! attempts, spans and counters, the queue, workers, the recent resources versions and the
 //! totals), so restart time follows the live work, not the history. A second server on the same file fails
 //! at start: the first holds an exclusive lock on `FILE-lock` for as long as it runs.
 
+mod pack;
 mod read;
 mod schema;
 mod writer;
@@ -271,7 +273,71 @@ pub fn backup_offline(from: &Path, to: &Path) -> Result<(), StorageError> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::model::StoredSpan;
+    use crate::persist::Change;
+
+    fn span(id: &str, seq: i64) -> Arc<StoredSpan> {
+        let json = format!(
+            r#"{{"rollout_id":"ro-1","attempt_id":"at-1","sequence_id":{seq},"trace_id":"t","span_id":"{id}","parent_id":null,"name":"n{id}","status":{{"status_code":"OK"}},"attributes":{{}},"events":[],"links":[],"start_time":1.0,"end_time":2.0,"context":null,"parent":null,"resource":{{"attributes":{{}},"schema_url":""}}}}"#
+        );
+        Arc::new(StoredSpan::from_json(&json).unwrap())
+    }
+
+    fn written(spans: &[Arc<StoredSpan>]) -> Vec<Change> {
+        spans
+            .iter()
+            .map(|s| Change::Span {
+                rollout_id: "ro-1".into(),
+                span: Arc::clone(s),
+            })
+            .collect()
+    }
+
+    /// A rollout's spans are its pack's followed by the rows added after it: the case of a
+    /// span that arrives while the pack written in place of the rows is still on its way.
+    #[tokio::test]
+    async fn spans_read_back_from_a_pack_and_the_rows_added_after_it() {
+        let dir = std::env::temp_dir().join(format!("agl-pack-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.db");
+        let (a, b, c) = (span("a", 2), span("b", 1), span("c", 1));
+        {
+            let db = Sqlite::open(&path, Durability::Normal).unwrap();
+            db.submit(written(&[Arc::clone(&a), Arc::clone(&b)]));
+            db.submit(vec![Change::Pack {
+                rollout_id: "ro-1".into(),
+                spans: vec![Arc::clone(&a), Arc::clone(&b)],
+            }]);
+            db.submit(written(&[Arc::clone(&c)]))
+                .await
+                .unwrap()
+                .unwrap();
+            let history = db.history().unwrap();
+            let ids = |spans: Vec<StoredSpan>| -> Vec<String> {
+                spans.iter().map(|s| s.span_id().to_string()).collect()
+            };
+            assert_eq!(ids(history.spans("ro-1", None).unwrap()), ["a", "b", "c"]);
+            assert_eq!(ids(history.spans("ro-1", Some("at-2")).unwrap()), [""; 0]);
+            // By sequence id, then arrival (the pack's spans arrived first).
+            let texts = history.span_texts("ro-1", None, false).unwrap();
+            assert_eq!(texts, [b.to_json(), c.to_json(), a.to_json()]);
+            let texts = history.span_texts("ro-1", None, true).unwrap();
+            assert_eq!(texts, [a.to_json(), b.to_json(), c.to_json()]);
+            let rows = history.rollout_rows("ro-1").unwrap();
+            assert!(rows.is_none(), "no rollout row was written");
+            db.close().await.unwrap().unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM spans", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1, "the pack replaced the rows it holds");
+        drop(conn);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_start_check_passes_a_sound_file_of_any_size() {

@@ -13,6 +13,7 @@ use parking_lot::{Condvar, Mutex};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
+use super::pack;
 use super::schema::{self, live_statuses_sql};
 use crate::model::{Attempt, ResourcesUpdate, Rollout, RolloutView, StoredSpan, Worker};
 use crate::persist::{History, RolloutFilter, RolloutRows, Snapshot, StorageError};
@@ -57,6 +58,20 @@ pub(super) fn load_live(conn: &Connection) -> rusqlite::Result<Snapshot> {
     ))?;
     for row in q.query_map([], |r| r.get::<_, String>(0))? {
         snap.attempts.push(doc::<Attempt>(&row?, "attempt")?);
+    }
+    // A rollout reopened after it left memory finished: the spans of its pack came first.
+    let mut q = conn.prepare(&format!(
+        "SELECT p.rollout_id, p.packed FROM rollouts r \
+         JOIN span_packs p ON p.rollout_id = r.rollout_id WHERE r.status IN {live}"
+    ))?;
+    for row in q.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })? {
+        let (rollout_id, bytes) = row?;
+        let spans = pack::decode(&bytes).ok_or_else(|| bad_pack(&rollout_id))?;
+        for span in spans {
+            snap.spans.push((rollout_id.clone(), span_doc(span.doc)?));
+        }
     }
     let mut q = conn.prepare(&format!(
         "SELECT s.rollout_id, s.doc FROM rollouts r JOIN spans s ON s.rollout_id = r.rollout_id \
@@ -224,19 +239,60 @@ fn sequence_of(conn: &Connection, rollout_id: &str) -> rusqlite::Result<Option<i
         .optional()
 }
 
+/// A rollout's spans in arrival order, of one attempt if given, as (sequence id, stored
+/// text): those of its pack, then its rows. Read in one transaction, so that a pack written
+/// in place of the rows meanwhile is seen either way but never as neither.
+fn span_rows(
+    conn: &Connection,
+    rollout_id: &str,
+    attempt_id: Option<&str>,
+) -> rusqlite::Result<Vec<(i64, String)>> {
+    let tx = conn.unchecked_transaction()?;
+    let mut out = Vec::new();
+    let packed: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT packed FROM span_packs WHERE rollout_id = ?1")?
+        .query_row([rollout_id], |r| r.get(0))
+        .optional()?;
+    if let Some(bytes) = packed {
+        let spans = pack::decode(&bytes).ok_or_else(|| bad_pack(rollout_id))?;
+        out.extend(
+            spans
+                .into_iter()
+                .filter(|s| attempt_id.is_none_or(|a| s.attempt_id == a))
+                .map(|s| (s.sequence_id, s.doc.to_owned())),
+        );
+    }
+    let mut q = tx.prepare_cached(
+        "SELECT sequence_id, doc FROM spans WHERE rollout_id = ?1 \
+         AND (?2 IS NULL OR attempt_id = ?2) ORDER BY id",
+    )?;
+    for row in q.query_map(params![rollout_id, attempt_id], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })? {
+        out.push(row?);
+    }
+    drop(q);
+    tx.commit()?;
+    Ok(out)
+}
+
+fn bad_pack(rollout_id: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Blob,
+        format!("the span pack of {rollout_id} is damaged").into(),
+    )
+}
+
 fn spans_of(
     conn: &Connection,
     rollout_id: &str,
     attempt_id: Option<&str>,
 ) -> rusqlite::Result<Vec<StoredSpan>> {
-    let mut q = conn.prepare_cached(
-        "SELECT doc FROM spans WHERE rollout_id = ?1 AND (?2 IS NULL OR attempt_id = ?2) \
-         ORDER BY id",
-    )?;
-    let rows = q.query_map(params![rollout_id, attempt_id], |r| {
-        span_doc(r.get_ref(0)?.as_str()?)
-    })?;
-    rows.collect()
+    span_rows(conn, rollout_id, attempt_id)?
+        .iter()
+        .map(|(_, text)| span_doc(text))
+        .collect()
 }
 
 /// A JSON array of strings, bound as one parameter and read with `json_each`.
@@ -325,18 +381,15 @@ impl History for Reader {
         attempt_id: Option<&str>,
         descending: bool,
     ) -> Result<Vec<String>, StorageError> {
-        // Equal sequence ids keep their arrival order either way, as a stable sort does.
-        let sql = if descending {
-            "SELECT doc FROM spans WHERE rollout_id = ?1 AND (?2 IS NULL OR attempt_id = ?2) \
-             ORDER BY sequence_id DESC, id"
-        } else {
-            "SELECT doc FROM spans WHERE rollout_id = ?1 AND (?2 IS NULL OR attempt_id = ?2) \
-             ORDER BY sequence_id, id"
-        };
         self.with(|conn| {
-            let mut q = conn.prepare_cached(sql)?;
-            let rows = q.query_map(params![rollout_id, attempt_id], |r| r.get(0))?;
-            rows.collect()
+            let mut spans = span_rows(conn, rollout_id, attempt_id)?;
+            // Stable: equal sequence ids keep their arrival order either way.
+            if descending {
+                spans.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+            } else {
+                spans.sort_by_key(|(seq, _)| *seq);
+            }
+            Ok(spans.into_iter().map(|(_, text)| text).collect())
         })
     }
 

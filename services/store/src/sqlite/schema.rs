@@ -5,7 +5,8 @@
 //! * v1: one JSON document per row, spans with their indexed fields as columns;
 //! * v2: the database is the authority for history: rollouts carry their status as a column
 //!   (indexed, so start-up reads only live rollouts and status queries do not parse every
-//!   document), and the running totals are kept in `kv` so that a restart does not count.
+//!   document), and the running totals are kept in `kv` so that a restart does not count;
+//! * v3: `span_packs`, a finished rollout's spans as one row (see `pack.rs`).
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
@@ -14,7 +15,7 @@ use crate::model::{AttemptStatus, RolloutStatus};
 use crate::persist::{Counts, StorageError};
 
 /// The schema version this binary writes and understands.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const V1: &str = "
 CREATE TABLE rollouts (rollout_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
@@ -50,6 +51,8 @@ ALTER TABLE rollouts ADD COLUMN status TEXT;
 UPDATE rollouts SET status = json_extract(doc, '$.status');
 CREATE INDEX rollouts_by_status ON rollouts (status);
 ";
+
+const V3: &str = "CREATE TABLE span_packs (rollout_id TEXT PRIMARY KEY, packed BLOB NOT NULL);";
 
 /// The `kv` key of the running totals.
 pub const COUNTS_KEY: &str = "counts";
@@ -89,6 +92,7 @@ pub fn migrate(conn: &mut Connection, shown: &str) -> Result<(), StorageError> {
             2 => tx
                 .execute_batch(V2)
                 .and_then(|()| write_counts(&tx, &count_rows(&tx)?)),
+            3 => tx.execute_batch(V3),
             _ => unreachable!("a migration per version up to SCHEMA_VERSION"),
         }
         .map_err(|e| {

@@ -99,6 +99,16 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> rusqlite::Result<()> {
             tx.prepare_cached("INSERT OR IGNORE INTO queue (rollout_id) VALUES (?1)")?
                 .execute(params![id])?;
         }
+        Change::Pack { rollout_id, spans } => {
+            // The pack replaces the rows (in this transaction, so a reader sees one or the
+            // other); spans added later are rows again, read after the pack.
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO span_packs (rollout_id, packed) VALUES (?1, ?2)",
+            )?
+            .execute(params![rollout_id, super::pack::encode(spans)])?;
+            tx.prepare_cached("DELETE FROM spans WHERE rollout_id = ?1")?
+                .execute(params![rollout_id])?;
+        }
         Change::QueuePop(id) => {
             tx.prepare_cached("DELETE FROM queue WHERE rollout_id = ?1")?
                 .execute(params![id])?;

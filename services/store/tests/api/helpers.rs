@@ -115,16 +115,17 @@ impl Drop for TempFile {
 pub async fn spawn_with(mut args: StoreArgs, clock: Option<Arc<ManualClock>>) -> TestApp {
     args.host = "127.0.0.1".into();
     args.port = 0;
-    if let Some(mib) = std::env::var("AGL_TEST_CACHE_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        args.cache_mib = mib;
-    }
-    // An explicit backend wins; the environment only replaces the default memory store.
+    // An explicit backend wins, with its cache; the environment only replaces the default
+    // memory store.
     let file = if args.storage == Storage::Memory {
         let (storage, file) = storage_under_test().await;
         args.storage = storage;
+        if let Some(mib) = std::env::var("AGL_TEST_CACHE_MIB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            args.cache_mib = mib;
+        }
         file
     } else {
         None

@@ -282,7 +282,8 @@ async fn a_restart_reads_only_the_live_part_and_keeps_the_totals() {
 fn downgrade_to_v1(path: &std::path::Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(
-        "DROP INDEX rollouts_by_status;
+        "DROP TABLE span_packs;
+         DROP INDEX rollouts_by_status;
          ALTER TABLE rollouts DROP COLUMN status;
          DELETE FROM kv WHERE key = 'counts';
          PRAGMA user_version = 1;",
@@ -294,7 +295,12 @@ fn downgrade_to_v1(path: &std::path::Path) {
 async fn a_v1_file_is_migrated_at_start_with_its_totals() {
     let file = store_file("v1");
     let clock = Arc::new(ManualClock::new(1_700_000_000.0));
-    let app = open(&file.0, Arc::clone(&clock)).await;
+    // Written as a v1-era server wrote it: every span a row (nothing leaves memory).
+    let args = StoreArgs {
+        storage: Storage::Sqlite(file.0.clone()),
+        ..test_args()
+    };
+    let app = spawn_with(args, Some(Arc::clone(&clock))).await;
     let ids = enqueued(&app, 3).await;
     for claimed in app.dequeue(2, Some("w")).await {
         let rid = str_of(&claimed, "rollout_id");
@@ -490,5 +496,101 @@ async fn late_writes_racing_evictions_lose_nothing() {
     assert_eq!(app.v3_get("/statistics").await["total_spans"], total);
     drop(targets);
     let app = Arc::into_inner(app).expect("the tasks are done");
+    stop(app).await;
+}
+
+/// The span packs and the span rows of a rollout in the file.
+fn on_disk(path: &std::path::Path, rollout_id: &str) -> (i64, i64) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let count = |table: &str| -> i64 {
+        conn.query_row(
+            &format!("SELECT count(*) FROM {table} WHERE rollout_id = ?1"),
+            [rollout_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    (count("span_packs"), count("spans"))
+}
+
+#[tokio::test]
+async fn a_finished_rollouts_spans_are_one_row_on_disk_and_read_back_the_same() {
+    let file = store_file("packs");
+    let clock = Arc::new(ManualClock::new(1_700_000_000.0));
+    let app = open(&file.0, Arc::clone(&clock)).await;
+    let rid = enqueued(&app, 1).await.remove(0);
+    let claimed = app.dequeue(1, Some("w")).await;
+    let aid = str_of(&claimed[0]["attempt"], "attempt_id").to_owned();
+    // Sequence ids out of arrival order, one repeated: the order a read must keep.
+    for (seq, id) in [(2, "01"), (1, "02"), (2, "03")] {
+        app.v3_post("/spans", span(&rid, &aid, seq, id), StatusCode::CREATED)
+            .await;
+    }
+    app.update_attempt(&rid, &aid, json!({"status": "succeeded"}))
+        .await;
+    let queries = [
+        format!("/spans?rollout_id={rid}"),
+        format!("/spans?rollout_id={rid}&attempt_id=latest"),
+        format!("/spans?rollout_id={rid}&sort_by=sequence_id&sort_order=desc"),
+        format!("/spans?rollout_id={rid}&name_contains=03"),
+    ];
+    let mut held = Vec::new();
+    for q in &queries {
+        held.push(app.v3_get(q).await);
+    }
+    assert_eq!(in_memory(&app).await, 0);
+    // Any later write is durable only after the pack written when the rollout left.
+    let written = || app.v3_post("/workers/w", json!({}), StatusCode::OK);
+    written().await;
+    assert_eq!(on_disk(&file.0, &rid), (1, 0), "the pack replaced the rows");
+    for (q, before) in queries.iter().zip(&held) {
+        assert_eq!(&app.v3_get(q).await, before, "{q}");
+    }
+
+    // A late span brings the rollout back; leaving again, it is packed with all its spans.
+    app.v3_post("/spans", span(&rid, &aid, 0, "04"), StatusCode::CREATED)
+        .await;
+    let ids = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| str_of(s, "span_id").to_owned())
+            .collect()
+    };
+    let after = app.v3_get(&format!("/spans?rollout_id={rid}")).await;
+    assert_eq!(ids(&after), ["04", "02", "01", "03"]);
+    let desc = format!("/spans?rollout_id={rid}&sort_by=sequence_id&sort_order=desc");
+    let after_desc = app.v3_get(&desc).await;
+    assert_eq!(ids(&after_desc), ["01", "03", "02", "04"]);
+    // A span sent again is still a duplicate once its rollout has left memory.
+    assert_eq!(in_memory(&app).await, 0);
+    written().await;
+    assert_eq!(
+        on_disk(&file.0, &rid),
+        (1, 0),
+        "left again: one pack of all four"
+    );
+    let again = app
+        .v3_post("/spans", span(&rid, &aid, 7, "02"), StatusCode::CREATED)
+        .await;
+    assert_eq!(
+        again,
+        Value::Null,
+        "a duplicate is not stored (as upstream answers)"
+    );
+    assert_eq!(app.v3_get(&format!("/spans?rollout_id={rid}")).await, after);
+
+    // Reopened and restarted: a live rollout's spans come back from its pack at start-up.
+    app.v3_post(
+        &format!("/rollouts/{rid}"),
+        json!({"status": "queuing"}),
+        StatusCode::OK,
+    )
+    .await;
+    stop(app).await;
+    let app = open(&file.0, clock).await;
+    assert_eq!(app.v3_get(&format!("/spans?rollout_id={rid}")).await, after);
+    assert_eq!(app.v3_get(&desc).await, after_desc);
     stop(app).await;
 }
