@@ -11,7 +11,9 @@
 //!   text written straight from request bytes (the fast way in for common bodies);
 //! * [`metrics`]: the store's Prometheus metrics, ours and upstream's names;
 //! * [`otlp`]: decoding OTLP/HTTP trace payloads into spans;
-//! * [`api`]: the three HTTP protocols (`/v1/agl`, `/agl/v1`, flat 0.2.2) and `/v1/traces`;
+//! * [`v1`]: upstream v1's shapes (rollouts, events, triplets) on the same rows;
+//! * [`api`]: the HTTP protocols (`/v1/agl`, `/agl/v1`, flat 0.2.2, v1's `/api`) and
+//!   `/v1/traces`;
 //! * [`server`]: configuration, binding, the watchdog ticker and graceful shutdown.
 
 pub mod api;
@@ -27,6 +29,7 @@ pub mod server;
 pub mod span;
 pub mod sqlite;
 pub mod stored_span;
+pub mod v1;
 pub mod validate;
 
 pub use server::{App, StoreArgs, run};

@@ -70,6 +70,64 @@ impl RolloutStatus {
 }
 
 string_enum!(
+    /// A rollout's state as the upstream v1 protocol names it: four states where the
+    /// other protocols have seven (see [`V1State::of`]).
+    V1State {
+        Queuing => "queuing",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+    }
+);
+
+impl V1State {
+    /// The v1 state of a rollout in `status`: waiting is queuing, claimed is running,
+    /// and a cancelled rollout has failed.
+    pub fn of(status: RolloutStatus) -> Self {
+        match status {
+            RolloutStatus::Queuing | RolloutStatus::Requeuing => Self::Queuing,
+            RolloutStatus::Preparing | RolloutStatus::Running => Self::Running,
+            RolloutStatus::Succeeded => Self::Succeeded,
+            RolloutStatus::Failed | RolloutStatus::Cancelled => Self::Failed,
+        }
+    }
+
+    /// The statuses this state stands for (what a filter on it matches).
+    pub fn statuses(self) -> &'static [RolloutStatus] {
+        match self {
+            Self::Queuing => &[RolloutStatus::Queuing, RolloutStatus::Requeuing],
+            Self::Running => &[RolloutStatus::Preparing, RolloutStatus::Running],
+            Self::Succeeded => &[RolloutStatus::Succeeded],
+            Self::Failed => &[RolloutStatus::Failed, RolloutStatus::Cancelled],
+        }
+    }
+
+    /// The status a v1 patch to this state sets.
+    pub fn status(self) -> RolloutStatus {
+        match self {
+            Self::Queuing => RolloutStatus::Queuing,
+            Self::Running => RolloutStatus::Running,
+            Self::Succeeded => RolloutStatus::Succeeded,
+            Self::Failed => RolloutStatus::Failed,
+        }
+    }
+
+    /// The v1 state machine: queuing becomes running or failed, running becomes succeeded
+    /// or failed, and the terminal states are final (no state becomes itself).
+    pub fn can_become(self, next: Self) -> bool {
+        matches!(
+            (self, next),
+            (Self::Queuing, Self::Running | Self::Failed)
+                | (Self::Running, Self::Succeeded | Self::Failed)
+        )
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+string_enum!(
     /// Where one attempt of a rollout is.
     AttemptStatus {
         Preparing => "preparing",
@@ -141,6 +199,31 @@ pub struct Rollout {
     pub config: RolloutConfig,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Json>,
+    /// What the upstream v1 protocol (`/api`) keeps of a rollout it created, beyond the
+    /// fields above; absent for rollouts of the other protocols (see `crate::v1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub v1: Option<Box<V1Fields>>,
+}
+
+/// The v1 protocol's own fields of a rollout: its controller-facing config and the
+/// lifecycle fields its controller patches. The state itself is the rollout's status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct V1Fields {
+    /// `{timeout_seconds, local, k8s}` as created (upstream's defaults filled in).
+    pub config: Json,
+    pub k8s_job_name: Option<String>,
+    pub last_attempt_id: Option<String>,
+    pub error_message: Option<String>,
+    /// Bumped by every non-empty patch.
+    pub version: i64,
+    pub updated_at: Timestamp,
+    /// Position in the completion log (from 1), once a v1 patch made the rollout terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal_seq: Option<i64>,
+    /// The attempt names its events were posted under, in order of their first event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<String>,
 }
 
 /// One try at running a rollout.
@@ -354,6 +437,7 @@ mod tests {
                 status: RolloutStatus::Queuing,
                 config: RolloutConfig::default(),
                 metadata: Some(raw("{}")),
+                v1: None,
             },
             attempt: None,
         };

@@ -341,7 +341,8 @@ pub fn list<'a, T>(
     ok.then_some(out)
 }
 
-fn one_of<T: Copy>(
+/// One of the named values `all` (an `enum` problem listing them otherwise).
+pub fn one_of<T: Copy>(
     v: &Value,
     errs: &mut Errors,
     all: &[T],

@@ -1,15 +1,17 @@
-//! The HTTP face of the store: three protocols over one [`Store`].
+//! The HTTP face of the store: four protocols over one [`Store`].
 //!
 //! * [`v3`]: the current API under `/v1/agl`, spoken by `agentlightning==0.3.0`;
 //! * [`legacy`]: the reference's `/agl/v1` API and the flat routes of `agentlightning==0.2.2`;
+//! * [`v1`]: upstream v1's `agl-server` API under `/api` (`agentlightning` 1.0);
 //! * [`otlp`]: OTLP/HTTP trace ingestion at `/v1/traces`.
 //!
-//! Errors of all three map to HTTP once, in [`ApiError`].
+//! Errors of all of them map to HTTP once, in [`ApiError`].
 
 pub mod legacy;
 pub mod openapi;
 pub mod otlp;
 pub mod params;
+pub mod v1;
 pub mod v3;
 
 use std::sync::Arc;
@@ -60,6 +62,8 @@ pub enum Protocol {
     Current,
     /// The flat 0.2.2 routes: every application error is a 400.
     Flat,
+    /// Upstream v1's `/api`: FastAPI's `{"detail": …}` with its own codes and wording.
+    V1,
 }
 
 /// Everything a handler can answer with instead of success.
@@ -80,12 +84,20 @@ pub enum ApiError {
     /// The same error, answered in the flat protocol's shape.
     #[error(transparent)]
     Flat(Box<ApiError>),
+    /// The same error, answered as upstream v1's server does.
+    #[error(transparent)]
+    V1(Box<ApiError>),
 }
 
 impl ApiError {
     /// This error as the 0.2.2 flat protocol reports it.
     pub fn flat(self) -> Self {
         Self::Flat(Box::new(self))
+    }
+
+    /// This error as upstream v1's server reports it.
+    pub fn v1(self) -> Self {
+        Self::V1(Box::new(self))
     }
 
     fn respond(self, protocol: Protocol) -> Response {
@@ -102,6 +114,15 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({ "detail": err.to_string(), "error_type": "StorageError" }),
             ),
+            Self::Store(StoreError::RolloutNotFound(id)) if protocol == Protocol::V1 => {
+                error_json(StatusCode::NOT_FOUND, &format!("Rollout not found: {id}"))
+            }
+            Self::Store(err @ StoreError::InvalidTransition { .. }) => {
+                error_json(StatusCode::CONFLICT, &err.to_string())
+            }
+            Self::Store(err) if protocol == Protocol::V1 => {
+                error_json(StatusCode::BAD_REQUEST, &err.to_string())
+            }
             Self::Store(err) => {
                 let (status, error_type) = match (&err, protocol) {
                     (_, Protocol::Flat) => (StatusCode::BAD_REQUEST, "ValueError"),
@@ -116,6 +137,7 @@ impl ApiError {
                 )
             }
             Self::Flat(inner) => inner.respond(Protocol::Flat),
+            Self::V1(inner) => inner.respond(Protocol::V1),
         }
     }
 }
@@ -174,6 +196,7 @@ pub fn router(store: Arc<Store>, config: &HttpConfig) -> Router {
         .nest("/agl/v1", legacy::current_routes())
         .merge(legacy::flat_routes())
         .merge(otlp::routes())
+        .merge(v1::routes())
         .route("/openapi.json", axum::routing::get(openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

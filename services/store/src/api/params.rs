@@ -115,6 +115,8 @@ pub fn new_rollout(v: &Value, errs: &mut Errors) -> Option<(NewRollout, Option<S
             resources_id,
             config,
             metadata,
+            rollout_id: None,
+            v1: None,
         },
         worker_id,
     ))
@@ -233,6 +235,8 @@ impl<'de> Deserialize<'de> for RolloutCommon {
                     resources_id: resources_id.flatten().map(|t| t.0.into_owned()),
                     config,
                     metadata,
+                    rollout_id: None,
+                    v1: None,
                 }))
             }
         }

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::model::{
     Attempt, AttemptStatus, Json, NamedResources, Page, ResourcesUpdate, Rollout, RolloutConfig,
-    RolloutMode, RolloutStatus, RolloutView, StoredSpan, Worker, WorkerStatus,
+    RolloutMode, RolloutStatus, RolloutView, StoredSpan, V1Fields, Worker, WorkerStatus,
 };
 use crate::persist::{
     Backend, Durable, History, Memory, Need, RolloutFilter, Shared, StorageError,
@@ -35,7 +35,10 @@ mod query;
 mod sharded;
 mod shared;
 mod state;
+mod v1;
 mod waiters;
+
+pub use v1::{COMPLETION_LOG, V1Patch};
 
 use query::{
     PageExt as _, attempt_key, paginate, resources_key, rollout_key, span_key, worker_key,
@@ -57,6 +60,13 @@ pub enum StoreError {
     },
     #[error("cannot sort by {field}: its values are not comparable")]
     Unsortable { field: String },
+    /// A v1 state change its state machine does not allow.
+    #[error("Rollout {rollout_id}: cannot transition {from} -> {to}")]
+    InvalidTransition {
+        rollout_id: String,
+        from: &'static str,
+        to: &'static str,
+    },
     /// The backend failed; the store refuses writes until it is restarted.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -95,6 +105,10 @@ pub struct NewRollout {
     pub resources_id: Option<String>,
     pub config: Option<RolloutConfig>,
     pub metadata: Option<Json>,
+    /// A caller's id (the v1 protocol lets callers choose); a fresh one when `None`.
+    pub rollout_id: Option<String>,
+    /// The v1 protocol's fields, for a rollout it creates.
+    pub v1: Option<Box<V1Fields>>,
 }
 
 /// Fields of a rollout update; `None` leaves a field as it is.
@@ -530,7 +544,7 @@ impl Store {
                                 Ok(Fetched::Resources { id, row })
                             }
                             OwnedKey::Rollout(id) => {
-                                let rows = d.rollout_rows(&id)?;
+                                let rows = d.rollout_rows(&id)?.map(Box::new);
                                 let sequence = match &rows {
                                     Some(_) => None,
                                     None => d.sequence(&id)?,
@@ -1747,6 +1761,8 @@ mod tests {
             resources_id: None,
             config,
             metadata: None,
+            rollout_id: None,
+            v1: None,
         }
     }
 

@@ -199,7 +199,7 @@ const RESOURCES_HELD: usize = 64;
 pub(super) enum Fetched {
     Rollout {
         id: String,
-        rows: Option<RolloutRows>,
+        rows: Option<Box<RolloutRows>>,
         sequence: Option<i64>,
     },
     Resources {
@@ -609,7 +609,10 @@ impl State {
         status: RolloutStatus,
         now: f64,
     ) -> String {
-        let id = fresh_id("ro-", 12, |id| self.rollout_id_taken(id));
+        let id = match new.rollout_id {
+            Some(id) => id,
+            None => fresh_id("ro-", 12, |id| self.rollout_id_taken(id)),
+        };
         let resources_id = new.resources_id.or_else(|| self.latest_resources_id());
         let rollout = Rollout {
             rollout_id: id.clone(),
@@ -621,6 +624,7 @@ impl State {
             status,
             config: new.config.unwrap_or_default(),
             metadata: Some(new.metadata.unwrap_or_else(empty_object)),
+            v1: new.v1,
         };
         self.rollouts
             .insert(id.clone(), Box::new(Entry::new(rollout)));
@@ -875,7 +879,8 @@ impl State {
             .rollouts
             .get(rollout_id)
             .ok_or_else(|| StoreError::RolloutNotFound(rollout_id.to_owned()))?;
-        if entry.attempts.iter().any(|a| a.attempt_id == attempt_id) {
+        // A v1 rollout's attempts are names its controller gives, never created first.
+        if entry.rollout.v1.is_some() || entry.attempts.iter().any(|a| a.attempt_id == attempt_id) {
             Ok(())
         } else {
             Err(StoreError::AttemptNotFound {
@@ -1081,6 +1086,8 @@ mod tests {
             resources_id: None,
             config: None,
             metadata: None,
+            rollout_id: None,
+            v1: None,
         };
         let id = st.insert_rollout(new, RolloutStatus::Queuing, 1.0);
         st.set_rollout_status(&id, RolloutStatus::Succeeded, 2.0);
@@ -1101,12 +1108,12 @@ mod tests {
     fn fetched(rollout: &Rollout) -> Fetched {
         Fetched::Rollout {
             id: rollout.rollout_id.clone(),
-            rows: Some(RolloutRows {
+            rows: Some(Box::new(RolloutRows {
                 rollout: rollout.clone(),
                 attempts: Vec::new(),
                 spans: Vec::new(),
                 sequence: Some(3),
-            }),
+            })),
             sequence: None,
         }
     }

@@ -10,4 +10,5 @@ mod legacy;
 mod otlp;
 mod rollouts;
 mod spans;
+mod v1;
 mod watchdog;

@@ -1,0 +1,237 @@
+//! Upstream v1's `agl-server` API (`agentlightning` 1.0): `/healthz` and the store routes
+//! under `/api`, as its trainer and controller call them. Shapes and rules are in
+//! `crate::v1`, the changes in `core::v1`; errors answer in v1's `{"detail": …}` form
+//! ([`ApiError::v1`]).
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, AppState, Body, ok};
+use crate::core::{RolloutQuery, SpanQuery, StoreError};
+use crate::model::V1State;
+use crate::v1::{self, events};
+use crate::validate::{self, Errors, Loc};
+
+/// The routes, at the root (`/healthz`) and under `/api`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz)).nest(
+        "/api",
+        Router::new()
+            .route("/rollouts", post(create_rollouts).get(list_rollouts))
+            .route(
+                "/rollouts/{rollout_id}",
+                get(get_rollout).patch(patch_rollout),
+            )
+            .route(
+                "/rollouts/{rollout_id}/attempt/{attempt_id}/events",
+                post(post_event),
+            )
+            .route("/rollouts/{rollout_id}/events", get(list_events)),
+    )
+}
+
+/// Upstream answers without authentication here, whatever its key.
+async fn healthz() -> ApiResult {
+    ok(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// A store error in v1's form.
+fn v1<T>(r: Result<T, StoreError>) -> Result<T, ApiError> {
+    r.map_err(|e| ApiError::Store(e).v1())
+}
+
+fn validation(errors: Vec<validate::FieldError>) -> ApiError {
+    ApiError::Validation(errors).v1()
+}
+
+async fn create_rollouts(State(s): State<AppState>, Body(b): Body) -> ApiResult {
+    let news = v1::parse_creates(&b).map_err(validation)?;
+    let created = v1(s.store.v1_create(news).await)?;
+    let out: Vec<Value> = created.iter().map(v1::rollout_json).collect();
+    ok(StatusCode::CREATED, &out)
+}
+
+/// `state_in` (required, repeatable) and `limit` (default 500, cut as a Python slice).
+fn list_query(raw: Option<&str>) -> Result<(Vec<V1State>, i64), ApiError> {
+    let mut errs = Errors::new("query");
+    let mut states = Vec::new();
+    let mut limit = 500;
+    let mut given = false;
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match &*key {
+            "state_in" => {
+                given = true;
+                let value = Value::String(value.into_owned());
+                let at = states.len();
+                if let Some(state) = errs.nested(Loc::from("state_in"), |e| {
+                    e.nested(Loc::Index(at), |e| {
+                        validate::one_of(&value, e, V1State::ALL, V1State::as_str)
+                    })
+                }) {
+                    states.push(state);
+                }
+            }
+            "limit" => match value.parse::<i64>() {
+                Ok(n) => limit = n,
+                Err(_) => errs.push(
+                    &[Loc::from("limit")],
+                    "int_parsing",
+                    "Input should be a valid integer, unable to parse string as an integer",
+                    &Value::String(value.into_owned()),
+                ),
+            },
+            _ => {}
+        }
+    }
+    if !given {
+        errs.push(
+            &[Loc::from("state_in")],
+            "missing",
+            "Field required",
+            &Value::Null,
+        );
+    }
+    errs.finish((states, limit)).map_err(validation)
+}
+
+async fn list_rollouts(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+    let (states, limit) = list_query(q.as_deref())?;
+    let query = RolloutQuery {
+        status_in: Some(
+            states
+                .iter()
+                .flat_map(|s| s.statuses().iter().copied())
+                .collect(),
+        ),
+        page: crate::core::PageRequest {
+            limit: limit.max(-1),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut items = v1(s.store.query_rollouts(&query).await)?.items;
+    if limit < 0 {
+        // `matches[:limit]`: all but the last |limit|.
+        let keep = items
+            .len()
+            .saturating_sub(usize::try_from(limit.unsigned_abs()).unwrap_or(usize::MAX));
+        items.truncate(keep);
+    }
+    let out: Vec<Value> = items.iter().map(|v| v1::rollout_json(&v.rollout)).collect();
+    ok(StatusCode::OK, &out)
+}
+
+async fn get_rollout(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let view = v1(s.store.get_rollout(&id).await)?
+        .ok_or_else(|| ApiError::Store(StoreError::RolloutNotFound(id.clone())).v1())?;
+    let attempts = if view.rollout.v1.is_some() {
+        Vec::new()
+    } else {
+        v1(s.store.query_attempts(&id, &Default::default()).await)?.items
+    };
+    ok(
+        StatusCode::OK,
+        &json!({
+            "rollout": v1::rollout_json(&view.rollout),
+            "attempts": v1::attempt_ids(&view.rollout, &attempts),
+        }),
+    )
+}
+
+async fn patch_rollout(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Body(b): Body,
+) -> ApiResult {
+    let patch = v1::parse_patch(&b).map_err(validation)?;
+    let rollout = v1(s.store.v1_patch(&id, patch).await)?;
+    ok(StatusCode::OK, &v1::rollout_json(&rollout))
+}
+
+async fn post_event(
+    State(s): State<AppState>,
+    Path((rollout_id, attempt_id)): Path<(String, String)>,
+    Body(b): Body,
+) -> ApiResult {
+    let (event_type, data) = events::parse_event(&b).map_err(validation)?;
+    let timestamp = s.store.now();
+    let span = events::event_span(&rollout_id, &attempt_id, &event_type, &data, timestamp)
+        .map_err(|e| ApiError::BadRequest(e.to_string()).v1())?;
+    let stored = v1(s.store.v1_add_event(&rollout_id, span).await)?;
+    let mut doc = Vec::with_capacity(stored.json_len());
+    stored.write_json(&mut doc);
+    let event = events::event_of(&doc).expect("an event span reads back as its event");
+    ok(StatusCode::OK, &event)
+}
+
+/// `event_type`, `format` (`triplet`) and `include_routed_experts` (default true).
+fn events_query(raw: Option<&str>) -> Result<(Option<String>, bool, bool), ApiError> {
+    let mut errs = Errors::new("query");
+    let (mut event_type, mut triplet, mut routes) = (None, false, true);
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match &*key {
+            "event_type" => event_type = Some(value.into_owned()),
+            "format" => triplet = value == "triplet",
+            "include_routed_experts" => match parse_bool(&value) {
+                Some(b) => routes = b,
+                None => errs.push(
+                    &[Loc::from("include_routed_experts")],
+                    "bool_parsing",
+                    "Input should be a valid boolean, unable to interpret input",
+                    &Value::String(value.into_owned()),
+                ),
+            },
+            _ => {}
+        }
+    }
+    errs.finish((event_type, triplet, routes))
+        .map_err(validation)
+}
+
+/// A boolean in a query string, as pydantic reads one.
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "1" | "true" | "t" | "yes" | "y" | "on" => Some(true),
+        "0" | "false" | "f" | "no" | "n" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+async fn list_events(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let (event_type, triplet, routes) = events_query(q.as_deref())?;
+    let view = v1(s.store.get_rollout(&id).await)?
+        .ok_or_else(|| ApiError::Store(StoreError::RolloutNotFound(id.clone())).v1())?;
+    let query = SpanQuery {
+        rollout_id: id,
+        attempt_id: Some(v1::events_attempt(&view.rollout)),
+        ..Default::default()
+    };
+    let spans = v1(s.store.query_spans(&query).await)?.items;
+    let mut doc = Vec::new();
+    let mut found = Vec::with_capacity(spans.len());
+    for span in &spans {
+        doc.clear();
+        span.write_json(&mut doc);
+        if let Some(event) = events::event_of(&doc)
+            && event_type.as_ref().is_none_or(|t| *t == event.event_type)
+        {
+            found.push(event);
+        }
+    }
+    let mut found = if triplet {
+        events::triplets(found)
+    } else {
+        events::raw(found)
+    };
+    if !routes {
+        found = events::without_routes(found);
+    }
+    ok(StatusCode::OK, &found)
+}
