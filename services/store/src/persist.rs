@@ -40,6 +40,9 @@ pub enum Change {
     },
     QueuePush(String),
     QueuePop(String),
+    /// A rollout is gone, with its attempts, spans (rows and pack), sequence counter and
+    /// place in the queue.
+    DeleteRollout(String),
     /// A finished rollout left memory with these spans (all of them, in arrival order,
     /// each written before as a [`Change::Span`]): a backend that reads history back may
     /// store them together in place of their rows, so that reading them is one read.

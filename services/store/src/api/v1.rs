@@ -6,6 +6,7 @@
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse as _;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
@@ -23,7 +24,7 @@ pub fn routes() -> Router<AppState> {
             .route("/rollouts", post(create_rollouts).get(list_rollouts))
             .route(
                 "/rollouts/{rollout_id}",
-                get(get_rollout).patch(patch_rollout),
+                get(get_rollout).patch(patch_rollout).delete(delete_rollout),
             )
             .route(
                 "/rollouts/{rollout_id}/attempt/{attempt_id}/events",
@@ -149,6 +150,11 @@ async fn patch_rollout(
     let patch = v1::parse_patch(&b).map_err(validation)?;
     let rollout = v1(s.store.v1_patch(&id, patch).await)?;
     ok(StatusCode::OK, &v1::rollout_json(&rollout))
+}
+
+async fn delete_rollout(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    v1(s.store.delete_rollout(&id).await)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn post_event(

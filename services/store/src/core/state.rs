@@ -165,6 +165,9 @@ pub(super) struct State {
     resources_batch: HashMap<String, u64>,
     /// Packs of the spans of rollouts that just left memory, for the backend.
     pub(super) packs: Vec<Change>,
+    /// Rollouts deleted, with the batch that deletes them from the backend: until it is
+    /// durable, rows of them read from the backend are stale and not put back (history only).
+    deleted: HashMap<String, u64>,
 }
 
 /// What a change needs in memory, by id.
@@ -229,6 +232,8 @@ pub(super) struct Journal {
     spans: Vec<(String, Arc<StoredSpan>)>,
     /// Queue operations keep their order: a push and a pop of one id may both happen.
     queue: Vec<Change>,
+    /// Rollouts deleted, written after everything else of the batch.
+    deleted: Vec<String>,
 }
 
 /// The LightningStore: cheap to share behind an `Arc`.
@@ -364,6 +369,8 @@ impl State {
         if self.evicted_since(Key::Rollout(&id), since) {
             return false;
         }
+        let durable = self.disk.as_ref().map_or(0, |d| d.durable_batches());
+        let rows = rows.filter(|_| self.deleted.get(&id).is_none_or(|&batch| batch <= durable));
         let Some(rows) = rows else {
             // Sequence ids are issued for unknown rollouts too.
             if let Some(value) = sequence {
@@ -444,6 +451,10 @@ impl State {
         };
         if self.resources.len() > RESOURCES_HELD {
             self.evict_resources(disk.durable_batches());
+        }
+        if !self.deleted.is_empty() {
+            let durable = disk.durable_batches();
+            self.deleted.retain(|_, batch| *batch > durable);
         }
         if self.finished_bytes <= limit {
             return;
@@ -551,6 +562,7 @@ impl State {
             }
         }
         out.extend(j.queue);
+        out.extend(j.deleted.into_iter().map(Change::DeleteRollout));
         if !out.is_empty() {
             out.push(Change::Counts(self.counts()));
         }
@@ -767,6 +779,40 @@ impl State {
                 finished.push(id.to_owned());
             }
         }
+    }
+
+    /// Removes a rollout with its attempts, spans and sequence counter; false when there is
+    /// none. Its place in the queue and in the watchdog's set goes with it; waiters on it keep
+    /// waiting (it will never finish) until their timeout.
+    pub(super) fn delete_rollout(&mut self, id: &str) -> bool {
+        let Some(entry) = self.rollouts.remove(id) else {
+            return false;
+        };
+        self.rollout_counts[entry.rollout.status.index()] -= 1;
+        for attempt in &entry.attempts {
+            self.attempt_counts[attempt.status.index()] -= 1;
+        }
+        self.total_attempts -= entry.attempts.len();
+        self.total_spans -= entry.spans.len();
+        self.span_bytes -= entry.spans.iter().map(|s| s.json_len()).sum::<usize>();
+        if self.disk.is_none()
+            && let Some(at) = self.order.iter().position(|o| o == id)
+        {
+            self.order.remove(at);
+        }
+        if entry.queued {
+            self.queue.retain(|q| q != id);
+        }
+        self.active.swap_remove(id);
+        self.sequence.remove(id);
+        if let Some(j) = self.journal.as_mut() {
+            j.deleted.push(id.to_owned());
+            if self.disk.is_some() {
+                self.deleted.insert(id.to_owned(), self.batches + 1);
+                self.forget(Key::Rollout(id));
+            }
+        }
+        true
     }
 
     pub(super) fn apply_attempt_patch(

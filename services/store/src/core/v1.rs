@@ -154,6 +154,17 @@ impl Store {
         .await
     }
 
+    /// Deletes a rollout with its attempts, spans and counter (v1's `DELETE`, which its
+    /// trainer sends for every finished rollout to bound what the server keeps). An unknown
+    /// id is no error. A deleted rollout keeps its place in the completion log's count.
+    pub async fn delete_rollout(&self, rollout_id: &str) -> Result<(), StoreError> {
+        self.change(Need::rollouts([rollout_id]), false, |st, _now| {
+            st.delete_rollout(rollout_id);
+            Ok(())
+        })
+        .await
+    }
+
     /// Appends a v1 event, written as a span of the rollout (its document made by the
     /// caller, outside the lock): the next sequence id of the rollout is its place.
     pub async fn v1_add_event(

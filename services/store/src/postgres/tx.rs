@@ -370,6 +370,7 @@ async fn write(
     let mut spans = Columns::default();
     let mut workers = Columns::default();
     let mut sequences = Columns::default();
+    let mut deleted: Vec<&str> = Vec::new();
     for change in &decision.changes {
         match change {
             Change::Rollout(r) => {
@@ -430,6 +431,7 @@ async fn write(
             Change::QueuePush(_) | Change::QueuePop(_) => {}
             // Packs are for a store that keeps rollouts in memory and drops them.
             Change::Pack { .. } => {}
+            Change::DeleteRollout(id) => deleted.push(id),
             // The totals are kept as changes per connection (below), not as one row every
             // transaction would queue behind.
             Change::Counts(_) => {}
@@ -507,6 +509,22 @@ async fn write(
             "UPDATE agl_rollouts SET queue_pos = NULL WHERE rollout_id = ANY($1)"
         };
         p.push(sql, vec![ids]);
+    }
+    if !deleted.is_empty() {
+        // The state read for the change holds no spans of the rollouts it deleted: the spans
+        // taken off the totals are those this statement removes.
+        p.push(
+            "WITH s AS (DELETE FROM agl_spans WHERE rollout_id = ANY($1) \
+                        RETURNING octet_length(doc) AS n), \
+                  a AS (DELETE FROM agl_attempts WHERE rollout_id = ANY($1)), \
+                  q AS (DELETE FROM agl_sequences WHERE rollout_id = ANY($1)), \
+                  r AS (DELETE FROM agl_rollouts WHERE rollout_id = ANY($1)) \
+             INSERT INTO agl_counts (slot, spans, span_bytes) \
+             SELECT pg_backend_pid(), -count(*), -coalesce(sum(n), 0) FROM s \
+             ON CONFLICT (slot) DO UPDATE SET spans = agl_counts.spans + EXCLUDED.spans, \
+             span_bytes = agl_counts.span_bytes + EXCLUDED.span_bytes",
+            vec![&deleted],
+        );
     }
     // The totals are kept as changes per server connection (one row each): no row that
     // every transaction would queue behind.

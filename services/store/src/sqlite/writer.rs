@@ -109,6 +109,19 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> rusqlite::Result<()> {
             tx.prepare_cached("DELETE FROM spans WHERE rollout_id = ?1")?
                 .execute(params![rollout_id])?;
         }
+        Change::DeleteRollout(id) => {
+            for table in [
+                "spans",
+                "span_packs",
+                "attempts",
+                "sequences",
+                "queue",
+                "rollouts",
+            ] {
+                tx.prepare_cached(&format!("DELETE FROM {table} WHERE rollout_id = ?1"))?
+                    .execute(params![id])?;
+            }
+        }
         Change::QueuePop(id) => {
             tx.prepare_cached("DELETE FROM queue WHERE rollout_id = ?1")?
                 .execute(params![id])?;

@@ -492,6 +492,18 @@ async fn v1_rollouts_and_events_survive_a_restart_on_sqlite() {
     .await;
     let finished = patched(&app, "keep", json!({"status": {"state": "succeeded"}})).await;
     let before = events(&app, "keep", "").await;
+    // A finished rollout read back from the file (it left memory) is deleted from the file.
+    create(&app, json!([{"input": 3, "rollout_id": "drop"}])).await;
+    event(&app, "drop", "0", json!({"event_type": "note"})).await;
+    patched(&app, "drop", json!({"status": {"state": "failed"}})).await;
+    app.store.watchdog_tick().await;
+    let r = app
+        .client
+        .delete(app.url("/api/rollouts/drop"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
     app.shutdown();
     app.server.take().unwrap().await.unwrap().unwrap();
     // The file's lock goes with the store.
@@ -513,4 +525,98 @@ async fn v1_rollouts_and_events_survive_a_restart_on_sqlite() {
     );
     let r = patch(&app, "keep", json!({"status": {"state": "failed"}})).await;
     expect_json(r, StatusCode::CONFLICT).await;
+    let r = app.get("/api/rollouts/drop").await;
+    expect_json(r, StatusCode::NOT_FOUND).await;
+    let conn = rusqlite::Connection::open(&file.0).unwrap();
+    for table in ["rollouts", "spans", "span_packs", "sequences"] {
+        let n: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM {table} WHERE rollout_id = 'drop'"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
+}
+
+#[tokio::test]
+async fn delete_removes_a_rollout_with_its_events_and_is_idempotent() {
+    let app = spawn().await;
+    let before = app.v3_get("/statistics").await;
+    create(
+        &app,
+        json!([{"input": 1, "rollout_id": "gone"}, {"input": 2, "rollout_id": "kept"}]),
+    )
+    .await;
+    patched(&app, "gone", json!({"status": {"state": "running"}})).await;
+    for value in [0.25, 0.5] {
+        event(
+            &app,
+            "gone",
+            "0",
+            json!({"event_type": "reward", "data": {"value": value}}),
+        )
+        .await;
+    }
+    event(
+        &app,
+        "kept",
+        "0",
+        json!({"event_type": "reward", "data": {"value": 1}}),
+    )
+    .await;
+    patched(&app, "gone", json!({"status": {"state": "succeeded"}})).await;
+
+    let r = app
+        .client
+        .delete(app.url("/api/rollouts/gone"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(r.bytes().await.unwrap().is_empty());
+    let r = app.get("/api/rollouts/gone").await;
+    expect_json(r, StatusCode::NOT_FOUND).await;
+    let r = app.get("/api/rollouts/gone/events").await;
+    expect_json(r, StatusCode::NOT_FOUND).await;
+    let r = app
+        .client
+        .delete(app.url("/api/rollouts/gone"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NO_CONTENT,
+        "a missing id is a no-op"
+    );
+    let r = app
+        .client
+        .delete(app.url("/api/rollouts/never"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    // The totals drop by what went; the other rollout is untouched.
+    let after = app.v3_get("/statistics").await;
+    let total = |s: &Value, key: &str| s[key].as_i64().unwrap();
+    assert_eq!(
+        total(&after, "total_rollouts"),
+        total(&before, "total_rollouts") + 1
+    );
+    assert_eq!(
+        total(&after, "total_spans"),
+        total(&before, "total_spans") + 1
+    );
+    assert_eq!(events(&app, "kept", "").await.len(), 1);
+    let spans = app.v3_get("/spans?rollout_id=gone").await;
+    assert_eq!(spans["items"], json!([]));
+
+    // The id can be used again, from nothing.
+    let again = create(&app, json!([{"input": 3, "rollout_id": "gone"}])).await;
+    assert_eq!(again[0]["input"], 3);
+    assert_eq!(again[0]["status"]["version"], 1);
+    assert_eq!(events(&app, "gone", "").await, Vec::<Value>::new());
 }
