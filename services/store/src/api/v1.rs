@@ -22,6 +22,7 @@ pub fn routes() -> Router<AppState> {
         "/api",
         Router::new()
             .route("/rollouts", post(create_rollouts).get(list_rollouts))
+            .route("/rollouts/terminal", get(terminal_rollouts))
             .route(
                 "/rollouts/{rollout_id}",
                 get(get_rollout).patch(patch_rollout).delete(delete_rollout),
@@ -123,6 +124,58 @@ async fn list_rollouts(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiR
     }
     let out: Vec<Value> = items.iter().map(|v| v1::rollout_json(&v.rollout)).collect();
     ok(StatusCode::OK, &out)
+}
+
+/// An integer query parameter, as FastAPI reads one.
+fn int_param(errs: &mut Errors, key: &'static str, value: &str) -> Option<i64> {
+    match value.parse::<i64>() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            errs.push(
+                &[Loc::from(key)],
+                "int_parsing",
+                "Input should be a valid integer, unable to parse string as an integer",
+                &Value::String(value.to_owned()),
+            );
+            None
+        }
+    }
+}
+
+async fn terminal_rollouts(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+    let mut errs = Errors::new("query");
+    let (mut after, mut limit) = (0, 1000);
+    for (key, value) in form_urlencoded::parse(q.as_deref().unwrap_or_default().as_bytes()) {
+        match &*key {
+            "after" => after = int_param(&mut errs, "after", &value).unwrap_or(after),
+            "limit" => limit = int_param(&mut errs, "limit", &value).unwrap_or(limit),
+            _ => {}
+        }
+    }
+    errs.finish(()).map_err(validation)?;
+    // Upstream's clamps.
+    let (after, limit) = (after.max(0), limit.max(1));
+    let (rollouts, total) = v1(s.store.v1_completions(after, limit).await)?;
+    let items: Vec<Value> = rollouts
+        .iter()
+        .map(|r| {
+            let v = v1::rollout_json(r);
+            json!({
+                "rollout_id": v["rollout_id"],
+                "state": v["status"]["state"],
+                "data_id": v1::data_id(&v["input"]),
+                "is_train": v["is_train"],
+            })
+        })
+        .collect();
+    ok(
+        StatusCode::OK,
+        &json!({
+            "items": items,
+            "next_after": after + (total - after).clamp(0, limit),
+            "total_terminal": total,
+        }),
+    )
 }
 
 async fn get_rollout(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::{NewRollout, Store, StoreError};
+use super::{NewRollout, RolloutQuery, Store, StoreError};
 use crate::model::{Rollout, RolloutStatus, StoredSpan, V1Fields, V1State};
 use crate::persist::Need;
 
@@ -152,6 +152,52 @@ impl Store {
             Ok(st.rollouts[rollout_id].rollout.clone())
         })
         .await
+    }
+
+    /// The completion log from place `after` on, at most `limit` places: the rollouts still
+    /// stored that hold those places, in order, and the log's length (deleted rollouts keep
+    /// their places). Finding them reads every finished rollout: the log is for tests and
+    /// small stores (upstream's trainer never reads it; it polls each rollout).
+    pub async fn v1_completions(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<(Vec<Rollout>, i64), StoreError> {
+        let need = Need {
+            sequences: true,
+            ..Need::rollouts([COMPLETION_LOG])
+        };
+        let total = self
+            .change(need, false, |st, _now| {
+                Ok(st.sequence.get(COMPLETION_LOG).copied().unwrap_or(0))
+            })
+            .await?;
+        let end = after.saturating_add(limit).min(total);
+        if end <= after {
+            return Ok((Vec::new(), total));
+        }
+        let finished = RolloutQuery {
+            status_in: Some(
+                RolloutStatus::ALL
+                    .iter()
+                    .copied()
+                    .filter(|s| s.is_finished())
+                    .collect(),
+            ),
+            ..RolloutQuery::default()
+        };
+        let mut found: Vec<(i64, Rollout)> = self
+            .query_rollouts(&finished)
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|view| {
+                let seq = view.rollout.v1.as_ref()?.terminal_seq?;
+                (seq > after && seq <= end).then_some((seq, view.rollout))
+            })
+            .collect();
+        found.sort_by_key(|(seq, _)| *seq);
+        Ok((found.into_iter().map(|(_, r)| r).collect(), total))
     }
 
     /// Deletes a rollout with its attempts, spans and counter (v1's `DELETE`, which its

@@ -331,3 +331,29 @@ pub fn events_attempt(rollout: &Rollout) -> String {
         .and_then(|v1| v1.last_attempt_id.clone())
         .unwrap_or_else(|| "0".to_owned())
 }
+
+/// The `data_id` of the completion log: the input's `data_id`, else its `instance_id`, as
+/// text; empty when neither is set (Python's `str(a or b or "")`).
+pub fn data_id(input: &Value) -> String {
+    let Some(map) = input.as_object() else {
+        return String::new();
+    };
+    let truthy = |v: &&Value| match v {
+        Value::Null | Value::Bool(false) => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        Value::Bool(true) => true,
+    };
+    match map
+        .get("data_id")
+        .filter(truthy)
+        .or_else(|| map.get("instance_id").filter(truthy))
+    {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Bool(true)) => "True".to_owned(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
+}

@@ -620,3 +620,71 @@ async fn delete_removes_a_rollout_with_its_events_and_is_idempotent() {
     assert_eq!(again[0]["status"]["version"], 1);
     assert_eq!(events(&app, "gone", "").await, Vec::<Value>::new());
 }
+
+async fn terminal_page(app: &TestApp, query: &str) -> Value {
+    let r = app.get(&format!("/api/rollouts/terminal{query}")).await;
+    expect_json(r, StatusCode::OK).await
+}
+
+#[tokio::test]
+async fn the_completion_log_is_a_cursor_in_completion_order() {
+    let app = spawn().await;
+    let created = create(
+        &app,
+        json!([
+            {"input": {"data_id": "d1"}},
+            {"input": {"instance_id": 7}, "is_train": false},
+            {"input": "plain"}
+        ]),
+    )
+    .await;
+    let id = |i: usize| str_of(&created[i], "rollout_id").to_owned();
+    assert_eq!(
+        terminal_page(&app, "").await,
+        json!({"items": [], "next_after": 0, "total_terminal": 0})
+    );
+    patched(&app, &id(1), json!({"status": {"state": "running"}})).await;
+    patched(&app, &id(1), json!({"status": {"state": "succeeded"}})).await;
+    patched(&app, &id(0), json!({"status": {"state": "failed"}})).await;
+    // A patch that is not a state change adds nothing.
+    patched(&app, &id(0), json!({"status": {"error_message": "x"}})).await;
+
+    let all = terminal_page(&app, "?after=0").await;
+    assert_eq!(
+        all,
+        json!({"items": [
+            {"rollout_id": id(1), "state": "succeeded", "data_id": "7", "is_train": false},
+            {"rollout_id": id(0), "state": "failed", "data_id": "d1", "is_train": true}
+        ], "next_after": 2, "total_terminal": 2})
+    );
+    let first = terminal_page(&app, "?limit=1").await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 1);
+    assert_eq!(first["next_after"], 1);
+    let rest = terminal_page(&app, "?after=1&limit=0").await;
+    assert_eq!(
+        rest["items"][0]["rollout_id"],
+        id(0).as_str(),
+        "limit 0 reads as 1"
+    );
+    assert_eq!(rest["next_after"], 2);
+    let beyond = terminal_page(&app, "?after=9").await;
+    assert_eq!(
+        beyond,
+        json!({"items": [], "next_after": 9, "total_terminal": 2})
+    );
+
+    // A deleted rollout keeps its place in the count, not in the items.
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/rollouts/{}", id(1))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let after_delete = terminal_page(&app, "?after=-5").await;
+    assert_eq!(after_delete["total_terminal"], 2);
+    assert_eq!(after_delete["next_after"], 2);
+    assert_eq!(after_delete["items"].as_array().unwrap().len(), 1);
+    let r = app.get("/api/rollouts/terminal?after=x").await;
+    expect_json(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+}
