@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compatibility suites: the official agentlightning clients from PyPI (0.3.0 and 0.2.2) against
-# a LightningStore server.
+# a LightningStore server, and agentlightning 1.0.2's clients and controller against upstream
+# v1's API (with Python 3.12, which 1.0 needs; skipped, saying so, where none is found).
 #
 #   ./scripts/compat.sh [pytest args...]
 #
@@ -10,8 +11,11 @@
 # AGL_COMPAT_STORAGE  memory (default) | sqlite | postgres: the backend our server runs on
 # AGL_COMPAT_PG       with postgres: the libpq connection string of a server to create databases on
 #
-# Each suite gets its own virtualenv at the repo root (.venv-compat-030, .venv-compat-022),
-# created on first use and re-created when its pinned requirements change.
+# AGL_PYTHON312       the Python 3.12 interpreter for the 1.0.2 suite (default: python3.12 on
+#                     PATH, else the newest 3.12 that pyenv has)
+#
+# Each suite gets its own virtualenv at the repo root (.venv-compat-030, .venv-compat-022,
+# .venv-compat-102), created on first use and re-created when its pinned requirements change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -42,24 +46,53 @@ esac
 
 PYTHON="${PYTHON:-python3}"
 
-# ensure_venv DIR REQUIREMENTS: (re)create DIR unless its stamp matches the requirements.
+# ensure_venv DIR REQUIREMENTS [PYTHON]: (re)create DIR unless its stamp matches the
+# requirements and the interpreter.
 ensure_venv() {
-  local venv="$1" req="$2" stamp want
+  local venv="$1" req="$2" python="${3:-$PYTHON}" stamp want
   stamp="$venv/.compat-stamp"
-  want="$(sha256sum "$req" | cut -d' ' -f1) $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
+  want="$(sha256sum "$req" | cut -d' ' -f1) $("$python" -c 'import sys; print(sys.version.split()[0])')"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c '' 2>/dev/null; then
     return 0
   fi
   echo "compat: creating $(basename "$venv") from $(basename "$req") (takes a few minutes)"
   rm -rf "$venv"
-  "$PYTHON" -m venv "$venv"
+  "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
   "$venv/bin/python" -m pip install --quiet --progress-bar off -r "$req"
   echo "$want" >"$stamp"
 }
 
+# find_python312: prints a Python 3.12 interpreter, or fails.
+find_python312() {
+  local v p
+  if [ -n "${AGL_PYTHON312:-}" ]; then
+    echo "$AGL_PYTHON312"
+    return 0
+  fi
+  # (A pyenv shim answers `command -v` but may not run: ask it for its version.)
+  if p="$(command -v python3.12 2>/dev/null)" && "$p" -c 'import sys' >/dev/null 2>&1; then
+    echo "$p"
+    return 0
+  fi
+  if command -v pyenv >/dev/null 2>&1; then
+    for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.12(\.[0-9]+)?$' | sort -t. -k3,3nr); do
+      p="$(pyenv root)/versions/$v/bin/python3.12"
+      if [ -x "$p" ]; then
+        echo "$p"
+        return 0
+      fi
+    done
+  fi
+  return 1
+}
+
 ensure_venv "$ROOT/.venv-compat-030" "$ROOT/tests/compat/requirements-030.txt"
 ensure_venv "$ROOT/.venv-compat-022" "$ROOT/tests/compat/requirements-022.txt"
+PYTHON312=""
+if PYTHON312="$(find_python312)"; then
+  ensure_venv "$ROOT/.venv-compat-102" "$ROOT/tests/compat/requirements-102.txt" "$PYTHON312"
+fi
 
 status=0
 run_suite() {
@@ -74,6 +107,12 @@ run_suite() {
 
 run_suite "$ROOT/.venv-compat-030" v030 "$@"
 run_suite "$ROOT/.venv-compat-022" v022 "$@"
+if [ -n "$PYTHON312" ]; then
+  run_suite "$ROOT/.venv-compat-102" v102 "$@"
+else
+  echo "compat: SKIPPED v102 (agentlightning 1.0.2): no Python 3.12 found (python3.12 on PATH," \
+    "pyenv, or AGL_PYTHON312); install one to run it" >&2
+fi
 
 if [ "$status" -ne 0 ]; then
   echo "compat: some suites failed" >&2

@@ -155,12 +155,24 @@ def fresh_database(name: str) -> str:
 
 
 def start_server(protocol: str, log_dir: Path) -> ServerProcess:
-    """Start the server under test for ``protocol`` ('v030' or 'v022')."""
+    """Start the server under test for ``protocol`` ('v030', 'v022' or 'v102')."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    health_path = {"v030": "/v1/agl/health", "v022": "/health"}[protocol]
+    health_path = {"v030": "/v1/agl/health", "v022": "/health", "v102": "/healthz"}[protocol]
     log_path = log_dir / f"server-{protocol}-{port}.log"
-    if IS_OFFICIAL:
+    if IS_OFFICIAL and protocol == "v102":
+        # `agl-server` of 1.0.2, a Hydra app: its overrides, and its run directory kept out
+        # of the repository.
+        argv = [
+            sys.executable,
+            "-m",
+            "agentlightning.server",
+            "host=127.0.0.1",
+            f"port={port}",
+            f"hydra.run.dir={log_dir / f'hydra-{port}'}",
+        ]
+        ready_timeout = 90.0
+    elif IS_OFFICIAL:
         script = {"v030": OFFICIAL_030_SERVER, "v022": OFFICIAL_022_SERVER}[protocol]
         argv = [sys.executable, "-c", script, str(port)]
         ready_timeout = 90.0  # importing agentlightning takes ~10 s on a small machine

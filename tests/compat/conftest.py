@@ -1,4 +1,4 @@
-"""Fixtures shared by the v030 and v022 compatibility suites.
+"""Fixtures shared by the v030, v022 and v102 compatibility suites.
 
 Async tests are run with ``asyncio.run`` (one fresh event loop per test, so every
 ``LightningStoreClient`` a test creates lives and dies with it); no pytest plugin needed.
@@ -54,6 +54,18 @@ def server_v030(request, tmp_path_factory):
 def server_v022(request, tmp_path_factory):
     """A fresh server for the 0.2.2 flat protocol (ours, or the official 0.2.2 one)."""
     return _server_fixture("v022", request, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server_v102(request, tmp_path_factory):
+    """A server for upstream v1's API shared by a module (ours, or 1.0.2's `agl-server`)."""
+    return _server_fixture("v102", request, tmp_path_factory)
+
+
+@pytest.fixture
+def fresh_server_v102(request, tmp_path_factory):
+    """A server of its own for a test that needs an empty store."""
+    return _server_fixture("v102", request, tmp_path_factory)
 
 
 official_only_differs = pytest.mark.skipif(IS_OFFICIAL, reason="documented intentional difference of agl-store")
