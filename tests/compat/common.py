@@ -154,8 +154,9 @@ def fresh_database(name: str) -> str:
     return f"{base} dbname={name}"
 
 
-def start_server(protocol: str, log_dir: Path) -> ServerProcess:
-    """Start the server under test for ``protocol`` ('v030', 'v022' or 'v102')."""
+def start_server(protocol: str, log_dir: Path, key: Optional[str] = None) -> ServerProcess:
+    """Start the server under test for ``protocol`` ('v030', 'v022' or 'v102'), requiring
+    ``key`` on every route but health when one is given."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     health_path = {"v030": "/v1/agl/health", "v022": "/health", "v102": "/healthz"}[protocol]
@@ -171,8 +172,12 @@ def start_server(protocol: str, log_dir: Path) -> ServerProcess:
             f"port={port}",
             f"hydra.run.dir={log_dir / f'hydra-{port}'}",
         ]
+        if key:
+            argv.append(f"key={key}")
         ready_timeout = 90.0
     elif IS_OFFICIAL:
+        if key:
+            raise RuntimeError(f"the official {protocol} server has no key")
         script = {"v030": OFFICIAL_030_SERVER, "v022": OFFICIAL_022_SERVER}[protocol]
         argv = [sys.executable, "-c", script, str(port)]
         ready_timeout = 90.0  # importing agentlightning takes ~10 s on a small machine
@@ -181,6 +186,10 @@ def start_server(protocol: str, log_dir: Path) -> ServerProcess:
         if not binary.exists():
             raise RuntimeError(f"agl-store binary not found at {binary} (set AGL_STORE_BIN)")
         argv = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--scan-debounce-seconds", "0"]
+        if key:
+            key_file = log_dir / f"key-{port}"
+            key_file.write_text(key + "\n")
+            argv.append(f"--key-file={key_file}")
         # AGL_COMPAT_STORAGE=sqlite runs the same suite on a fresh SQLite file per server;
         # =postgres on a fresh database per server of the Postgres server AGL_COMPAT_PG
         # names (a libpq connection string, as scripts/pg.sh prints it).

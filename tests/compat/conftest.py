@@ -37,9 +37,9 @@ def pytest_report_header(config):
     return f"agl compat target: {TARGET}"
 
 
-def _server_fixture(protocol: str, request, tmp_path_factory):
+def _server_fixture(protocol: str, request, tmp_path_factory, key=None):
     log_dir = tmp_path_factory.mktemp("server-logs")
-    server = start_server(protocol, log_dir)
+    server = start_server(protocol, log_dir, key=key)
     request.addfinalizer(server.stop)
     return server
 
@@ -66,6 +66,24 @@ def server_v102(request, tmp_path_factory):
 def fresh_server_v102(request, tmp_path_factory):
     """A server of its own for a test that needs an empty store."""
     return _server_fixture("v102", request, tmp_path_factory)
+
+
+# The key the keyed servers require.
+TEST_KEY = "test-secret-key"
+
+
+@pytest.fixture(scope="module")
+def keyed_server_v102(request, tmp_path_factory):
+    """A v1 server that requires TEST_KEY (ours with --key-file, 1.0.2's with key=...)."""
+    return _server_fixture("v102", request, tmp_path_factory, key=TEST_KEY)
+
+
+@pytest.fixture(scope="module")
+def keyed_server_v030(request, tmp_path_factory):
+    """Ours, requiring TEST_KEY on the 0.3 protocol (the official 0.3.0 server has no key)."""
+    if IS_OFFICIAL:
+        pytest.skip("the official 0.3.0 server has no key")
+    return _server_fixture("v030", request, tmp_path_factory, key=TEST_KEY)
 
 
 official_only_differs = pytest.mark.skipif(IS_OFFICIAL, reason="documented intentional difference of agl-store")

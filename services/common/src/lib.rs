@@ -12,8 +12,11 @@
 //! * [`otlp`]: reading OTLP/HTTP requests (content type, decompression with a bomb guard,
 //!   protobuf and OTLP/JSON decoding) and answering them, attribute values as JSON.
 //!
+//! * [`auth`]: the shared-key check every service puts in front of its routes.
+//!
 //! Nothing service-specific lives here.
 
+pub mod auth;
 pub mod cli;
 pub mod http;
 pub mod ops;

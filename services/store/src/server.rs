@@ -10,6 +10,7 @@ use axum::Router;
 use clap::Args;
 use tokio::net::TcpListener;
 
+use agl_common::auth::{KeyArgs, Keys};
 use agl_common::cli::LogArgs;
 use agl_common::ops::{Health, Ops, RequestObserver, serve};
 use axum::extract::State;
@@ -153,11 +154,18 @@ pub struct StoreArgs {
     pub backup_dir: Option<std::path::PathBuf>,
 
     #[command(flatten)]
+    pub key: KeyArgs,
+
+    #[command(flatten)]
     pub log: LogArgs,
 
     #[command(subcommand)]
     pub command: Option<StoreCommand>,
 }
+
+/// Paths answered without a key: the health routes of every protocol (`/metrics`, `/livez`
+/// and `/readyz` are outside the key check anyway).
+const OPEN_PATHS: &[&str] = &["/healthz", "/v1/agl/health", "/agl/v1/health", "/health"];
 
 /// Maintenance commands beside serving.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -195,21 +203,24 @@ pub async fn run(args: &StoreArgs) -> anyhow::Result<()> {
             let app = App::build(args).await?;
             app.run_until(agl_common::shutdown::signal()).await
         }
-        Some(StoreCommand::Backup(b)) => backup(b).await,
+        Some(StoreCommand::Backup(b)) => backup(b, &args.key).await,
         Some(StoreCommand::Healthcheck) => {
             agl_common::probe::probe(args.port, "/readyz", Duration::from_secs(3)).await
         }
     }
 }
 
-async fn backup(args: &BackupArgs) -> anyhow::Result<()> {
+async fn backup(args: &BackupArgs, key: &KeyArgs) -> anyhow::Result<()> {
     match (&args.url, &args.from, &args.to) {
         (Some(url), _, _) => {
             let endpoint = format!("{}/admin/backup", url.trim_end_matches('/'));
             let body = serde_json::json!({ "name": args.name });
-            let response = reqwest::Client::new()
-                .post(&endpoint)
-                .json(&body)
+            // The server's key, given as the server is given it (`--key-file`, `AGL_KEY`).
+            let mut request = reqwest::Client::new().post(&endpoint).json(&body);
+            if let Some(key) = agl_common::auth::first_key(key)? {
+                request = request.bearer_auth(key);
+            }
+            let response = request
                 .send()
                 .await
                 .with_context(|| format!("cannot reach {endpoint}"))?;
@@ -326,6 +337,7 @@ impl Default for StoreArgs {
             pg_connect_timeout_seconds: 5.0,
             pg_statement_timeout_seconds: 30.0,
             backup_dir: None,
+            key: KeyArgs::default(),
             log: LogArgs::default(),
             command: None,
         }
@@ -460,6 +472,11 @@ impl App {
         )
         .merge(upstream_routes)
         .merge(admin_routes);
+        let keys = Keys::load(&args.key)?;
+        if keys.is_none() {
+            tracing::info!("no --key or --key-file: every route answers without a key");
+        }
+        let app = agl_common::auth::protect(app, keys, OPEN_PATHS, ops.registry())?;
         Ok(Self {
             listener,
             router: ops.wrap(app),

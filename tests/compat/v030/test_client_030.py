@@ -774,3 +774,25 @@ async def test_statistics(server):
         assert after["total_resources"] == before["total_resources"] + 1
         assert after["total_workers"] == before["total_workers"] + 1
         assert after["uptime"] > before["uptime"]
+
+
+async def test_the_shared_key_in_the_url(keyed_server_v030):
+    """The 0.3.0 client sends a key given in its URL as HTTP Basic credentials (aiohttp does
+    that for user info), which agl-store accepts as the key."""
+    from conftest import TEST_KEY
+
+    base = keyed_server_v030.base_url
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.get(f"{base}/v1/agl/statistics") as refused:
+            assert refused.status == 401
+            assert await refused.json() == {"detail": "Invalid or missing API key"}
+    keyed = base.replace("http://", f"http://agl:{TEST_KEY}@")
+    client = LightningStoreClient(keyed)
+    try:
+        rollout = await client.enqueue_rollout(input={"task": "keyed"})
+        fetched = await client.get_rollout_by_id(rollout.rollout_id)
+        assert fetched is not None and fetched.input == {"task": "keyed"}
+        claimed = await client.dequeue_rollout()
+        assert claimed is not None and claimed.rollout_id == rollout.rollout_id
+    finally:
+        await client.close()

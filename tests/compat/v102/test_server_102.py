@@ -337,3 +337,19 @@ def test_local_controller_runs_agents_against_the_store(fresh_server_v102, tmp_p
         for rollout in (good, bad):
             assert api.delete(f"/api/rollouts/{rollout.rollout_id}").status_code == 204
             assert api.get(f"/api/rollouts/{rollout.rollout_id}").status_code == 404
+
+
+def test_the_shared_key(keyed_server_v102):
+    from conftest import TEST_KEY
+
+    with AgentLightningSyncClient(base_url=keyed_server_v102.base_url, timeout=30) as anonymous:
+        assert anonymous.get("/healthz").status_code == 200
+        refused = anonymous.get("/api/rollouts", params={"state_in": "queuing"})
+        assert refused.status_code == 401
+        assert refused.json() == {"detail": "Invalid or missing API key"}
+        assert anonymous.get("/api/rollouts/x", headers={"x-api-key": "wrong"}).status_code == 401
+        by_header = anonymous.get("/api/rollouts", params={"state_in": "queuing"}, headers={"x-api-key": TEST_KEY})
+        assert by_header.status_code == 200
+    with AgentLightningSyncClient(base_url=keyed_server_v102.base_url, key=TEST_KEY, timeout=30) as api:
+        (rollout,) = create(api, RolloutCreate(input=1))
+        assert api.get(f"/api/rollouts/{rollout.rollout_id}").status_code == 200

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod auth;
 mod durable;
 mod errors;
 mod history;
