@@ -186,7 +186,10 @@ def start_server(protocol: str, log_dir: Path, key: Optional[str] = None) -> Ser
         if not binary.exists():
             raise RuntimeError(f"agl-store binary not found at {binary} (set AGL_STORE_BIN)")
         argv = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--scan-debounce-seconds", "0"]
-        if key:
+        if key and protocol == "v102":
+            # Started as a 1.0 deployment starts agl-server: upstream's overrides.
+            argv = [str(binary), "host=127.0.0.1", f"port={port}", f"key={key}", "--scan-debounce-seconds", "0"]
+        elif key:
             key_file = log_dir / f"key-{port}"
             key_file.write_text(key + "\n")
             argv.append(f"--key-file={key_file}")

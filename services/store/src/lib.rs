@@ -14,7 +14,8 @@
 //! * [`v1`]: upstream v1's shapes (rollouts, events, triplets) on the same rows;
 //! * [`api`]: the HTTP protocols (`/v1/agl`, `/agl/v1`, flat 0.2.2, v1's `/api`) and
 //!   `/v1/traces`;
-//! * [`server`]: configuration, binding, the watchdog ticker and graceful shutdown.
+//! * [`server`]: configuration, binding, the watchdog ticker and graceful shutdown;
+//!   [`upstream_cli`]: upstream v1's `host=… port=…` start-up form read as flags.
 
 pub mod api;
 pub mod clock;
@@ -29,6 +30,7 @@ pub mod server;
 pub mod span;
 pub mod sqlite;
 pub mod stored_span;
+pub mod upstream_cli;
 pub mod v1;
 pub mod validate;
 
