@@ -45,6 +45,30 @@ pub enum ProxyError {
     /// `--require-store` and the store gave no sequence id: 503.
     #[error("the store could not issue a sequence id: {0}")]
     StoreUnavailable(String),
+    /// Paused (`POST /proxy/pause`, before a weight sync): 429 with `Retry-After` and
+    /// `X-Agl-Paused: true`, upstream v1's answer.
+    #[error("gateway paused")]
+    Paused {
+        /// Seconds to wait before trying again.
+        retry_after_seconds: u64,
+        /// Why, as the pauser said.
+        reason: Option<String>,
+    },
+}
+
+impl From<agl_llm_proxy::pause::Refusal> for ProxyError {
+    fn from(refusal: agl_llm_proxy::pause::Refusal) -> Self {
+        match refusal {
+            agl_llm_proxy::pause::Refusal::Draining => Self::Draining,
+            agl_llm_proxy::pause::Refusal::Paused {
+                retry_after_seconds,
+                reason,
+            } => Self::Paused {
+                retry_after_seconds,
+                reason,
+            },
+        }
+    }
 }
 
 impl ProxyError {
@@ -59,6 +83,7 @@ impl ProxyError {
             }
             Self::Unreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Paused { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -68,6 +93,7 @@ impl ProxyError {
             Self::BadRequest(_) => "BadRequestError",
             Self::RolloutPath(_) => "NotFoundError",
             Self::PayloadTooLarge { .. } => "PayloadTooLargeError",
+            Self::Paused { .. } => "RateLimitError",
             _ => "ServiceUnavailableError",
         }
     }
@@ -75,6 +101,21 @@ impl ProxyError {
 
 impl IntoResponse for ProxyError {
     fn into_response(self) -> Response {
+        if let Self::Paused {
+            retry_after_seconds,
+            reason,
+        } = &self
+        {
+            // Upstream v1's body and headers, which its agents' retrying clients read.
+            let mut response = json(
+                StatusCode::TOO_MANY_REQUESTS,
+                &serde_json::json!({"error": "gateway paused", "reason": reason}),
+            );
+            let headers = response.headers_mut();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
+            headers.insert("x-agl-paused", HeaderValue::from_static("true"));
+            return response;
+        }
         let status = self.status();
         let message = self.to_string();
         let mut response = json(
@@ -121,6 +162,14 @@ mod tests {
             .status(),
             StatusCode::BAD_GATEWAY
         );
+        let paused = ProxyError::Paused {
+            retry_after_seconds: 3,
+            reason: None,
+        }
+        .into_response();
+        assert_eq!(paused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(paused.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(paused.headers()["x-agl-paused"], "true");
         let response = ProxyError::Draining.into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");

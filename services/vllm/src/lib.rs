@@ -23,7 +23,9 @@
 //! * [`server`]: binding and the serve loop; [`proxy`]: routes, rewrite, forwarding, tee;
 //! * [`upstream`]: vLLM's readiness, folded into `/readyz`;
 //! * [`store`]: finding the store and taking sequence ids;
-//! * [`call`], [`sse`]: a call as the tee kept it, streams added up to full responses;
+//! * [`call`], [`sse`]: a call as the tee kept it, streams added up to full responses (from
+//!   `agl-llm-proxy`, the engine shared with the store's v1 proxy, with the tee, the
+//!   rewrite and the pause gate);
 //! * [`spans`], [`pyrepr`]: the spans upstream reads, Python literals for its parser;
 //! * [`recorder`]: bounded queues, batches, retries, flush at shutdown;
 //! * [`metrics`], [`error`]: Prometheus collectors; proxy errors mapped to HTTP once;
@@ -34,7 +36,6 @@
 
 pub mod args;
 pub mod bench;
-pub mod call;
 pub mod double;
 pub mod error;
 pub mod launcher;
@@ -44,9 +45,11 @@ pub mod pyrepr;
 pub mod recorder;
 pub mod server;
 pub mod spans;
-pub mod sse;
 pub mod store;
 pub mod upstream;
+
+/// A call as the tee kept it, and streams added up to full responses: the shared engine's.
+pub use agl_llm_proxy::{call, sse};
 
 use std::io::Write as _;
 use std::process::ExitCode;

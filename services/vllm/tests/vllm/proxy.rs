@@ -593,3 +593,78 @@ async fn a_vllm_with_an_api_key_is_ready_and_the_agents_key_passes_through() {
     proxy.stop().await;
     double.stop().await;
 }
+
+#[tokio::test]
+async fn a_pause_refuses_new_calls_while_those_in_flight_finish() {
+    let stack = Stack::start().await;
+    let state = |path: &'static str| {
+        let url = format!("{}{path}", stack.proxy.url);
+        async move {
+            let r = if path == "/proxy/state" {
+                client().get(url).send().await.unwrap()
+            } else {
+                client()
+                    .post(url)
+                    .json(&json!({"retry_after_seconds": 2, "reason": "weight sync"}))
+                    .send()
+                    .await
+                    .unwrap()
+            };
+            assert_eq!(r.status(), 200, "{path}");
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(
+        state("/proxy/state").await,
+        json!({"paused": false, "retry_after_seconds": 5, "reason": null, "inflight": 0})
+    );
+    // A slow streamed call is in flight when the pause comes.
+    let mut slow = chat("[[slow:100]] one two three");
+    slow["stream"] = json!(true);
+    let response = client()
+        .post(format!("{}/v1/chat/completions", stack.proxy.url))
+        .json(&slow)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let paused = state("/proxy/pause").await;
+    assert_eq!(
+        paused,
+        json!({"paused": true, "retry_after_seconds": 2, "reason": "weight sync", "inflight": 1})
+    );
+    let refused = client()
+        .post(format!("{}/v1/chat/completions", stack.proxy.url))
+        .json(&chat("hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "2");
+    assert_eq!(refused.headers()["x-agl-paused"], "true");
+    assert_eq!(
+        refused.json::<Value>().await.unwrap(),
+        json!({"error": "gateway paused", "reason": "weight sync"})
+    );
+    // The call in flight finishes in full; then nothing is in flight.
+    let body = response.bytes().await.unwrap();
+    assert!(sse_data(&body).last().is_some_and(|d| d == "[DONE]"));
+    let drained = eventually(Duration::from_secs(5), "the count to drop", || async {
+        let s = state("/proxy/state").await;
+        (s["inflight"] == 0).then_some(s)
+    })
+    .await;
+    assert_eq!(drained["paused"], true);
+    let resumed = state("/proxy/resume").await;
+    assert_eq!(
+        resumed,
+        json!({"paused": false, "retry_after_seconds": 2, "reason": null, "inflight": 0})
+    );
+    let (status, _, _) = post(
+        &format!("{}/v1/chat/completions", stack.proxy.url),
+        &chat("hi"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    stack.stop().await;
+}
