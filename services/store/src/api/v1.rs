@@ -76,15 +76,7 @@ fn list_query(raw: Option<&str>) -> Result<(Vec<V1State>, i64), ApiError> {
                     states.push(state);
                 }
             }
-            "limit" => match value.parse::<i64>() {
-                Ok(n) => limit = n,
-                Err(_) => errs.push(
-                    &[Loc::from("limit")],
-                    "int_parsing",
-                    "Input should be a valid integer, unable to parse string as an integer",
-                    &Value::String(value.into_owned()),
-                ),
-            },
+            "limit" => limit = int_param(&mut errs, "limit", &value).unwrap_or(limit),
             _ => {}
         }
     }
