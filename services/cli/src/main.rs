@@ -87,13 +87,10 @@ struct ServerCli {
 
 /// `agl server`'s arguments: upstream's overrides turned into `agl store` flags.
 fn server_args(args: &[String]) -> Result<agl_store::StoreArgs, ExitCode> {
-    let (flags, warnings) = agl_store::upstream_cli::to_flags(args).map_err(|e| {
+    let flags = agl_store::upstream_cli::to_flags(args).map_err(|e| {
         eprintln!("agl server: {e}");
         ExitCode::from(2)
     })?;
-    for warning in warnings {
-        eprintln!("agl server: {warning}");
-    }
     match ServerCli::try_parse_from(std::iter::once("agl server".to_owned()).chain(flags)) {
         Ok(cli) => Ok(cli.args),
         Err(err) => {

@@ -9,9 +9,14 @@
 //! * [`call`], [`sse`]: a call as the tee kept it, and streams added up to the complete
 //!   response (token ids included);
 //! * [`pause`]: pausing new calls while those in flight drain (weight syncs), and counting
-//!   them.
+//!   them;
+//! * [`net`]: listening sockets; `double` (feature `double`): a test double of vLLM's
+//!   OpenAI server for the tests and benchmarks of every proxy.
 
 pub mod call;
+#[cfg(feature = "double")]
+pub mod double;
+pub mod net;
 pub mod pause;
 pub mod relay;
 pub mod rewrite;

@@ -23,6 +23,25 @@ pub struct GateState {
     pub inflight: usize,
 }
 
+/// The body of upstream v1's answer to a call while paused (a `429`).
+pub fn paused_body(reason: Option<&str>) -> serde_json::Value {
+    serde_json::json!({"error": "gateway paused", "reason": reason})
+}
+
+/// The headers of that answer: when to come back, and that this is a pause.
+pub fn paused_headers(retry_after_seconds: u64) -> [(http::HeaderName, http::HeaderValue); 2] {
+    [
+        (
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from(retry_after_seconds),
+        ),
+        (
+            http::HeaderName::from_static("x-agl-paused"),
+            http::HeaderValue::from_static("true"),
+        ),
+    ]
+}
+
 /// Why a call may not start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {

@@ -21,11 +21,8 @@ async fn main() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().collect();
     // Upstream v1's `agl-server port=… key=…` form, as a 1.0 deployment starts its server.
     let cli = if agl_store::upstream_cli::is_upstream_form(&argv[1..]) {
-        let (flags, warnings) = agl_store::upstream_cli::to_flags(&argv[1..])
+        let flags = agl_store::upstream_cli::to_flags(&argv[1..])
             .map_err(|e| anyhow::anyhow!("agl-store: {e}"))?;
-        for warning in warnings {
-            eprintln!("agl-store: {warning}");
-        }
         Cli::parse_from(std::iter::once(argv[0].clone()).chain(flags))
     } else {
         Cli::parse()

@@ -226,6 +226,16 @@ pub struct V1Fields {
     pub attempts: Vec<String>,
 }
 
+/// A model server registered with v1's `POST /api/models`: the model it serves, its OpenAI
+/// base URL, and the training step of its weights. Keyed by model and endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct V1Model {
+    pub model: String,
+    pub endpoint: String,
+    #[serde(default)]
+    pub version: i64,
+}
+
 /// One try at running a rollout.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {

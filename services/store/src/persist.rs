@@ -43,6 +43,12 @@ pub enum Change {
     /// A rollout is gone, with its attempts, spans (rows and pack), sequence counter and
     /// place in the queue.
     DeleteRollout(String),
+    /// A setting kept beside the rows (v1's model registry): its JSON text, or `None` when
+    /// it is cleared.
+    Meta {
+        key: String,
+        value: Option<String>,
+    },
     /// A finished rollout left memory with these spans (all of them, in arrival order,
     /// each written before as a [`Change::Span`]): a backend that reads history back may
     /// store them together in place of their rows, so that reading them is one read.
@@ -121,6 +127,8 @@ pub struct Snapshot {
     pub sequences: Vec<(String, i64)>,
     /// Head first.
     pub queue: Vec<String>,
+    /// Settings kept beside the rows ([`Change::Meta`]), as JSON text.
+    pub meta: Vec<(String, String)>,
     /// The totals, when the snapshot is not everything the backend holds.
     pub counts: Option<Counts>,
 }
@@ -325,6 +333,8 @@ pub struct Need {
     /// The rollouts the watchdog may have to act on at this time (by the store's clock):
     /// preparing or running, with a limit their latest attempt is past; held ones skipped.
     pub watched: Option<f64>,
+    /// Settings ([`Change::Meta`]), locked: the change may rewrite them.
+    pub meta: Vec<String>,
 }
 
 impl Need {
@@ -394,6 +404,9 @@ pub trait Shared: Send + Sync + 'static {
 
     /// The latest resources version.
     fn latest_resources(&self) -> BoxFuture<'_, Result<Option<ResourcesUpdate>, StorageError>>;
+
+    /// A setting ([`Change::Meta`]), as committed.
+    fn meta<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StorageError>>;
 
     /// The totals, the queue's length and the workers.
     fn totals(&self) -> BoxFuture<'_, Result<Totals, StorageError>>;

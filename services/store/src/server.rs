@@ -157,6 +157,9 @@ pub struct StoreArgs {
     pub key: KeyArgs,
 
     #[command(flatten)]
+    pub proxy: crate::v1::proxy::V1ProxyArgs,
+
+    #[command(flatten)]
     pub log: LogArgs,
 
     #[command(subcommand)]
@@ -338,6 +341,7 @@ impl Default for StoreArgs {
             pg_statement_timeout_seconds: 30.0,
             backup_dir: None,
             key: KeyArgs::default(),
+            proxy: crate::v1::proxy::V1ProxyArgs::default(),
             log: LogArgs::default(),
             command: None,
         }
@@ -468,8 +472,9 @@ impl App {
             &HttpConfig {
                 cors_origins: args.cors_origins.clone(),
                 max_body_bytes: args.max_body_bytes,
+                v1_proxy: args.proxy.clone(),
             },
-        )
+        )?
         .merge(upstream_routes)
         .merge(admin_routes);
         let keys = Keys::load(&args.key)?;

@@ -4,8 +4,7 @@
 //! defaults come with the form: port 8080 unless `port=` says otherwise. Flags (`--storage …`)
 //! may be mixed in.
 //!
-//! `default_proxy.*` configures upstream's capturing proxy. It is read and checked, but the
-//! store does not serve `/proxy/…` yet (issue 15): a warning says so at start.
+//! `default_proxy.*` configures the capturing proxy under `/proxy/…` (`--proxy-*` flags).
 
 /// The override keys upstream's `server.yaml` has.
 const KNOWN: &[&str] = &[
@@ -48,58 +47,48 @@ pub fn is_upstream_form(args: &[String]) -> bool {
     args.iter().any(|a| split(a).is_some())
 }
 
-/// `args` with upstream's overrides turned into flags, and the warnings to print.
-pub fn to_flags(args: &[String]) -> Result<(Vec<String>, Vec<String>), String> {
+/// `args` with upstream's overrides turned into flags.
+pub fn to_flags(args: &[String]) -> Result<Vec<String>, String> {
     let mut flags = Vec::new();
-    let mut warnings = Vec::new();
     let mut port_given = false;
     for arg in args {
         let Some((name, value)) = split(arg) else {
             flags.push(arg.clone());
             continue;
         };
-        match name {
-            "host" => flags.extend(["--host".to_owned(), value.to_owned()]),
+        let flag = match name {
+            "host" => "--host",
             "port" => {
                 port_given = true;
-                flags.extend(["--port".to_owned(), value.to_owned()]);
+                "--port"
             }
             // Empty: authentication off, as upstream.
-            "key" if value.is_empty() => {}
-            "key" => flags.extend(["--key".to_owned(), value.to_owned()]),
-            "default_proxy.include_log_probs" | "default_proxy.include_routed_experts" => {
-                if !matches!(value.to_ascii_lowercase().as_str(), "true" | "false") {
-                    return Err(format!("{name} must be true or false, not {value:?}"));
-                }
-                warnings.push(proxy_warning(name));
-            }
-            "default_proxy.train.temperature" | "default_proxy.val.temperature" => {
-                if value.parse::<f64>().is_err() {
-                    return Err(format!("{name} must be a number, not {value:?}"));
-                }
-                warnings.push(proxy_warning(name));
-            }
-            "default_proxy.model_name" => warnings.push(proxy_warning(name)),
+            "key" if value.is_empty() => continue,
+            "key" => "--key",
+            "default_proxy.model_name" => "--proxy-model-name",
+            "default_proxy.include_log_probs" => "--proxy-include-log-probs",
+            "default_proxy.include_routed_experts" => "--proxy-include-routed-experts",
+            "default_proxy.train.temperature" => "--proxy-train-temperature",
+            "default_proxy.val.temperature" => "--proxy-val-temperature",
             other => {
                 return Err(format!(
                     "unknown setting {other:?}; upstream's server takes {}",
                     KNOWN.join(", ")
                 ));
             }
-        }
+        };
+        // Hydra reads booleans in any case; the flags take lowercase.
+        let value = if flag.starts_with("--proxy-include") {
+            value.to_ascii_lowercase()
+        } else {
+            value.to_owned()
+        };
+        flags.extend([flag.to_owned(), value]);
     }
     if !port_given {
         flags.extend(["--port".to_owned(), DEFAULT_PORT.to_owned()]);
     }
-    warnings.dedup();
-    Ok((flags, warnings))
-}
-
-fn proxy_warning(name: &str) -> String {
-    format!(
-        "{name} is accepted but not used yet: agl-store does not serve upstream's /proxy routes \
-         (issue 15); point agents at agl-vllm's proxy meanwhile"
-    )
+    Ok(flags)
 }
 
 #[cfg(test)]
@@ -112,13 +101,12 @@ mod tests {
 
     #[test]
     fn upstreams_overrides_become_flags_with_upstreams_port() {
-        let (flags, warnings) = to_flags(&args(&["host=127.0.0.1", "key='s3cret'"])).unwrap();
+        let flags = to_flags(&args(&["host=127.0.0.1", "key='s3cret'"])).unwrap();
         assert_eq!(
             flags,
             args(&["--host", "127.0.0.1", "--key", "s3cret", "--port", "8080"])
         );
-        assert!(warnings.is_empty());
-        let (flags, _) = to_flags(&args(&[
+        let flags = to_flags(&args(&[
             "++port=8181",
             "--storage",
             "sqlite:/d/x.db",
@@ -129,13 +117,25 @@ mod tests {
             flags,
             args(&["--port", "8181", "--storage", "sqlite:/d/x.db"])
         );
-        let (_, warnings) = to_flags(&args(&[
+        let flags = to_flags(&args(&[
             "default_proxy.model_name=Qwen/Qwen2.5-7B-Instruct",
+            "default_proxy.include_log_probs=False",
             "default_proxy.val.temperature=0.7",
         ]))
         .unwrap();
-        assert_eq!(warnings.len(), 2);
-        assert!(to_flags(&args(&["default_proxy.val.temperature=warm"])).is_err());
+        assert_eq!(
+            flags,
+            args(&[
+                "--proxy-model-name",
+                "Qwen/Qwen2.5-7B-Instruct",
+                "--proxy-include-log-probs",
+                "false",
+                "--proxy-val-temperature",
+                "0.7",
+                "--port",
+                "8080"
+            ])
+        );
         assert!(to_flags(&args(&["workers=4"])).is_err());
         assert!(is_upstream_form(&args(&["port=1"])));
         assert!(!is_upstream_form(&args(&[

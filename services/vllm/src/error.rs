@@ -109,11 +109,11 @@ impl IntoResponse for ProxyError {
             // Upstream v1's body and headers, which its agents' retrying clients read.
             let mut response = json(
                 StatusCode::TOO_MANY_REQUESTS,
-                &serde_json::json!({"error": "gateway paused", "reason": reason}),
+                &agl_llm_proxy::pause::paused_body(reason.as_deref()),
             );
-            let headers = response.headers_mut();
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
-            headers.insert("x-agl-paused", HeaderValue::from_static("true"));
+            response
+                .headers_mut()
+                .extend(agl_llm_proxy::pause::paused_headers(*retry_after_seconds));
             return response;
         }
         let status = self.status();

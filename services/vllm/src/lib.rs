@@ -29,14 +29,14 @@
 //! * [`spans`], [`pyrepr`]: the spans upstream reads, Python literals for its parser;
 //! * [`recorder`]: bounded queues, batches, retries, flush at shutdown;
 //! * [`metrics`], [`error`]: Prometheus collectors; proxy errors mapped to HTTP once;
-//! * [`double`]: a test double of vLLM's OpenAI server (tests and benchmark only);
+//! * [`double`]: a test double of vLLM's OpenAI server (tests and benchmark only; the
+//!   engine's, shared with the store's proxy tests);
 //! * [`mod@bench`]: `agl-vllm bench-overhead`.
 //!
 //! [`run`] is the whole program, shared by `agl-vllm` and `agl vllm`.
 
 pub mod args;
 pub mod bench;
-pub mod double;
 pub mod error;
 pub mod launcher;
 pub mod metrics;
@@ -49,7 +49,7 @@ pub mod store;
 pub mod upstream;
 
 /// A call as the tee kept it, and streams added up to full responses: the shared engine's.
-pub use agl_llm_proxy::{call, sse};
+pub use agl_llm_proxy::{call, double, sse};
 
 use std::io::Write as _;
 use std::process::ExitCode;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use agl_common::ops::{Health, Ops, serve};
 use anyhow::Context as _;
 use axum::Router;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::args::{ProxyArgs, seconds};
@@ -32,30 +32,7 @@ pub struct App {
     flush: Duration,
 }
 
-/// Binds `addr` for serving: `TCP_NODELAY` on the listener, which accepted connections
-/// inherit on Linux, so small SSE chunks are not held back by Nagle's algorithm.
-pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
-    let resolved = tokio::net::lookup_host(addr)
-        .await
-        .with_context(|| format!("cannot resolve {addr}"))?
-        .next()
-        .with_context(|| format!("{addr} resolves to no address"))?;
-    let socket = if resolved.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(resolved).map_err(|err| {
-        if err.kind() == std::io::ErrorKind::AddrInUse {
-            anyhow::anyhow!("cannot listen on {addr}: the address is already in use")
-        } else {
-            anyhow::Error::new(err).context(format!("cannot listen on {addr}"))
-        }
-    })?;
-    Ok(socket.listen(1024)?)
-}
+pub use agl_llm_proxy::net::bind;
 
 /// The HTTP client for vLLM: no proxy from the environment (vLLM is local or in the pod),
 /// pooled connections, and a total limit suited to long generations.

@@ -35,6 +35,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// The request body limit, for error messages.
     pub max_body_bytes: usize,
+    /// Upstream v1's capturing proxy.
+    pub proxy: Arc<crate::v1::proxy::V1Proxy>,
 }
 
 /// HTTP-level settings.
@@ -44,6 +46,8 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// Largest accepted request body, in bytes (after decompression for OTLP).
     pub max_body_bytes: usize,
+    /// How v1's proxy routes rewrite and forward calls.
+    pub v1_proxy: crate::v1::proxy::V1ProxyArgs,
 }
 
 impl Default for HttpConfig {
@@ -51,6 +55,7 @@ impl Default for HttpConfig {
         Self {
             cors_origins: Vec::new(),
             max_body_bytes: agl_common::http::DEFAULT_BODY_LIMIT,
+            v1_proxy: crate::v1::proxy::V1ProxyArgs::default(),
         }
     }
 }
@@ -186,10 +191,11 @@ pub fn null(status: StatusCode) -> ApiResult {
 }
 
 /// Builds the whole router: the three protocols, OTLP, health, fallbacks and CORS.
-pub fn router(store: Arc<Store>, config: &HttpConfig) -> Router {
+pub fn router(store: Arc<Store>, config: &HttpConfig) -> anyhow::Result<Router> {
     let state = AppState {
         store,
         max_body_bytes: config.max_body_bytes,
+        proxy: Arc::new(crate::v1::proxy::V1Proxy::new(config.v1_proxy.clone())?),
     };
     let router = Router::new()
         .nest("/v1/agl", v3::routes())
@@ -202,10 +208,10 @@ pub fn router(store: Arc<Store>, config: &HttpConfig) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state);
-    match cors_layer(&config.cors_origins) {
+    Ok(match cors_layer(&config.cors_origins) {
         Some(cors) => router.layer(cors),
         None => router,
-    }
+    })
 }
 
 async fn openapi_json() -> Response {

@@ -18,21 +18,59 @@ use crate::validate::{self, Errors, Loc};
 
 /// The routes, at the root (`/healthz`) and under `/api`.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).nest(
-        "/api",
-        Router::new()
-            .route("/rollouts", post(create_rollouts).get(list_rollouts))
-            .route("/rollouts/terminal", get(terminal_rollouts))
-            .route(
-                "/rollouts/{rollout_id}",
-                get(get_rollout).patch(patch_rollout).delete(delete_rollout),
-            )
-            .route(
-                "/rollouts/{rollout_id}/attempt/{attempt_id}/events",
-                post(post_event),
-            )
-            .route("/rollouts/{rollout_id}/events", get(list_events)),
-    )
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/proxy/rollout/{rollout_id}/attempt/{attempt_id}/mode/{mode}/openai/v1/{*path}",
+            post(proxy_call),
+        )
+        .route("/proxy/pause", post(proxy_pause))
+        .route("/proxy/resume", post(proxy_resume))
+        .route("/proxy/state", get(proxy_state))
+        .nest(
+            "/api",
+            Router::new()
+                .route("/rollouts", post(create_rollouts).get(list_rollouts))
+                .route("/rollouts/terminal", get(terminal_rollouts))
+                .route(
+                    "/rollouts/{rollout_id}",
+                    get(get_rollout).patch(patch_rollout).delete(delete_rollout),
+                )
+                .route(
+                    "/rollouts/{rollout_id}/attempt/{attempt_id}/events",
+                    post(post_event),
+                )
+                .route("/rollouts/{rollout_id}/events", get(list_events))
+                .route("/models", post(register_models).delete(clear_models)),
+        )
+}
+
+async fn proxy_call(
+    State(s): State<AppState>,
+    Path(parts): Path<(String, String, String, String)>,
+    Body(b): Body,
+) -> axum::response::Response {
+    crate::v1::proxy::forward(s.proxy, s.store, parts, b).await
+}
+
+/// `{retry_after_seconds = 5, reason}`.
+async fn proxy_pause(State(s): State<AppState>, Body(b): Body) -> ApiResult {
+    let (retry_after, reason) = v1::parse_pause(&b).map_err(validation)?;
+    tracing::info!(
+        retry_after,
+        reason = reason.as_deref(),
+        "proxy calls paused"
+    );
+    ok(StatusCode::OK, &s.proxy.gate().pause(retry_after, reason))
+}
+
+async fn proxy_resume(State(s): State<AppState>) -> ApiResult {
+    tracing::info!("proxy calls resumed");
+    ok(StatusCode::OK, &s.proxy.gate().resume())
+}
+
+async fn proxy_state(State(s): State<AppState>) -> ApiResult {
+    ok(StatusCode::OK, &s.proxy.gate().state())
 }
 
 /// Upstream answers without authentication here, whatever its key.
@@ -195,6 +233,17 @@ async fn patch_rollout(
     let patch = v1::parse_patch(&b).map_err(validation)?;
     let rollout = v1(s.store.v1_patch(&id, patch).await)?;
     ok(StatusCode::OK, &v1::rollout_json(&rollout))
+}
+
+async fn register_models(State(s): State<AppState>, Body(b): Body) -> ApiResult {
+    let models = v1::parse_models(&b).map_err(validation)?;
+    v1(s.store.v1_register_models(models.clone(), false).await)?;
+    ok(StatusCode::CREATED, &models)
+}
+
+async fn clear_models(State(s): State<AppState>) -> ApiResult {
+    v1(s.store.v1_register_models(Vec::new(), true).await)?;
+    ok(StatusCode::OK, &json!({"status": "ok"}))
 }
 
 async fn delete_rollout(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {

@@ -165,6 +165,8 @@ pub(super) struct State {
     resources_batch: HashMap<String, u64>,
     /// Packs of the spans of rollouts that just left memory, for the backend.
     pub(super) packs: Vec<Change>,
+    /// Settings kept beside the rows (all of them: a handful), as JSON text.
+    pub(super) meta: HashMap<String, String>,
     /// Rollouts deleted, with the batch that deletes them from the backend: until it is
     /// durable, rows of them read from the backend are stale and not put back (history only).
     deleted: HashMap<String, u64>,
@@ -234,6 +236,8 @@ pub(super) struct Journal {
     queue: Vec<Change>,
     /// Rollouts deleted, written after everything else of the batch.
     deleted: Vec<String>,
+    /// Settings set or cleared.
+    meta: IndexSet<String>,
 }
 
 /// The LightningStore: cheap to share behind an `Arc`.
@@ -287,6 +291,7 @@ impl State {
         }
         st.total_resources = st.resources.len();
         st.latest_resources = snapshot.latest_resources;
+        st.meta = snapshot.meta.into_iter().collect();
         st.sequence = snapshot.sequences.into_iter().collect();
         for id in snapshot.queue {
             if st.mark_queued(&id) {
@@ -563,6 +568,10 @@ impl State {
         }
         out.extend(j.queue);
         out.extend(j.deleted.into_iter().map(Change::DeleteRollout));
+        for key in j.meta {
+            let value = self.meta.get(&key).cloned();
+            out.push(Change::Meta { key, value });
+        }
         if !out.is_empty() {
             out.push(Change::Counts(self.counts()));
         }
@@ -813,6 +822,17 @@ impl State {
             }
         }
         true
+    }
+
+    /// Sets (or, with `None`, clears) a setting.
+    pub(super) fn set_meta(&mut self, key: &str, value: Option<String>) {
+        match value {
+            Some(v) => self.meta.insert(key.to_owned(), v),
+            None => self.meta.remove(key),
+        };
+        if let Some(j) = self.journal.as_mut() {
+            j.meta.insert(key.to_owned());
+        }
     }
 
     pub(super) fn apply_attempt_patch(

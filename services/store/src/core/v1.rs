@@ -9,13 +9,16 @@
 use std::sync::Arc;
 
 use super::{NewRollout, RolloutQuery, Store, StoreError};
-use crate::model::{Rollout, RolloutStatus, StoredSpan, V1Fields, V1State};
+use crate::model::{Rollout, RolloutStatus, StoredSpan, V1Fields, V1Model, V1State};
 use crate::persist::Need;
 
 /// The counter behind v1's completion log (`GET /api/rollouts/terminal`): a sequence
 /// counter under a key no rollout can have (v1 refuses caller ids with a `/`, and the
 /// store's own ids have none), so that every backend keeps it as it keeps the others.
 pub const COMPLETION_LOG: &str = "/agl/v1/completions";
+
+/// The setting that holds v1's model registry (JSON: a list of [`V1Model`]).
+const MODELS: &str = "v1.models";
 
 /// A v1 patch of a rollout's lifecycle: `Some` for each field the caller sent, to a value
 /// or to `null` (upstream applies exactly the fields that were set).
@@ -198,6 +201,55 @@ impl Store {
             .collect();
         found.sort_by_key(|(seq, _)| *seq);
         Ok((found.into_iter().map(|(_, r)| r).collect(), total))
+    }
+
+    /// The model servers registered, in registration order.
+    pub async fn v1_models(&self) -> Result<Vec<V1Model>, StoreError> {
+        let text = match &self.shared {
+            Some(db) => db.meta(MODELS).await?,
+            None => self.state.lock().meta.get(MODELS).cloned(),
+        };
+        Ok(text
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    }
+
+    /// Registers model servers: one already registered under the same model and endpoint
+    /// is replaced in place (its version updated), others are appended. `clear` first
+    /// removes every registration (v1's `DELETE /api/models`).
+    pub async fn v1_register_models(
+        &self,
+        models: Vec<V1Model>,
+        clear: bool,
+    ) -> Result<(), StoreError> {
+        let need = Need {
+            meta: vec![MODELS.to_owned()],
+            ..Need::default()
+        };
+        self.change(need, false, |st, _now| {
+            let mut all: Vec<V1Model> = if clear {
+                Vec::new()
+            } else {
+                st.meta
+                    .get(MODELS)
+                    .and_then(|t| serde_json::from_str(t).ok())
+                    .unwrap_or_default()
+            };
+            for m in &models {
+                match all
+                    .iter_mut()
+                    .find(|o| o.model == m.model && o.endpoint == m.endpoint)
+                {
+                    Some(old) => *old = m.clone(),
+                    None => all.push(m.clone()),
+                }
+            }
+            let text =
+                (!all.is_empty()).then(|| serde_json::to_string(&all).expect("models serialize"));
+            st.set_meta(MODELS, text);
+            Ok(())
+        })
+        .await
     }
 
     /// Deletes a rollout with its attempts, spans and counter (v1's `DELETE`, which its

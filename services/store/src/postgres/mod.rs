@@ -263,6 +263,10 @@ impl Shared for Postgres {
         Box::pin(async move { self.history.worker(&id).await })
     }
 
+    fn meta<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StorageError>> {
+        Box::pin(self.history.meta(key))
+    }
+
     fn latest_resources(&self) -> BoxFuture<'_, Result<Option<ResourcesUpdate>, StorageError>> {
         Box::pin(self.history.latest_resources())
     }

@@ -138,6 +138,18 @@ impl PgHistory {
         rows.first().map(|r| doc(r.get(0), "worker")).transpose()
     }
 
+    /// A setting, as committed (an empty row is a cleared one).
+    pub(super) async fn meta(&self, key: &str) -> Result<Option<String>, StorageError> {
+        let key = format!("{}{key}", super::tx::META_PREFIX);
+        let rows = self
+            .query("SELECT value FROM agl_meta WHERE key = $1", &[&key])
+            .await?;
+        Ok(rows
+            .first()
+            .map(|r| r.get::<_, String>(0))
+            .filter(|v| !v.is_empty()))
+    }
+
     pub(super) async fn latest_resources(&self) -> Result<Option<ResourcesUpdate>, StorageError> {
         let rows = self
             .query(

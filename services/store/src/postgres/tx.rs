@@ -18,6 +18,9 @@ use crate::persist::{Change, Decide, Decision, Need, Snapshot, StorageError};
 /// Runs of one transaction before a conflict is reported.
 const TRIES: usize = 8;
 
+/// Settings ([`Change::Meta`]) are `agl_meta` rows under this prefix.
+pub(super) const META_PREFIX: &str = "meta:";
+
 /// What went wrong in one run of a transaction.
 enum Failed {
     /// Worth running again.
@@ -277,6 +280,26 @@ async fn load(tx: &Transaction<'_>, need: &Need) -> Result<Loaded, Failed> {
         rows.resources.push(r);
     }
     rows.latest_resources = latest_rows.first().map(|row| row.get(0));
+    if !need.meta.is_empty() {
+        // Locked, and created empty (read as absent) when missing, so that two changes of
+        // a setting never both start from nothing.
+        let keys = sorted(need.meta.iter().map(|k| format!("{META_PREFIX}{k}")));
+        let q = tx
+            .prepare_cached(
+                "INSERT INTO agl_meta (key, value) \
+                 SELECT k, '' FROM unnest($1::text[]) AS u(k) ORDER BY k \
+                 ON CONFLICT (key) DO UPDATE SET value = agl_meta.value \
+                 RETURNING key, value",
+            )
+            .await?;
+        for row in tx.query(&q, &[&keys]).await? {
+            let (key, value): (String, String) = (row.get(0), row.get(1));
+            if !value.is_empty() {
+                let key = key.strip_prefix(META_PREFIX).unwrap_or(&key).to_owned();
+                rows.meta.push((key, value));
+            }
+        }
+    }
 
     // Workers: those named, and those of the attempts read when the change may move them.
     let from_attempts = need
@@ -432,6 +455,19 @@ async fn write(
             // Packs are for a store that keeps rollouts in memory and drops them.
             Change::Pack { .. } => {}
             Change::DeleteRollout(id) => deleted.push(id),
+            // Rare: one statement each. Cleared is empty (the row stays, as the lock made it).
+            Change::Meta { key, value } => {
+                exec(
+                    tx,
+                    "INSERT INTO agl_meta (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    &[
+                        &format!("{META_PREFIX}{key}"),
+                        &value.clone().unwrap_or_default(),
+                    ],
+                )
+                .await?;
+            }
             // The totals are kept as changes per connection (below), not as one row every
             // transaction would queue behind.
             Change::Counts(_) => {}

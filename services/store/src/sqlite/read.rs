@@ -116,6 +116,15 @@ pub(super) fn load_live(conn: &Connection) -> rusqlite::Result<Snapshot> {
     for row in q.query_map([], |r| r.get(0))? {
         snap.queue.push(row?);
     }
+    let mut q = conn.prepare("SELECT key, value FROM kv WHERE key LIKE 'meta:%' ORDER BY key")?;
+    for row in q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        let (key, value) = row?;
+        let key = key
+            .strip_prefix(super::writer::META_PREFIX)
+            .unwrap_or(&key)
+            .to_owned();
+        snap.meta.push((key, value));
+    }
     snap.counts = Some(schema::read_counts(conn)?);
     Ok(snap)
 }

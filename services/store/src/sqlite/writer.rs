@@ -15,6 +15,9 @@ use super::err;
 use super::schema;
 use crate::persist::{Change, StorageError};
 
+/// Settings ([`Change::Meta`]) are `kv` rows under this prefix.
+pub(super) const META_PREFIX: &str = "meta:";
+
 /// Most batches folded into one transaction.
 const MAX_GROUP: usize = 4096;
 
@@ -108,6 +111,20 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> rusqlite::Result<()> {
             .execute(params![rollout_id, super::pack::encode(spans)])?;
             tx.prepare_cached("DELETE FROM spans WHERE rollout_id = ?1")?
                 .execute(params![rollout_id])?;
+        }
+        Change::Meta { key, value } => {
+            let key = format!("{META_PREFIX}{key}");
+            match value {
+                Some(value) => tx
+                    .prepare_cached(
+                        "INSERT INTO kv (key, value) VALUES (?1, ?2) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    )?
+                    .execute(params![key, value])?,
+                None => tx
+                    .prepare_cached("DELETE FROM kv WHERE key = ?1")?
+                    .execute(params![key])?,
+            };
         }
         Change::DeleteRollout(id) => {
             for table in [

@@ -10,14 +10,16 @@
 //! `cancelled` as `failed` ([`V1State::of`]). v1 events are spans of the rollout
 //! ([`events`]).
 //!
-//! * [`events`]: events as spans, and the triplet projection of `format=triplet`.
+//! * [`events`]: events as spans, and the triplet projection of `format=triplet`;
+//! * [`proxy`]: the capturing proxy under `/proxy/…`, on the engine agl-vllm uses.
 
 pub mod events;
+pub mod proxy;
 
 use serde_json::{Map, Value};
 
 use crate::core::{NewRollout, V1Patch};
-use crate::model::{Json, Rollout, RolloutMode, V1Fields, V1State};
+use crate::model::{Json, Rollout, RolloutMode, V1Fields, V1Model, V1State};
 use crate::validate::{self, Errors, FieldError, Loc};
 
 /// Longest rollout id a caller may choose (bytes). Ids travel in URL paths and, through
@@ -210,6 +212,69 @@ fn metadata(v: &Value, errs: &mut Errors) -> Option<Map<String, Value>> {
         }
     }
     ok.then(|| map.clone())
+}
+
+/// The body of `POST /api/models`: a list of `Model` (`model`, `endpoint`, `version = 0`).
+pub fn parse_models(bytes: &[u8]) -> Result<Vec<V1Model>, Vec<FieldError>> {
+    let body = validate::parse_body(bytes)?;
+    let mut errs = Errors::new("body");
+    let models = validate::list(&body, &mut errs, |v, e| {
+        let m = validate::object(v, e)?;
+        let model =
+            validate::required_non_null(m, "model", e, validate::string, validate::STRING_NULL);
+        let endpoint =
+            validate::required_non_null(m, "endpoint", e, validate::string, validate::STRING_NULL);
+        let version = match validate::field(m, "version", e, validate::integer) {
+            validate::Field::Absent => Some(0),
+            validate::Field::Value(n) => Some(n),
+            validate::Field::Null => {
+                e.push(
+                    &[Loc::from("version")],
+                    validate::INT_NULL.0,
+                    validate::INT_NULL.1,
+                    &Value::Null,
+                );
+                None
+            }
+            validate::Field::Invalid => None,
+        };
+        Some(V1Model {
+            model: model?,
+            endpoint: endpoint?,
+            version: version?,
+        })
+    });
+    errs.finish(models.unwrap_or_default())
+}
+
+/// The body of `POST /proxy/pause`: `{retry_after_seconds: int = 5, reason: str | None}`
+/// (empty: the defaults).
+pub fn parse_pause(bytes: &[u8]) -> Result<(u64, Option<String>), Vec<FieldError>> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok((agl_llm_proxy::pause::DEFAULT_RETRY_AFTER_SECONDS, None));
+    }
+    let body = validate::parse_body(bytes)?;
+    let mut errs = Errors::new("body");
+    let parsed = validate::object(&body, &mut errs).map(|m| {
+        let retry = validate::optional(m, "retry_after_seconds", &mut errs, |v, e| {
+            let n = validate::integer(v, e)?;
+            u64::try_from(n).ok().or_else(|| {
+                e.push(
+                    &[],
+                    "greater_than_equal",
+                    "Input should be greater than or equal to 0",
+                    v,
+                );
+                None
+            })
+        });
+        let reason = validate::optional(m, "reason", &mut errs, validate::string);
+        (
+            retry.unwrap_or(agl_llm_proxy::pause::DEFAULT_RETRY_AFTER_SECONDS),
+            reason,
+        )
+    });
+    errs.finish(parsed.unwrap_or_default())
 }
 
 /// The body of `PATCH /api/rollouts/{id}`: `{"status": {...} | null}`, the status's

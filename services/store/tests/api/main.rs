@@ -12,4 +12,5 @@ mod otlp;
 mod rollouts;
 mod spans;
 mod v1;
+mod v1_proxy;
 mod watchdog;

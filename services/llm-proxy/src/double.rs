@@ -160,7 +160,7 @@ pub struct Double {
 impl Double {
     /// Starts a double on `127.0.0.1`, port 0.
     pub async fn start(config: DoubleConfig) -> anyhow::Result<Self> {
-        Self::start_on(crate::server::bind("127.0.0.1:0").await?, config)
+        Self::start_on(crate::net::bind("127.0.0.1:0").await?, config)
     }
 
     /// Starts a double on `listener` (bound with TCP_NODELAY, as vLLM's uvicorn has it, or
@@ -1190,7 +1190,7 @@ async fn serve_process(
         }
     }
     // With TCP_NODELAY, as vLLM's server (uvicorn on asyncio) has.
-    let listener = match crate::server::bind(&format!("{host}:{port}")).await {
+    let listener = match crate::net::bind(&format!("{host}:{port}")).await {
         Ok(l) => l,
         Err(err) => {
             eprintln!("fake-vllm: cannot listen on {host}:{port}: {err}");
