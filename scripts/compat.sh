@@ -11,6 +11,8 @@
 # AGL_COMPAT_STORAGE  memory (default) | sqlite | postgres: the backend our server runs on
 # AGL_COMPAT_PG       with postgres: the libpq connection string of a server to create databases on
 #
+# AGL_VLLM_BIN        agl-vllm, whose vLLM double (`fake-vllm`) serves the 1.0.2 suite's proxy
+#                     calls (default: target/debug/agl-vllm)
 # AGL_PYTHON312       the Python 3.12 interpreter for the 1.0.2 suite (default: python3.12 on
 #                     PATH, else the newest 3.12 that pyenv has)
 #
@@ -43,6 +45,10 @@ case "$TARGET" in
     exit 2
     ;;
 esac
+
+VLLM_BIN="${AGL_VLLM_BIN:-target/debug/agl-vllm}"
+case "$VLLM_BIN" in /*) ;; *) VLLM_BIN="$ROOT/$VLLM_BIN" ;; esac
+export AGL_VLLM_BIN="$VLLM_BIN"
 
 PYTHON="${PYTHON:-python3}"
 

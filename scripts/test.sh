@@ -55,7 +55,8 @@ if [ -n "${AGL_TEST_PG:-}" ]; then
 fi
 
 step "python compatibility (official agentlightning clients)"
-cargo build --locked -p agl-store --bin agl-store
+# agl-vllm too: its vLLM double is the model server behind the 1.0.2 suite's proxy calls.
+cargo build --locked -p agl-store --bin agl-store -p agl-vllm --bin agl-vllm
 AGL_STORE_BIN="$PWD/target/debug/agl-store" ./scripts/compat.sh
 
 step "python compatibility on the SQLite backend (no finished rollout kept in memory)"

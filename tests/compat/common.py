@@ -154,9 +154,14 @@ def fresh_database(name: str) -> str:
     return f"{base} dbname={name}"
 
 
+# The model v1's proxy serves in the tests (the vLLM double serves it under this name).
+PROXY_MODEL = "test-model"
+
+
 def start_server(protocol: str, log_dir: Path, key: Optional[str] = None) -> ServerProcess:
     """Start the server under test for ``protocol`` ('v030', 'v022' or 'v102'), requiring
-    ``key`` on every route but health when one is given."""
+    ``key`` on every route but health when one is given. A v102 server's proxy serves
+    PROXY_MODEL."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     health_path = {"v030": "/v1/agl/health", "v022": "/health", "v102": "/healthz"}[protocol]
@@ -171,6 +176,7 @@ def start_server(protocol: str, log_dir: Path, key: Optional[str] = None) -> Ser
             "host=127.0.0.1",
             f"port={port}",
             f"hydra.run.dir={log_dir / f'hydra-{port}'}",
+            f"default_proxy.model_name={PROXY_MODEL}",
         ]
         if key:
             argv.append(f"key={key}")
@@ -188,8 +194,18 @@ def start_server(protocol: str, log_dir: Path, key: Optional[str] = None) -> Ser
         argv = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--scan-debounce-seconds", "0"]
         if key and protocol == "v102":
             # Started as a 1.0 deployment starts agl-server: upstream's overrides.
-            argv = [str(binary), "host=127.0.0.1", f"port={port}", f"key={key}", "--scan-debounce-seconds", "0"]
-        elif key:
+            argv = [
+                str(binary),
+                "host=127.0.0.1",
+                f"port={port}",
+                f"key={key}",
+                f"default_proxy.model_name={PROXY_MODEL}",
+                "--scan-debounce-seconds",
+                "0",
+            ]
+        elif protocol == "v102":
+            argv += ["--proxy-model-name", PROXY_MODEL]
+        if key and protocol != "v102":
             key_file = log_dir / f"key-{port}"
             key_file.write_text(key + "\n")
             argv.append(f"--key-file={key_file}")
@@ -218,3 +234,21 @@ async def wait_until(predicate, *, timeout: float, interval: float = 0.1, what: 
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
         await asyncio.sleep(interval)
+
+
+def vllm_bin() -> Path:
+    raw = os.environ.get("AGL_VLLM_BIN", "target/debug/agl-vllm")
+    path = Path(raw)
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    return path
+
+
+def start_model_server(log_dir: Path) -> ServerProcess:
+    """The vLLM test double (`agl-vllm fake-vllm`), serving PROXY_MODEL with token ids."""
+    binary = vllm_bin()
+    if not binary.exists():
+        raise RuntimeError(f"agl-vllm binary not found at {binary} (set AGL_VLLM_BIN)")
+    port = free_port()
+    argv = [str(binary), "fake-vllm", "serve", PROXY_MODEL, "--host", "127.0.0.1", "--port", str(port)]
+    return ServerProcess(argv, f"http://127.0.0.1:{port}", "/health", log_dir / f"model-{port}.log", 30.0).start()

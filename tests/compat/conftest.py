@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from common import IS_OFFICIAL, TARGET, start_server  # noqa: E402
+from common import IS_OFFICIAL, TARGET, start_model_server, start_server  # noqa: E402
 
 # No single test may hang the suite.
 TEST_TIMEOUT_SECONDS = 120.0
@@ -66,6 +66,14 @@ def server_v102(request, tmp_path_factory):
 def fresh_server_v102(request, tmp_path_factory):
     """A server of its own for a test that needs an empty store."""
     return _server_fixture("v102", request, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def model_server(request, tmp_path_factory):
+    """The vLLM test double, for v1's proxy to forward to."""
+    server = start_model_server(tmp_path_factory.mktemp("model-logs"))
+    request.addfinalizer(server.stop)
+    return server
 
 
 # The key the keyed servers require.

@@ -14,6 +14,16 @@ class RewardAgent:
         if os.environ.get("AGL_TEST_FAIL") == "true":
             raise RuntimeError("this rollout is meant to fail")
         headers = {"Authorization": f"Bearer {os.environ['AGL_KEY']}"} if os.environ.get("AGL_KEY") else {}
+        if os.environ.get("AGL_TEST_LLM") == "true":
+            # The agent's LLM call, through the gateway the controller names (its OpenAI base URL).
+            answer = httpx.post(
+                f"{os.environ['AGL_OPENAI_BASE_URL']}/chat/completions",
+                json={"model": "whatever", "messages": [{"role": "user", "content": "what is two plus two"}]},
+                headers=headers,
+                timeout=60,
+            )
+            answer.raise_for_status()
+            assert answer.json()["choices"][0]["message"]["content"]
         value = float(os.environ["AGL_TEST_VALUE"])
         response = httpx.post(
             os.environ["AGL_EVENT_URL"],

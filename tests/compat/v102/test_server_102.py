@@ -3,8 +3,8 @@
 and its `agl-controller` (local runner) running an agent process per rollout.
 
 Run against ours (default) or against 1.0.2's own `agl-server` (`AGL_COMPAT_TARGET=official`),
-which validates the tests. The capturing proxy (`/proxy/...`), `/api/models` and the shared
-key are not served by agl-store yet (issue 15) and are not tested here.
+which validates the tests. The model server behind the capturing proxy (`/proxy/...`) is the vLLM
+test double (`agl-vllm fake-vllm`), which answers with token ids as vLLM does.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from agentlightning.client import AgentLightningSyncClient
 from agentlightning.schemas import (
     Event,
     EventCreate,
+    Model,
+    ModelRequestData,
     Rollout,
     RolloutConfig,
     RolloutCreate,
@@ -29,7 +31,7 @@ from agentlightning.schemas import (
     RolloutStatusPatch,
 )
 
-from common import unique
+from common import IS_OFFICIAL, PROXY_MODEL, unique
 
 HERE = Path(__file__).resolve().parent
 
@@ -268,22 +270,26 @@ def wait_terminal(api, rollout_id: str, timeout: float) -> Rollout:
         time.sleep(0.1)  # the trainer's poll, shortened
 
 
-def test_local_controller_runs_agents_against_the_store(fresh_server_v102, tmp_path):
+def test_local_controller_runs_agents_against_the_store(fresh_server_v102, model_server, tmp_path):
     """`agl-controller runner_type=local` claims each queued rollout, runs its agent class in a
     process of its own (which posts its reward to the store), and records the outcome."""
     controller_log = tmp_path / "controller.log"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
     with client(fresh_server_v102) as api:
+        register(api, model_server)
         local = RolloutLocalConfig(
             agent_class="reward_agent.RewardAgent",
-            env_map={"AGL_TEST_VALUE": "input.value", "AGL_TEST_FAIL": "input.fail"},
+            env_map={"AGL_TEST_VALUE": "input.value", "AGL_TEST_FAIL": "input.fail", "AGL_TEST_LLM": "input.llm"},
         )
         good, bad = create(
             api,
-            RolloutCreate(input={"value": 0.75, "fail": False}, config=RolloutConfig(timeout_seconds=120, local=local)),
             RolloutCreate(
-                input={"value": 0, "fail": True},
+                input={"value": 0.75, "fail": False, "llm": True},
+                config=RolloutConfig(timeout_seconds=120, local=local),
+            ),
+            RolloutCreate(
+                input={"value": 0, "fail": True, "llm": False},
                 is_train=False,
                 config=RolloutConfig(timeout_seconds=120, local=local),
             ),
@@ -324,13 +330,18 @@ def test_local_controller_runs_agents_against_the_store(fresh_server_v102, tmp_p
         assert failed.status.error_message == "subprocess exited with code 1"
 
         raw = events(api, good.rollout_id)
-        assert [e.event_type for e in raw] == ["reward", "agent_env"]
-        assert raw[0].data == {"value": 0.75, "source": "agent", "message": "done"}
-        assert raw[1].data["openai_base_url"] == (
+        assert [e.event_type for e in raw] == ["model_request", "reward", "agent_env"]
+        call = ModelRequestData.model_validate(raw[0].data)
+        assert call.model == PROXY_MODEL and call.http_status == 200 and call.status == "ok"
+        assert raw[1].data == {"value": 0.75, "source": "agent", "message": "done"}
+        assert raw[2].data["openai_base_url"] == (
             f"{fresh_server_v102.base_url}/proxy/rollout/{good.rollout_id}/attempt/0/mode/train/openai/v1"
         )
         triplets = events(api, good.rollout_id, format="triplet")
-        assert triplets[0].data == {"value": 0.75, "source": "agent"}
+        assert [e.event_type for e in triplets] == ["model_request", "reward", "agent_env"]
+        assert triplets[0].data["prompt_token_ids"] and triplets[0].data["response_token_ids"]
+        assert triplets[0].data["response_token_ids"] == call.response["choices"][0]["token_ids"]
+        assert triplets[1].data == {"value": 0.75, "source": "agent"}
         assert events(api, bad.rollout_id) == []
 
         # The trainer deletes what it has read, to bound what the server keeps.
@@ -353,3 +364,87 @@ def test_the_shared_key(keyed_server_v102):
     with AgentLightningSyncClient(base_url=keyed_server_v102.base_url, key=TEST_KEY, timeout=30) as api:
         (rollout,) = create(api, RolloutCreate(input=1))
         assert api.get(f"/api/rollouts/{rollout.rollout_id}").status_code == 200
+
+
+def register(api, model_server, version: int = 2) -> list[Model]:
+    """Registers the model server as upstream's trainer does (its OpenAI base URL)."""
+    models = [Model(model=PROXY_MODEL, endpoint=f"{model_server.base_url}/v1", version=version)]
+    response = api.post("/api/models", json=[m.model_dump() for m in models])
+    assert response.status_code == 201, response.text
+    assert [Model.model_validate(m) for m in response.json()] == models
+    return models
+
+
+def proxy_base(server, rollout_id: str, mode: str = "train") -> str:
+    return f"{server.base_url}/proxy/rollout/{rollout_id}/attempt/0/mode/{mode}/openai/v1"
+
+
+def test_the_proxy_records_model_requests_with_token_ids(server_v102, model_server):
+    with client(server_v102) as api:
+        (rollout,) = create(api, RolloutCreate(input=1))
+        rid = rollout.rollout_id
+        assert api.post(f"{proxy_base(server_v102, rid)}/chat/completions", json={"messages": []}).status_code == 503
+        register(api, model_server)
+        assert patch(api, rid, state="running", last_attempt_id="0").status_code == 200
+        chat = {"model": "whatever", "messages": [{"role": "user", "content": "one two three"}]}
+        answer = api.post(f"{proxy_base(server_v102, rid)}/chat/completions", json=chat)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        token_ids = body["choices"][0]["token_ids"]
+        assert token_ids and body["prompt_token_ids"]
+        text = api.post(f"{proxy_base(server_v102, rid, 'val')}/completions", json={"prompt": "a b c"})
+        assert text.status_code == 200, text.text
+
+        raw = events(api, rid, event_type="model_request")
+        assert len(raw) == 2
+        first = ModelRequestData.model_validate(raw[0].data)
+        assert first.model == PROXY_MODEL and first.model_version == 2
+        assert first.request["model"] == PROXY_MODEL and first.request["return_token_ids"] is True
+        assert first.request["temperature"] == 1.0 and first.request["logprobs"] is True
+        assert first.http_status == 200 and first.status == "ok" and first.retry_count == 0
+        assert raw[0].data["server"] == {
+            "model": PROXY_MODEL,
+            "endpoint": f"{model_server.base_url}/v1",
+            "version": 2,
+        }
+        assert ModelRequestData.model_validate(raw[1].data).request["temperature"] == 0.7
+        triplets = events(api, rid, format="triplet")
+        assert triplets[0].data["prompt_token_ids"] == body["prompt_token_ids"]
+        assert triplets[0].data["response_token_ids"] == token_ids
+
+        assert api.post(f"{server_v102.base_url}/proxy/rollout/{rid}/attempt/0/mode/test/openai/v1/chat/completions", json=chat).status_code == 404
+        assert api.post(f"{proxy_base(server_v102, 'nope')}/chat/completions", json=chat).status_code == 404
+        streamed = api.post(f"{proxy_base(server_v102, rid)}/chat/completions", json={**chat, "stream": True})
+        if IS_OFFICIAL:
+            assert streamed.status_code == 400
+        else:
+            # agl-store serves streams (upstream refuses them) and records what they add up to.
+            assert streamed.status_code == 200 and "data: [DONE]" in streamed.text
+            deadline = time.monotonic() + 10
+            while len(events(api, rid, event_type="model_request")) < 3:
+                assert time.monotonic() < deadline, "the stream was not recorded"
+                time.sleep(0.05)
+            last = events(api, rid, format="triplet")[-1]
+            assert last.data["response_token_ids"]
+
+
+def test_a_pause_answers_429_until_resumed(server_v102, model_server):
+    with client(server_v102) as api:
+        register(api, model_server)
+        (rollout,) = create(api, RolloutCreate(input=1))
+        url = f"{proxy_base(server_v102, rollout.rollout_id)}/chat/completions"
+        chat = {"messages": [{"role": "user", "content": "hi"}]}
+        paused = api.post("/proxy/pause", json={"retry_after_seconds": 2, "reason": "weight sync"})
+        assert paused.status_code == 200
+        assert paused.json() == {"paused": True, "retry_after_seconds": 2, "reason": "weight sync", "inflight": 0}
+        refused = api.post(url, json=chat)
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "2" and refused.headers["x-agl-paused"] == "true"
+        assert refused.json() == {"error": "gateway paused", "reason": "weight sync"}
+        assert api.get("/proxy/state").json()["paused"] is True
+        resumed = api.post("/proxy/resume")
+        assert resumed.json() == {"paused": False, "retry_after_seconds": 2, "reason": None, "inflight": 0}
+        assert api.post(url, json=chat).status_code == 200
+        cleared = api.delete("/api/models")
+        assert cleared.status_code == 200 and cleared.json() == {"status": "ok"}
+        assert api.post(url, json=chat).status_code == 503
