@@ -19,6 +19,9 @@
 #                            with two, and pgbench running the same transactions raw)
 #   BENCH_ONLY_PG=1          only the Postgres runs, keeping the other results in BENCH_OUT
 #                            (from an earlier full run), then the report of them all
+#   BENCH_SKIP_V1=1          no upstream v1 runs (agl-store's /api and /proxy routes against
+#                            agentlightning 1.0.2's agl-server, which needs Python 3.12)
+#   BENCH_ONLY_V1=1          only the v1 runs, keeping the other results, as BENCH_ONLY_PG
 #   BENCH_HISTORY_SPANS=10000000  size of the SQLite history run (finished rollouts; about
 #                            5 minutes and 14 GB of disk at 10 M), then restarts on that file;
 #                            0 skips it
@@ -34,7 +37,7 @@ cd "$(dirname "$0")/.."
 
 # The exact command, for the report: the script plus the settings given to it.
 COMMAND="./scripts/bench.sh"
-for var in BENCH_HISTORY_SPANS BENCH_ONLY_PG BENCH_SKIP_PG BENCH_SKIP_SQLITE BENCH_SKIP_PYTHON BENCH_PYTHON_SPANS BENCH_GROW_STEP BENCH_CONCURRENCY BENCH_DURATION; do
+for var in BENCH_HISTORY_SPANS BENCH_ONLY_V1 BENCH_SKIP_V1 BENCH_ONLY_PG BENCH_SKIP_PG BENCH_SKIP_SQLITE BENCH_SKIP_PYTHON BENCH_PYTHON_SPANS BENCH_GROW_STEP BENCH_CONCURRENCY BENCH_DURATION; do
   if [ -n "${!var:-}" ]; then COMMAND="$var=${!var} $COMMAND"; fi
 done
 
@@ -49,6 +52,15 @@ ONLY_PG="${BENCH_ONLY_PG:-}"
 if [ -n "$ONLY_PG" ]; then
   COMMAND="$COMMAND (the Postgres runs; every other figure from the full run before it)"
 fi
+SKIP_V1="${BENCH_SKIP_V1:-}"
+ONLY_V1="${BENCH_ONLY_V1:-}"
+if [ -n "$ONLY_V1" ]; then
+  COMMAND="$COMMAND (the upstream v1 runs; every other figure from the full run before it)"
+  SKIP_PG=1
+fi
+VENV_V1=.venv-bench-102
+VLLM=target/release/agl-vllm
+V1_SCENARIOS=(v1-create v1-patch v1-event v1-events v1-triplets v1-proxy v1-proxy-stream)
 HISTORY_SPANS="${BENCH_HISTORY_SPANS:-10000000}"
 OUT="${BENCH_OUT:-target/bench}"
 VENV=.venv-bench
@@ -89,11 +101,11 @@ start_server() {
   PIDS+=("$SERVER_PID")
 }
 
-# wait_healthy PORT PID LOG: polls the health route until it answers (readiness, not a
-# fixed sleep); fails at once if the server died.
+# wait_healthy PORT PID LOG [PATH]: polls the health route (default /v1/agl/health) until it
+# answers (readiness, not a fixed sleep); fails at once if the server died.
 wait_healthy() {
-  local port="$1" pid="$2" log="$3" tries=0
-  until curl -sf -o /dev/null "http://127.0.0.1:$port/v1/agl/health"; do
+  local port="$1" pid="$2" log="$3" path="${4:-/v1/agl/health}" tries=0
+  until curl -sf -o /dev/null "http://127.0.0.1:$port$path"; do
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "server on port $port exited before it became healthy; its log:" >&2
       tail -n 40 "$log" >&2
@@ -199,7 +211,7 @@ measure_growth() {
 }
 
 step "build agl-store and agl-bench (release)"
-cargo build --release --locked -p agl-store -p agl-bench
+cargo build --release --locked -p agl-store -p agl-bench -p agl-vllm
 
 if [ -z "$SKIP_PYTHON" ]; then
   step "virtualenv $VENV with agentlightning==0.3.0"
@@ -215,6 +227,9 @@ if [ -n "$ONLY_PG" ]; then
   mkdir -p "$OUT"
   rm -f "$OUT"/run-agl-store-pg*.json "$OUT"/pgbench-*.json
   rm -rf "$OUT/pg"
+elif [ -n "$ONLY_V1" ]; then
+  mkdir -p "$OUT"
+  rm -f "$OUT"/run-agl-store-v1-*.json "$OUT"/run-agl-server-1.0.2-*.json
 else
   rm -rf "$OUT"
   mkdir -p "$OUT"
@@ -352,6 +367,55 @@ if [ -z "$SKIP_PG" ]; then
   else
     echo "skipped: the Postgres runs (no Postgres server could be started)"
   fi
+fi
+
+# ---- Upstream v1: agl-store's /api and /proxy routes against agentlightning 1.0.2's own
+# agl-server, each scenario on a freshly started server, the proxy in front of the vLLM
+# double (agl-vllm fake-vllm) serving test-model.
+# shellcheck source=lib/python312.sh
+source scripts/lib/python312.sh
+run_v1() {
+  local python312 model_port scenario port label
+  if ! python312="$(find_python312)"; then
+    echo "skipped: the upstream v1 runs (no Python 3.12 for agentlightning 1.0.2)"
+    return 0
+  fi
+  if ! "$VENV_V1/bin/python" -c 'import importlib.metadata as m; assert m.version("agentlightning") == "1.0.2"' 2>/dev/null; then
+    rm -rf "$VENV_V1"
+    "$python312" -m venv "$VENV_V1"
+    "$VENV_V1/bin/pip" install -q --upgrade pip
+    "$VENV_V1/bin/pip" install -q 'agentlightning==1.0.2'
+  fi
+  model_port=$(free_port)
+  start_server "$OUT/v1-model.log" "$VLLM" fake-vllm serve test-model --host 127.0.0.1 --port "$model_port"
+  local model_pid=$SERVER_PID
+  wait_healthy "$model_port" "$model_pid" "$OUT/v1-model.log" /health
+  for label in agl-store-v1 agl-server-1.0.2; do
+    step "$label: ${V1_SCENARIOS[*]} (${DURATION} s each, $CONCURRENCY clients)"
+    for scenario in "${V1_SCENARIOS[@]}"; do
+      # Upstream refuses streams.
+      if [ "$label" = agl-server-1.0.2 ] && [ "$scenario" = v1-proxy-stream ]; then continue; fi
+      port=$(free_port)
+      if [ "$label" = agl-store-v1 ]; then
+        start_server "$OUT/$label-$scenario.log" "$STORE" --host 127.0.0.1 --port "$port" \
+          --log-level warn --proxy-model-name test-model
+      else
+        start_server "$OUT/$label-$scenario.log" "$VENV_V1/bin/agl-server" host=127.0.0.1 \
+          "port=$port" default_proxy.model_name=test-model "hydra.run.dir=$OUT/hydra-$port"
+      fi
+      wait_healthy "$port" "$SERVER_PID" "$OUT/$label-$scenario.log" /healthz
+      "$BENCH" run --label "$label" --target "http://127.0.0.1:$port" \
+        --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 1 \
+        --scenario "$scenario" --server-pid "$SERVER_PID" \
+        --model-url "http://127.0.0.1:$model_port/v1" \
+        --json "$OUT/run-$label-$scenario.json"
+      stop_server "$SERVER_PID"
+    done
+  done
+  stop_server "$model_pid"
+}
+if [ -z "$SKIP_V1" ] && [ -z "$ONLY_PG" ]; then
+  run_v1
 fi
 
 step "docs/benchmarks.md"

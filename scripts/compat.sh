@@ -69,29 +69,8 @@ ensure_venv() {
   echo "$want" >"$stamp"
 }
 
-# find_python312: prints a Python 3.12 interpreter, or fails.
-find_python312() {
-  local v p
-  if [ -n "${AGL_PYTHON312:-}" ]; then
-    echo "$AGL_PYTHON312"
-    return 0
-  fi
-  # (A pyenv shim answers `command -v` but may not run: ask it for its version.)
-  if p="$(command -v python3.12 2>/dev/null)" && "$p" -c 'import sys' >/dev/null 2>&1; then
-    echo "$p"
-    return 0
-  fi
-  if command -v pyenv >/dev/null 2>&1; then
-    for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.12(\.[0-9]+)?$' | sort -t. -k3,3nr); do
-      p="$(pyenv root)/versions/$v/bin/python3.12"
-      if [ -x "$p" ]; then
-        echo "$p"
-        return 0
-      fi
-    done
-  fi
-  return 1
-}
+# shellcheck source=lib/python312.sh
+source "$ROOT/scripts/lib/python312.sh"
 
 ensure_venv "$ROOT/.venv-compat-030" "$ROOT/tests/compat/requirements-030.txt"
 ensure_venv "$ROOT/.venv-compat-022" "$ROOT/tests/compat/requirements-022.txt"

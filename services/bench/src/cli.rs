@@ -59,6 +59,10 @@ pub struct RunArgs {
     /// Scenario to run (repeatable); all of them when absent.
     #[arg(long = "scenario", value_enum)]
     pub scenarios: Vec<Scenario>,
+    /// The model server's OpenAI base URL (loopback), for the v1 proxy scenarios: it is
+    /// registered with the server under test and called directly for comparison.
+    #[arg(long)]
+    pub model_url: Option<String>,
     /// Server process to sample for memory and CPU time.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -252,6 +256,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     Sizes::default()
                 },
+                model_url: a.model_url,
             };
             let result = scenario::run(&cfg).await?;
             summary(&result);

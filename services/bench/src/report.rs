@@ -156,6 +156,8 @@ impl Inputs {
                 names.push(s.name.clone());
             }
         }
+        // Upstream v1's scenarios have a section of their own.
+        names.retain(|n| !n.starts_with("v1_"));
         names.retain(|n| {
             self.runs
                 .values()
@@ -1297,6 +1299,9 @@ pub fn render(files: Vec<ResultFile>, opts: &ReportOptions) -> String {
         if inputs.has(PG_ONE) {
             verdicts.extend(postgres_targets(&inputs));
         }
+        if inputs.has(V1_OURS) {
+            verdicts.extend(v1_targets(&inputs));
+        }
     } else {
         out.push_str("Issue 3's targets, checked against the numbers below.\n\n");
     }
@@ -1311,6 +1316,7 @@ pub fn render(files: Vec<ResultFile>, opts: &ReportOptions) -> String {
     sqlite_section(&mut out, &inputs, opts);
     history_section(&mut out, &inputs, opts);
     postgres_section(&mut out, &inputs);
+    v1_section(&mut out, &inputs);
     out.push_str("## How to read these numbers\n\n");
     out.push_str(
         "- The load generator and the server share the machine's CPUs, so every number is a \
@@ -1435,6 +1441,176 @@ fn postgres_section(out: &mut String, inputs: &Inputs) {
                 ms(p.p99_ms),
                 two.map_or("–".into(), |t| ms(t.p99_ms)),
             );
+        }
+    }
+    out.push('\n');
+}
+
+/// Labels of the v1 runs: agl-store (memory) and upstream's `agl-server` of 1.0.2.
+const V1_OURS: &str = "agl-store-v1";
+const V1_UPSTREAM: &str = "agl-server-1.0.2";
+/// Issue 15's targets: store routes against upstream's, and the proxy's own latency.
+const TARGET_V1_RATIO: f64 = 50.0;
+const TARGET_PROXY_ADDED_MS: f64 = 1.0;
+/// The v1 store routes and their measured path.
+const V1_STORE_PATHS: [(&str, &str); 5] = [
+    ("v1_create", "POST /api/rollouts"),
+    ("v1_patch", "PATCH /api/rollouts/{id}"),
+    ("v1_event", "POST /api/rollouts/{id}/attempt/0/events"),
+    ("v1_events", "GET /api/rollouts/{id}/events"),
+    (
+        "v1_triplets",
+        "GET /api/rollouts/{id}/events?format=triplet",
+    ),
+];
+/// The proxy scenarios: the path through the proxy and the same call made directly.
+const V1_PROXY_PATHS: [(&str, &str, &str); 2] = [
+    (
+        "v1_proxy",
+        "POST /proxy/…/openai/v1/chat/completions",
+        "POST {model server}/v1/chat/completions (direct)",
+    ),
+    (
+        "v1_proxy_stream",
+        "POST /proxy/…/openai/v1/chat/completions (stream)",
+        "POST {model server}/v1/chat/completions (stream, direct)",
+    ),
+];
+
+/// What a label's proxy adds at p50: through it minus straight to the model server.
+fn proxy_added_ms(
+    inputs: &Inputs,
+    label: &str,
+    scenario: &str,
+    via: &str,
+    direct: &str,
+) -> Option<f64> {
+    let through = inputs.path(label, scenario, via)?;
+    let straight = inputs.path(label, scenario, direct)?;
+    (through.errors == 0 && through.requests > 0).then_some(through.p50_ms - straight.p50_ms)
+}
+
+fn v1_targets(inputs: &Inputs) -> Vec<Verdict> {
+    let mut ratios = Vec::new();
+    for (scenario, path) in V1_STORE_PATHS {
+        let ours = inputs.path(V1_OURS, scenario, path);
+        let theirs = inputs.path(V1_UPSTREAM, scenario, path);
+        if let (Some(o), Some(t)) = (ours, theirs)
+            && let Some(r) = ratio(o.throughput_per_s, t.throughput_per_s)
+        {
+            ratios.push((scenario, r));
+        }
+    }
+    let store = if ratios.is_empty() {
+        Verdict {
+            target: "issue 15: v1 store routes ≥ 50× upstream's agl-server at 32 clients".into(),
+            measured: "not measured".into(),
+            met: None,
+        }
+    } else {
+        let low = ratios
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("not empty");
+        let high = ratios
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("not empty");
+        let passed = ratios.iter().filter(|r| r.1 >= TARGET_V1_RATIO).count();
+        Verdict {
+            target: "issue 15: v1 store routes ≥ 50× upstream's agl-server at 32 clients".into(),
+            measured: format!(
+                "{passed} of {} routes; lowest {} ({}), highest {} ({})",
+                ratios.len(),
+                times(Some(low.1)),
+                low.0,
+                times(Some(high.1)),
+                high.0
+            ),
+            met: Some(passed == ratios.len()),
+        }
+    };
+    let mut out = vec![store];
+    for (scenario, via, direct) in V1_PROXY_PATHS {
+        let added = proxy_added_ms(inputs, V1_OURS, scenario, via, direct);
+        out.push(Verdict {
+            target: format!("issue 15: the proxy adds < 1 ms at p50 ({scenario})"),
+            measured: added.map_or_else(
+                || "not measured".into(),
+                |a| {
+                    format!(
+                        "{} ms (through it minus straight to the model server)",
+                        ms(a)
+                    )
+                },
+            ),
+            met: added.map(|a| a < TARGET_PROXY_ADDED_MS),
+        });
+    }
+    out
+}
+
+fn v1_section(out: &mut String, inputs: &Inputs) {
+    if !inputs.has(V1_OURS) {
+        return;
+    }
+    out.push_str("## Upstream v1 (agentlightning 1.0.2): agl-store against agl-server\n\n");
+    out.push_str(
+        "`agl-store` (memory, `--proxy-model-name test-model`) against upstream's own \
+         `agl-server` of `agentlightning==1.0.2` (`default_proxy.model_name=test-model`), the \
+         same scenarios one server after the other; the proxy scenarios forward to the vLLM \
+         double (`agl-vllm fake-vllm`), and each worker also makes the same call straight \
+         to it, so that the difference of the two p50s is what the proxy adds. Upstream \
+         refuses streams (`400`), so it has no streamed row.\n\n",
+    );
+    out.push_str(
+        "| scenario | path | agl-store /s | agl-server 1.0.2 /s | agl-store ÷ upstream | \
+         agl-store p50 · p99 · max | upstream p50 · p99 · max | errors agl-store · upstream |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    let mut rows: Vec<(&str, &str)> = V1_STORE_PATHS.to_vec();
+    for (scenario, via, direct) in V1_PROXY_PATHS {
+        rows.push((scenario, via));
+        rows.push((scenario, direct));
+    }
+    for (scenario, path) in rows {
+        let ours = inputs.path(V1_OURS, scenario, path);
+        let theirs = inputs.path(V1_UPSTREAM, scenario, path);
+        if ours.is_none() && theirs.is_none() {
+            continue;
+        }
+        let tp = |p: Option<&PathStats>| p.map_or(f64::NAN, |p| p.throughput_per_s);
+        let _ = writeln!(
+            out,
+            "| {scenario} | `{path}` | {} | {} | {} | {} | {} | {} · {} |",
+            rate(tp(ours)),
+            rate(tp(theirs)),
+            times(ratio(tp(ours), tp(theirs))),
+            latencies(ours),
+            latencies(theirs),
+            errors(ours),
+            errors(theirs),
+        );
+    }
+    out.push('\n');
+    for (scenario, via, direct) in V1_PROXY_PATHS {
+        let ours = proxy_added_ms(inputs, V1_OURS, scenario, via, direct);
+        let theirs = proxy_added_ms(inputs, V1_UPSTREAM, scenario, via, direct);
+        let _ = writeln!(
+            out,
+            "- {scenario}: the proxy adds {} ms at p50 on agl-store, {} ms on agl-server 1.0.2.",
+            ours.map_or_else(|| "–".into(), ms),
+            theirs.map_or_else(|| "–".into(), ms),
+        );
+    }
+    for label in [V1_OURS, V1_UPSTREAM] {
+        for (scenario, _) in V1_STORE_PATHS {
+            if let Some(s) = inputs.scenario(label, scenario) {
+                for note in &s.notes {
+                    let _ = writeln!(out, "- {label}, {scenario}: {note}");
+                }
+                break;
+            }
         }
     }
     out.push('\n');

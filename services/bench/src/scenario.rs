@@ -16,6 +16,8 @@ use crate::payload;
 use crate::procstat::{self, RssSampler};
 use crate::results::{Machine, PathKind, RunResult, ScenarioResult, ServerStats, unix_now};
 
+mod v1;
+
 /// The scenarios, in the order `run` executes them by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -35,6 +37,21 @@ pub enum Scenario {
     Wait,
     /// Runners and one algorithm, as in training.
     Mixed,
+    /// Upstream v1: batched `POST /api/rollouts`.
+    V1Create,
+    /// Upstream v1: `PATCH /api/rollouts/{id}` (a lifecycle field, as a controller does).
+    V1Patch,
+    /// Upstream v1: `POST /api/rollouts/{id}/attempt/0/events` (a reward).
+    V1Event,
+    /// Upstream v1: `GET /api/rollouts/{id}/events` of a rollout of 20 LLM calls.
+    V1Events,
+    /// Upstream v1: the same with `format=triplet`.
+    V1Triplets,
+    /// Upstream v1's proxy: a chat call through it and the same call straight to the model
+    /// server, alternately.
+    V1Proxy,
+    /// The same, streamed.
+    V1ProxyStream,
 }
 
 impl Scenario {
@@ -48,6 +65,17 @@ impl Scenario {
         Scenario::SpanQuery,
         Scenario::Wait,
         Scenario::Mixed,
+    ];
+
+    /// Upstream v1's store routes and proxy, in run order.
+    pub const V1: [Scenario; 7] = [
+        Scenario::V1Create,
+        Scenario::V1Patch,
+        Scenario::V1Event,
+        Scenario::V1Events,
+        Scenario::V1Triplets,
+        Scenario::V1Proxy,
+        Scenario::V1ProxyStream,
     ];
 
     /// The scenarios a write ceiling is measured for.
@@ -69,6 +97,13 @@ impl Scenario {
             Scenario::SpanQuery => "span_query",
             Scenario::Wait => "wait",
             Scenario::Mixed => "mixed",
+            Scenario::V1Create => "v1_create",
+            Scenario::V1Patch => "v1_patch",
+            Scenario::V1Event => "v1_event",
+            Scenario::V1Events => "v1_events",
+            Scenario::V1Triplets => "v1_triplets",
+            Scenario::V1Proxy => "v1_proxy",
+            Scenario::V1ProxyStream => "v1_proxy_stream",
         }
     }
 }
@@ -155,6 +190,8 @@ pub struct RunConfig {
     pub server_pid: Option<u32>,
     /// Body and fill sizes.
     pub sizes: Sizes,
+    /// The model server behind v1's proxy (its OpenAI base URL), for the proxy scenarios.
+    pub model_url: Option<String>,
 }
 
 /// What a scenario hands back to [`run`].
@@ -213,11 +250,12 @@ const WAIT: &str = "POST /v1/agl/waits/rollouts";
 const RUNNER: &str = "runner: dequeue + spans + finish";
 const ALGORITHM: &str = "algorithm: enqueue batch, wait until all finished";
 
-/// Waits until the server answers its health route (at most `limit`).
+/// Waits until the server answers its health route (at most `limit`): the 0.3 protocol's,
+/// or upstream v1's `agl-server`'s.
 pub async fn wait_healthy(http: &Http, limit: Duration) -> anyhow::Result<()> {
     let until = Instant::now() + limit;
     loop {
-        if http.get("/v1/agl/health").await.is_ok() {
+        if http.get("/v1/agl/health").await.is_ok() || http.get("/healthz").await.is_ok() {
             return Ok(());
         }
         anyhow::ensure!(
@@ -286,6 +324,13 @@ async fn run_one(
         Scenario::SpanQuery => span_query(&ctx).await?,
         Scenario::Wait => wait(&ctx).await?,
         Scenario::Mixed => mixed(&ctx).await?,
+        Scenario::V1Create
+        | Scenario::V1Patch
+        | Scenario::V1Event
+        | Scenario::V1Events
+        | Scenario::V1Triplets
+        | Scenario::V1Proxy
+        | Scenario::V1ProxyStream => v1::run(&ctx, scenario).await?,
     };
     let paths = driver::merge(outcome.window, &outcome.paths, outcome.recorders);
     let server = match (cfg.server_pid, sampler) {

@@ -29,6 +29,10 @@ async fn store_on(storage: Storage) -> Server {
         host: "127.0.0.1".into(),
         port: 0,
         storage,
+        proxy: agl_store::v1::proxy::V1ProxyArgs {
+            model_name: "test-model".into(),
+            ..Default::default()
+        },
         ..StoreArgs::default()
     };
     let app = App::build(&args).await.expect("agl-store builds");
@@ -67,6 +71,7 @@ fn config(target: &str, label: &str, scenarios: &[Scenario]) -> RunConfig {
         // This process hosts the server, so its own /proc entry is the server's.
         server_pid: Some(std::process::id()),
         sizes: Sizes::tiny(),
+        model_url: None,
     }
 }
 
@@ -259,4 +264,21 @@ async fn every_scenario_runs_clean_and_renders() {
     // Without SQLite results, none of its columns or sections appear.
     let md = render(without_sqlite.to_vec(), &ReportOptions::default());
     assert!(!md.contains("SQLite"), "{md}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_v1_scenarios_run_clean() {
+    use agl_llm_proxy::double::{Double, DoubleConfig};
+    let model = Double::start(DoubleConfig {
+        models: vec!["test-model".into()],
+        ..DoubleConfig::default()
+    })
+    .await
+    .unwrap();
+    let ours = store().await;
+    let mut cfg = config(&ours.base, "agl-store-v1", &Scenario::V1);
+    cfg.model_url = Some(format!("{}/v1", model.url()));
+    let result = run(&cfg).await.expect("the v1 scenarios run");
+    assert_clean(&result, &Scenario::V1);
+    model.stop().await;
 }
