@@ -390,3 +390,43 @@ async fn each_rollout_keeps_to_one_of_the_registered_servers() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn an_agent_that_goes_away_cancels_its_call_and_leaves_no_event() {
+    let model = double().await;
+    let app = store().await;
+    register(&app, &[format!("{}/v1", model.url())], 0).await;
+    let rid = rollout(&app).await;
+    // Eight tokens 200 ms apart: the agent gives up long before the answer.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let r = impatient
+        .post(app.url(&call_path(&rid, "train", "chat/completions")))
+        .json(&chat(
+            "[[slow:200]] one two three four five six seven eight",
+        ))
+        .send()
+        .await;
+    assert!(r.is_err(), "the agent timed out");
+    // The call ends with the agent, long before the model server would have answered
+    // (1.6 s): nothing in flight, and no event.
+    let gave_up = Instant::now();
+    loop {
+        let state = expect_json(app.get("/proxy/state").await, StatusCode::OK).await;
+        if state["inflight"] == 0 {
+            break;
+        }
+        assert!(
+            gave_up.elapsed() < Duration::from_millis(800),
+            "the call outlived its agent"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Past the time the model server would have answered, still no event: an absence, so a
+    // wait and not a readiness check.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(events(&app, &rid, "").await.is_empty());
+    model.stop().await;
+}
