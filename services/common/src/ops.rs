@@ -317,6 +317,14 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     };
     health.set(Phase::Ready);
+    // Small writes go out at once: a streamed answer's chunks (server-sent events) are not
+    // held back by Nagle's algorithm waiting for the client's delayed acknowledgement
+    // (40 ms per chunk on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "TCP_NODELAY not set");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(signal);
     let deadline = async move {
         let _ = stop_rx.wait_for(|stopped| *stopped).await;

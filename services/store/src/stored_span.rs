@@ -7,15 +7,12 @@
 //! while a document is copied out costs less than rewriting it under the lock.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::io::Write as _;
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
 
-use crate::json::Text;
+use crate::json::Entries;
 use crate::model::Page;
 
 /// The indexed string fields, by position in the header's slots.
@@ -306,30 +303,6 @@ impl SpanWriter {
     }
 }
 
-/// A JSON object's members in document order, values as their original text.
-struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> Deserialize<'de> for Entries<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EntriesVisitor;
-        impl<'de> Visitor<'de> for EntriesVisitor {
-            type Value = Entries<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(16));
-                while let Some(Text(key)) = map.next_key()? {
-                    let value: &'de RawValue = map.next_value()?;
-                    out.push((key, value));
-                }
-                Ok(Entries(out))
-            }
-        }
-        deserializer.deserialize_map(EntriesVisitor)
-    }
-}
-
 /// A span as a query returns it: a document held in memory, or the text of one read back
 /// from storage as it was stored (written out as it is, without being parsed).
 #[derive(Debug, Clone)]
@@ -399,6 +372,7 @@ impl Page<SpanDoc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::value::RawValue;
     use serde_json::{Value, json};
 
     fn span_from(doc: &Value) -> StoredSpan {

@@ -24,6 +24,18 @@ class RewardAgent:
             )
             answer.raise_for_status()
             assert answer.json()["choices"][0]["message"]["content"]
+        if os.environ.get("AGL_TEST_STREAM") == "true":
+            # A streamed call (agl-store serves streams; upstream's gateway refuses them).
+            with httpx.stream(
+                "POST",
+                f"{os.environ['AGL_OPENAI_BASE_URL']}/chat/completions",
+                json={"model": "whatever", "stream": True, "messages": [{"role": "user", "content": "and three"}]},
+                headers=headers,
+                timeout=60,
+            ) as streamed:
+                streamed.raise_for_status()
+                lines = [line for line in streamed.iter_lines() if line.startswith("data: ")]
+                assert lines[-1] == "data: [DONE]", lines[-3:]
         value = float(os.environ["AGL_TEST_VALUE"])
         response = httpx.post(
             os.environ["AGL_EVENT_URL"],

@@ -280,16 +280,22 @@ def test_local_controller_runs_agents_against_the_store(fresh_server_v102, model
         register(api, model_server)
         local = RolloutLocalConfig(
             agent_class="reward_agent.RewardAgent",
-            env_map={"AGL_TEST_VALUE": "input.value", "AGL_TEST_FAIL": "input.fail", "AGL_TEST_LLM": "input.llm"},
+            env_map={
+                "AGL_TEST_VALUE": "input.value",
+                "AGL_TEST_FAIL": "input.fail",
+                "AGL_TEST_LLM": "input.llm",
+                "AGL_TEST_STREAM": "input.stream",
+            },
         )
         good, bad = create(
             api,
             RolloutCreate(
-                input={"value": 0.75, "fail": False, "llm": True},
+                # Streams only where served: agl-store (upstream's gateway answers 400).
+                input={"value": 0.75, "fail": False, "llm": True, "stream": not IS_OFFICIAL},
                 config=RolloutConfig(timeout_seconds=120, local=local),
             ),
             RolloutCreate(
-                input={"value": 0, "fail": True, "llm": False},
+                input={"value": 0, "fail": True, "llm": False, "stream": False},
                 is_train=False,
                 config=RolloutConfig(timeout_seconds=120, local=local),
             ),
@@ -330,7 +336,13 @@ def test_local_controller_runs_agents_against_the_store(fresh_server_v102, model
         assert failed.status.error_message == "subprocess exited with code 1"
 
         raw = events(api, good.rollout_id)
-        assert [e.event_type for e in raw] == ["model_request", "reward", "agent_env"]
+        calls = 1 if IS_OFFICIAL else 2
+        assert [e.event_type for e in raw] == ["model_request"] * calls + ["reward", "agent_env"]
+        if not IS_OFFICIAL:
+            streamed = ModelRequestData.model_validate(raw[1].data)
+            assert streamed.request["stream"] is True
+            assert streamed.response["choices"][0]["token_ids"], "the stream's token ids"
+        raw = [raw[0]] + raw[calls:]
         call = ModelRequestData.model_validate(raw[0].data)
         assert call.model == PROXY_MODEL and call.http_status == 200 and call.status == "ok"
         assert raw[1].data == {"value": 0.75, "source": "agent", "message": "done"}
@@ -338,7 +350,8 @@ def test_local_controller_runs_agents_against_the_store(fresh_server_v102, model
             f"{fresh_server_v102.base_url}/proxy/rollout/{good.rollout_id}/attempt/0/mode/train/openai/v1"
         )
         triplets = events(api, good.rollout_id, format="triplet")
-        assert [e.event_type for e in triplets] == ["model_request", "reward", "agent_env"]
+        assert [e.event_type for e in triplets] == ["model_request"] * calls + ["reward", "agent_env"]
+        triplets = [triplets[0]] + triplets[calls:]
         assert triplets[0].data["prompt_token_ids"] and triplets[0].data["response_token_ids"]
         assert triplets[0].data["response_token_ids"] == call.response["choices"][0]["token_ids"]
         assert triplets[1].data == {"value": 0.75, "source": "agent"}

@@ -338,8 +338,205 @@ fn drop_superseded_routes(events: &mut [Parsed]) {
     }
 }
 
-/// The events as `format=triplet` gives them.
+/// An object's members as their text, or `None` for text that is not an object.
+fn members(text: &str) -> Option<Vec<(std::borrow::Cow<'_, str>, &RawValue)>> {
+    if !text.starts_with('{') {
+        return None;
+    }
+    serde_json::from_str::<crate::json::Entries<'_>>(text)
+        .ok()
+        .map(|e| e.0)
+}
+
+fn member<'a>(m: &[(std::borrow::Cow<'a, str>, &'a RawValue)], key: &str) -> Option<&'a str> {
+    m.iter().find(|(k, _)| k == key).map(|(_, v)| v.get())
+}
+
+/// Python's truth value of a JSON text (as serde writes it: compact).
+fn truthy_text(text: &str) -> bool {
+    !matches!(text, "null" | "false" | "\"\"" | "[]" | "{}") && text.parse::<f64>() != Ok(0.0)
+}
+
+/// The chosen tokens' logprobs of a choice's `logprobs` text; `null` when unusable.
+fn log_probs_text(lp: Option<&str>) -> Option<String> {
+    let lp = members(lp?)?;
+    let raw: Vec<&RawValue> =
+        if let Some(content) = member(&lp, "content").filter(|c| c.starts_with('[')) {
+            let items: Vec<&RawValue> = serde_json::from_str(content).ok()?;
+            items
+                .into_iter()
+                .map(|item| {
+                    let m = members(item.get())?;
+                    m.iter().find(|(k, _)| k == "logprob").map(|(_, v)| *v)
+                })
+                .collect::<Option<_>>()?
+        } else if let Some(list) = member(&lp, "token_logprobs").filter(|c| c.starts_with('[')) {
+            serde_json::from_str(list).ok()?
+        } else {
+            return None;
+        };
+    let values: Vec<f64> = raw
+        .into_iter()
+        .map(|v| {
+            let v: Value = serde_json::from_str(v.get()).ok()?;
+            let f = match v {
+                Value::Number(n) => n.as_f64()?,
+                Value::Bool(b) => f64::from(u8::from(b)),
+                Value::String(s) => s.trim().replace('_', "").parse().ok()?,
+                _ => return None,
+            };
+            f.is_finite().then_some(f)
+        })
+        .collect::<Option<_>>()?;
+    Some(serde_json::to_string(&values).expect("floats serialize"))
+}
+
+/// [`trim_model_request`] reading only what it keeps, straight from the stored text, and the
+/// event's dedupe key; `None` where the text needs the general path (streamed chunks, routed
+/// experts, anything unusual).
+fn trim_model_request_text(data: &str) -> Option<(String, Option<Vec<i64>>)> {
+    let m = members(data)?;
+    if member(&m, "routed_experts").is_some_and(|r| r != "null") {
+        return None;
+    }
+    let (mut prompt, mut response, mut log_probs, mut error) = ("[]", "[]", None, None);
+    match member(&m, "response") {
+        Some(resp) if resp.starts_with('{') => {
+            let rm = members(resp)?;
+            prompt = member(&rm, "prompt_token_ids").unwrap_or("[]");
+            let choices = member(&rm, "choices").filter(|c| c.starts_with('['));
+            let first: Option<Vec<&RawValue>> = choices.and_then(|c| serde_json::from_str(c).ok());
+            if let Some(choice) = first
+                .as_ref()
+                .and_then(|c| c.first())
+                .and_then(|c| members(c.get()))
+            {
+                if !truthy_text(prompt) {
+                    prompt = member(&choice, "prompt_token_ids").unwrap_or("[]");
+                }
+                response = member(&choice, "token_ids").unwrap_or("[]");
+                log_probs = log_probs_text(member(&choice, "logprobs"));
+            }
+            error = member(&rm, "error").map(str::to_owned);
+            let key = serde_json::from_str::<Vec<i64>>(prompt)
+                .ok()
+                .filter(|k| !k.is_empty());
+            return Some((
+                write_trimmed(&m, prompt, response, log_probs.as_deref(), error.as_deref()),
+                key,
+            ));
+        }
+        Some(resp) if resp.starts_with('[') => return None,
+        _ => {}
+    }
+    Some((
+        write_trimmed(&m, prompt, response, None, error.as_deref()),
+        None,
+    ))
+}
+
+/// The trimmed data as text, keys in upstream's order.
+fn write_trimmed(
+    m: &[(std::borrow::Cow<'_, str>, &RawValue)],
+    prompt: &str,
+    response: &str,
+    log_probs: Option<&str>,
+    error: Option<&str>,
+) -> String {
+    let server = member(m, "server").and_then(members);
+    let pick = |key: &str| {
+        server
+            .as_ref()
+            .and_then(|s| member(s, key))
+            .unwrap_or("null")
+            .to_owned()
+    };
+    let mut out = String::with_capacity(prompt.len() + response.len() + 200);
+    out.push_str("{\"prompt_token_ids\":");
+    out.push_str(prompt);
+    out.push_str(",\"response_token_ids\":");
+    out.push_str(response);
+    out.push_str(",\"response_log_probs\":");
+    out.push_str(log_probs.unwrap_or("null"));
+    out.push_str(",\"server\":{\"model\":");
+    out.push_str(&pick("model"));
+    out.push_str(",\"version\":");
+    out.push_str(&pick("version"));
+    out.push('}');
+    for key in ["http_status", "status"] {
+        if let Some(v) = member(m, key) {
+            out.push_str(",\"");
+            out.push_str(key);
+            out.push_str("\":");
+            out.push_str(v);
+        }
+    }
+    if let Some(e) = error {
+        out.push_str(",\"error\":");
+        out.push_str(e);
+    }
+    out.push('}');
+    out
+}
+
+/// The events as `format=triplet` gives them: read straight from the stored texts where
+/// they allow it (the common case), else through the general path below.
 pub fn triplets(events: Vec<Event>) -> Vec<Event> {
+    let mut out = Vec::with_capacity(events.len());
+    let mut keys = Vec::with_capacity(events.len());
+    for event in &events {
+        let (data, key) = match event.event_type.as_str() {
+            "model_request" => match trim_model_request_text(event.data.get()) {
+                Some((text, key)) => (text, key),
+                None => return triplets_general(events),
+            },
+            "reward" => {
+                let Some(m) = members(event.data.get()) else {
+                    return triplets_general(events);
+                };
+                let mut text = String::from("{\"value\":");
+                text.push_str(member(&m, "value").unwrap_or("null"));
+                for key in ["source", "reason"] {
+                    if let Some(v) = member(&m, key) {
+                        text.push_str(",\"");
+                        text.push_str(key);
+                        text.push_str("\":");
+                        text.push_str(v);
+                    }
+                }
+                text.push('}');
+                (text, None)
+            }
+            _ => (event.data.get().to_owned(), None),
+        };
+        out.push(data);
+        keys.push(key);
+    }
+    // Deduplicated by prompt token ids, the last kept.
+    let mut last = std::collections::HashMap::new();
+    let mut keep = vec![true; events.len()];
+    for (i, key) in keys.into_iter().enumerate() {
+        if let Some(key) = key
+            && let Some(earlier) = last.insert(key, i)
+        {
+            keep[earlier] = false;
+        }
+    }
+    events
+        .into_iter()
+        .zip(out)
+        .zip(keep)
+        .filter_map(|((event, data), k)| {
+            k.then(|| Event {
+                data: RawValue::from_string(data).expect("JSON written from JSON"),
+                ..event
+            })
+        })
+        .collect()
+}
+
+/// The events as `format=triplet` gives them, the general way: every event parsed.
+fn triplets_general(events: Vec<Event>) -> Vec<Event> {
     let mut parsed = parse(events);
     drop_superseded_routes(&mut parsed);
     for p in &mut parsed {
@@ -389,4 +586,70 @@ pub fn without_routes(events: Vec<Event>) -> Vec<Event> {
         }
     }
     unparse(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(event_type: &str, data: Value) -> Event {
+        Event {
+            event_type: event_type.into(),
+            rollout_id: "r".into(),
+            attempt_id: "0".into(),
+            timestamp: 1.0,
+            data: serde_json::value::to_raw_value(&data).unwrap(),
+        }
+    }
+
+    fn datas(events: &[Event]) -> Vec<Value> {
+        events
+            .iter()
+            .map(|e| serde_json::from_str(e.data.get()).unwrap())
+            .collect()
+    }
+
+    /// The text path gives what the general one does, on shapes usual and not.
+    #[test]
+    fn reading_the_text_gives_what_parsing_gives() {
+        let events = vec![
+            event(
+                "model_request",
+                json!({"response": {"prompt_token_ids": [1, 2], "choices": [{"token_ids": [3],
+                       "logprobs": {"content": [{"logprob": -0.5}]}}]},
+                       "server": {"model": "m", "version": 2, "endpoint": "e"},
+                       "http_status": 200, "status": "ok"}),
+            ),
+            // Prompt ids on the choice; logprobs as text, one not finite.
+            event(
+                "model_request",
+                json!({"response": {"prompt_token_ids": [], "choices": [{"prompt_token_ids": [7],
+                       "token_ids": [8], "logprobs": {"token_logprobs": ["-1.5", true]}}]},
+                       "http_status": null}),
+            ),
+            event(
+                "model_request",
+                json!({"response": {"choices": [{"token_ids": [9],
+                       "logprobs": {"token_logprobs": [-1.0, "nan"]}}], "error": {"message": "x"}},
+                       "server": null, "status": "error"}),
+            ),
+            // No response at all; then the same prompt again (the last is kept).
+            event("model_request", json!({"model": "m"})),
+            event(
+                "model_request",
+                json!({"response": {"prompt_token_ids": [1, 2], "choices": [{"token_ids": [4]}]}}),
+            ),
+            event(
+                "model_request",
+                json!({"response": {"prompt_token_ids": [1.0, 2]}}),
+            ),
+            event("reward", json!({"value": 1, "source": null, "extra": 2})),
+            event("reward", json!({})),
+            event("note", json!({"a": [1, {"b": null}]})),
+        ];
+        let fast = triplets(events.clone());
+        let general = triplets_general(events);
+        assert_eq!(datas(&fast), datas(&general));
+        assert_eq!(fast.len(), 8, "one of the two same prompts dropped");
+    }
 }
