@@ -184,18 +184,19 @@ fn choice_log_probs(choice: &Map<String, Value>) -> Option<Vec<f64>> {
     } else {
         return None;
     };
-    raw.into_iter()
-        .map(|v| {
-            // What Python's float() accepts of JSON values.
-            let f = match v {
-                Value::Number(n) => n.as_f64()?,
-                Value::Bool(b) => f64::from(u8::from(*b)),
-                Value::String(s) => s.trim().replace('_', "").parse().ok()?,
-                _ => return None,
-            };
-            f.is_finite().then_some(f)
-        })
-        .collect()
+    raw.into_iter().map(logprob).collect()
+}
+
+/// A logprob as upstream reads one: what Python's `float()` accepts of a JSON value, if
+/// finite.
+fn logprob(v: &Value) -> Option<f64> {
+    let f = match v {
+        Value::Number(n) => n.as_f64()?,
+        Value::Bool(b) => f64::from(u8::from(*b)),
+        Value::String(s) => s.trim().replace('_', "").parse().ok()?,
+        _ => return None,
+    };
+    f.is_finite().then_some(f)
 }
 
 /// A `model_request` event's data cut to what training reads.
@@ -357,37 +358,26 @@ fn truthy_text(text: &str) -> bool {
     !matches!(text, "null" | "false" | "\"\"" | "[]" | "{}") && text.parse::<f64>() != Ok(0.0)
 }
 
-/// The chosen tokens' logprobs of a choice's `logprobs` text; `null` when unusable.
+/// One `logprobs.content` item: it must be an object with a `logprob`.
+#[derive(Deserialize)]
+struct LogprobItem {
+    logprob: Value,
+}
+
+/// The chosen tokens' logprobs of a choice's `logprobs` text (one pass over the list);
+/// `None` when unusable, as [`choice_log_probs`] reads it.
 fn log_probs_text(lp: Option<&str>) -> Option<String> {
     let lp = members(lp?)?;
-    let raw: Vec<&RawValue> =
+    let raw: Vec<Value> =
         if let Some(content) = member(&lp, "content").filter(|c| c.starts_with('[')) {
-            let items: Vec<&RawValue> = serde_json::from_str(content).ok()?;
-            items
-                .into_iter()
-                .map(|item| {
-                    let m = members(item.get())?;
-                    m.iter().find(|(k, _)| k == "logprob").map(|(_, v)| *v)
-                })
-                .collect::<Option<_>>()?
+            let items: Vec<LogprobItem> = serde_json::from_str(content).ok()?;
+            items.into_iter().map(|i| i.logprob).collect()
         } else if let Some(list) = member(&lp, "token_logprobs").filter(|c| c.starts_with('[')) {
             serde_json::from_str(list).ok()?
         } else {
             return None;
         };
-    let values: Vec<f64> = raw
-        .into_iter()
-        .map(|v| {
-            let v: Value = serde_json::from_str(v.get()).ok()?;
-            let f = match v {
-                Value::Number(n) => n.as_f64()?,
-                Value::Bool(b) => f64::from(u8::from(b)),
-                Value::String(s) => s.trim().replace('_', "").parse().ok()?,
-                _ => return None,
-            };
-            f.is_finite().then_some(f)
-        })
-        .collect::<Option<_>>()?;
+    let values: Vec<f64> = raw.iter().map(logprob).collect::<Option<_>>()?;
     Some(serde_json::to_string(&values).expect("floats serialize"))
 }
 
