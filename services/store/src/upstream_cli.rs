@@ -1,7 +1,8 @@
 //! Upstream v1's start-up form: `agl-server host=… port=… key=…` (Hydra overrides), read as
 //! this store's flags so that a 1.0 deployment's scripts start agl-store unchanged
 //! (`agl server port=8181 key="$AGL_KEY"`, or the image with those arguments). Upstream's
-//! defaults come with the form: port 8080 unless `port=` says otherwise. Flags (`--storage …`)
+//! defaults come with the form: port 8080 unless `port=` or `AGL_SERVER_PORT` (which the
+//! images set, and their health check reads) says otherwise. Flags (`--storage …`)
 //! may be mixed in.
 //!
 //! `default_proxy.*` configures the capturing proxy under `/proxy/…` (`--proxy-*` flags).
@@ -85,7 +86,9 @@ pub fn to_flags(args: &[String]) -> Result<Vec<String>, String> {
         };
         flags.extend([flag.to_owned(), value]);
     }
-    if !port_given {
+    // A port the environment sets (the image's `AGL_SERVER_PORT`, which its health check
+    // probes) wins over upstream's default; `port=` wins over both.
+    if !port_given && std::env::var_os("AGL_SERVER_PORT").is_none() {
         flags.extend(["--port".to_owned(), DEFAULT_PORT.to_owned()]);
     }
     Ok(flags)
