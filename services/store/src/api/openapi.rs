@@ -1,4 +1,5 @@
-//! The OpenAPI document of the current protocol, served at `GET /openapi.json`.
+//! The OpenAPI document of the current protocol and of upstream v1's routes, served at
+//! `GET /openapi.json`.
 //!
 //! Response schemas come from the store's own model types; the request bodies, which the
 //! handlers read field by field to tell absent from `null`, are described here.
@@ -309,6 +310,21 @@ pub struct Span {
         super::v3::next_sequence_id,
         super::v3::wait_for_rollouts,
         super::otlp::traces,
+        super::v1::healthz,
+        super::v1::create_rollouts,
+        super::v1::list_rollouts,
+        super::v1::terminal_rollouts,
+        super::v1::get_rollout,
+        super::v1::patch_rollout,
+        super::v1::delete_rollout,
+        super::v1::post_event,
+        super::v1::list_events,
+        super::v1::register_models,
+        super::v1::clear_models,
+        super::v1::proxy_call,
+        super::v1::proxy_pause,
+        super::v1::proxy_resume,
+        super::v1::proxy_state,
     ),
     components(schemas(
         Rollout, RolloutView, Attempt, Worker, ResourcesUpdate, Resource, LlmResource,

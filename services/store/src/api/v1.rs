@@ -45,7 +45,8 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-async fn proxy_call(
+#[utoipa::path(post, path = "/proxy/rollout/{rollout_id}/attempt/{attempt_id}/mode/{mode}/openai/v1/{path}", tag = "v1", params(("rollout_id" = String, Path), ("attempt_id" = String, Path), ("mode" = String, Path, description = "train or val"), ("path" = String, Path, description = "chat/completions or completions")), request_body(content = Object, description = "an OpenAI request; `stream: true` is served"), responses((status = 200, description = "the model server's answer (its status kept), recorded as a model_request event"), (status = 404, description = "unknown mode, path or rollout"), (status = 400, description = "not a JSON object"), (status = 429, description = "paused (Retry-After, X-Agl-Paused)"), (status = 502, description = "no model server answered"), (status = 503, description = "no server registered for the model"), (status = 504, description = "the model server timed out")))]
+pub(super) async fn proxy_call(
     State(s): State<AppState>,
     Path(parts): Path<(String, String, String, String)>,
     Body(b): Body,
@@ -54,7 +55,8 @@ async fn proxy_call(
 }
 
 /// `{retry_after_seconds = 5, reason}`.
-async fn proxy_pause(State(s): State<AppState>, Body(b): Body) -> ApiResult {
+#[utoipa::path(post, path = "/proxy/pause", tag = "v1", request_body(content = Option<Object>, description = "{retry_after_seconds = 5, reason}"), responses((status = 200, description = "{paused, retry_after_seconds, reason, inflight}")))]
+pub(super) async fn proxy_pause(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     let (retry_after, reason) = v1::parse_pause(&b).map_err(validation)?;
     tracing::info!(
         retry_after,
@@ -64,17 +66,20 @@ async fn proxy_pause(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     ok(StatusCode::OK, &s.proxy.gate().pause(retry_after, reason))
 }
 
-async fn proxy_resume(State(s): State<AppState>) -> ApiResult {
+#[utoipa::path(post, path = "/proxy/resume", tag = "v1", responses((status = 200, description = "{paused, retry_after_seconds, reason, inflight}")))]
+pub(super) async fn proxy_resume(State(s): State<AppState>) -> ApiResult {
     tracing::info!("proxy calls resumed");
     ok(StatusCode::OK, &s.proxy.gate().resume())
 }
 
-async fn proxy_state(State(s): State<AppState>) -> ApiResult {
+#[utoipa::path(get, path = "/proxy/state", tag = "v1", responses((status = 200, description = "{paused, retry_after_seconds, reason, inflight}")))]
+pub(super) async fn proxy_state(State(s): State<AppState>) -> ApiResult {
     ok(StatusCode::OK, &s.proxy.gate().state())
 }
 
 /// Upstream answers without authentication here, whatever its key.
-async fn healthz() -> ApiResult {
+#[utoipa::path(get, path = "/healthz", tag = "v1", responses((status = 200, description = "{\"status\": \"ok\"}")))]
+pub(super) async fn healthz() -> ApiResult {
     ok(StatusCode::OK, &json!({"status": "ok"}))
 }
 
@@ -87,7 +92,8 @@ fn validation(errors: Vec<validate::FieldError>) -> ApiError {
     ApiError::Validation(errors).v1()
 }
 
-async fn create_rollouts(State(s): State<AppState>, Body(b): Body) -> ApiResult {
+#[utoipa::path(post, path = "/api/rollouts", tag = "v1", request_body(content = Vec<Object>, description = "RolloutCreate items: input, is_train, config, metadata, rollout_id"), responses((status = 201, description = "the rollouts, a known rollout_id answered unchanged"), (status = 422, description = "invalid body")))]
+pub(super) async fn create_rollouts(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     let news = v1::parse_creates(&b).map_err(validation)?;
     let created = v1(s.store.v1_create(news).await)?;
     let out: Vec<Value> = created.iter().map(v1::rollout_json).collect();
@@ -129,7 +135,8 @@ fn list_query(raw: Option<&str>) -> Result<(Vec<V1State>, i64), ApiError> {
     errs.finish((states, limit)).map_err(validation)
 }
 
-async fn list_rollouts(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+#[utoipa::path(get, path = "/api/rollouts", tag = "v1", params(("state_in" = Vec<String>, Query, description = "repeat for several"), ("limit" = Option<i64>, Query)), responses((status = 200, description = "rollouts in creation order"), (status = 422, description = "no or unknown state")))]
+pub(super) async fn list_rollouts(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
     let (states, limit) = list_query(q.as_deref())?;
     let query = RolloutQuery {
         status_in: Some(
@@ -172,7 +179,11 @@ fn int_param(errs: &mut Errors, key: &'static str, value: &str) -> Option<i64> {
     }
 }
 
-async fn terminal_rollouts(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+#[utoipa::path(get, path = "/api/rollouts/terminal", tag = "v1", params(("after" = Option<i64>, Query), ("limit" = Option<i64>, Query)), responses((status = 200, description = "{items, next_after, total_terminal}")))]
+pub(super) async fn terminal_rollouts(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let mut errs = Errors::new("query");
     let (mut after, mut limit) = (0, 1000);
     for (key, value) in form_urlencoded::parse(q.as_deref().unwrap_or_default().as_bytes()) {
@@ -208,7 +219,8 @@ async fn terminal_rollouts(State(s): State<AppState>, RawQuery(q): RawQuery) -> 
     )
 }
 
-async fn get_rollout(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(get, path = "/api/rollouts/{rollout_id}", tag = "v1", params(("rollout_id" = String, Path)), responses((status = 200, description = "{rollout, attempts}"), (status = 404, description = "unknown rollout")))]
+pub(super) async fn get_rollout(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let view = v1(s.store.get_rollout(&id).await)?
         .ok_or_else(|| ApiError::Store(StoreError::RolloutNotFound(id.clone())).v1())?;
     let attempts = if view.rollout.v1.is_some() {
@@ -225,7 +237,8 @@ async fn get_rollout(State(s): State<AppState>, Path(id): Path<String>) -> ApiRe
     )
 }
 
-async fn patch_rollout(
+#[utoipa::path(patch, path = "/api/rollouts/{rollout_id}", tag = "v1", params(("rollout_id" = String, Path)), request_body(content = Object, description = "{status: {state, k8s_job_name, last_attempt_id, error_message}}"), responses((status = 200, description = "the rollout"), (status = 404, description = "unknown rollout"), (status = 409, description = "a transition v1 does not allow"), (status = 422, description = "invalid body")))]
+pub(super) async fn patch_rollout(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Body(b): Body,
@@ -235,23 +248,27 @@ async fn patch_rollout(
     ok(StatusCode::OK, &v1::rollout_json(&rollout))
 }
 
-async fn register_models(State(s): State<AppState>, Body(b): Body) -> ApiResult {
+#[utoipa::path(post, path = "/api/models", tag = "v1", request_body(content = Vec<Object>, description = "{model, endpoint, version = 0} items"), responses((status = 201, description = "the models registered")))]
+pub(super) async fn register_models(State(s): State<AppState>, Body(b): Body) -> ApiResult {
     let models = v1::parse_models(&b).map_err(validation)?;
     v1(s.store.v1_register_models(models.clone(), false).await)?;
     ok(StatusCode::CREATED, &models)
 }
 
-async fn clear_models(State(s): State<AppState>) -> ApiResult {
+#[utoipa::path(delete, path = "/api/models", tag = "v1", responses((status = 200, description = "{\"status\": \"ok\"}")))]
+pub(super) async fn clear_models(State(s): State<AppState>) -> ApiResult {
     v1(s.store.v1_register_models(Vec::new(), true).await)?;
     ok(StatusCode::OK, &json!({"status": "ok"}))
 }
 
-async fn delete_rollout(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(delete, path = "/api/rollouts/{rollout_id}", tag = "v1", params(("rollout_id" = String, Path)), responses((status = 204, description = "deleted, or never there")))]
+pub(super) async fn delete_rollout(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     v1(s.store.delete_rollout(&id).await)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn post_event(
+#[utoipa::path(post, path = "/api/rollouts/{rollout_id}/attempt/{attempt_id}/events", tag = "v1", params(("rollout_id" = String, Path), ("attempt_id" = String, Path)), request_body(content = Object, description = "{event_type, data = {}}"), responses((status = 200, description = "the event"), (status = 404, description = "unknown rollout")))]
+pub(super) async fn post_event(
     State(s): State<AppState>,
     Path((rollout_id, attempt_id)): Path<(String, String)>,
     Body(b): Body,
@@ -300,7 +317,8 @@ fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-async fn list_events(
+#[utoipa::path(get, path = "/api/rollouts/{rollout_id}/events", tag = "v1", params(("rollout_id" = String, Path), ("event_type" = Option<String>, Query), ("format" = Option<String>, Query, description = "triplet"), ("include_routed_experts" = Option<bool>, Query)), responses((status = 200, description = "the events of the attempt last named"), (status = 404, description = "unknown rollout")))]
+pub(super) async fn list_events(
     State(s): State<AppState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,

@@ -309,6 +309,27 @@ async fn openapi_document_describes_every_current_route() {
         ("/v1/agl/spans/next", "post"),
         ("/v1/agl/waits/rollouts", "post"),
         ("/v1/traces", "post"),
+        ("/healthz", "get"),
+        ("/api/rollouts", "post"),
+        ("/api/rollouts", "get"),
+        ("/api/rollouts/terminal", "get"),
+        ("/api/rollouts/{rollout_id}", "get"),
+        ("/api/rollouts/{rollout_id}", "patch"),
+        ("/api/rollouts/{rollout_id}", "delete"),
+        (
+            "/api/rollouts/{rollout_id}/attempt/{attempt_id}/events",
+            "post",
+        ),
+        ("/api/rollouts/{rollout_id}/events", "get"),
+        ("/api/models", "post"),
+        ("/api/models", "delete"),
+        (
+            "/proxy/rollout/{rollout_id}/attempt/{attempt_id}/mode/{mode}/openai/v1/{path}",
+            "post",
+        ),
+        ("/proxy/pause", "post"),
+        ("/proxy/resume", "post"),
+        ("/proxy/state", "get"),
     ];
     for (path, method) in expected {
         assert!(
