@@ -64,12 +64,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def repo_binary(variable: str, default: str) -> Path:
+    """A binary the environment names (relative paths from the repo root), or ``default``."""
+    path = Path(os.environ.get(variable, default))
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
 def store_bin() -> Path:
-    raw = os.environ.get("AGL_STORE_BIN", "target/debug/agl-store")
-    path = Path(raw)
-    if not path.is_absolute():
-        path = REPO_ROOT / path
-    return path
+    return repo_binary("AGL_STORE_BIN", "target/debug/agl-store")
 
 
 def _server_env() -> dict:
@@ -237,11 +239,7 @@ async def wait_until(predicate, *, timeout: float, interval: float = 0.1, what: 
 
 
 def vllm_bin() -> Path:
-    raw = os.environ.get("AGL_VLLM_BIN", "target/debug/agl-vllm")
-    path = Path(raw)
-    if not path.is_absolute():
-        path = REPO_ROOT / path
-    return path
+    return repo_binary("AGL_VLLM_BIN", "target/debug/agl-vllm")
 
 
 def start_model_server(log_dir: Path) -> ServerProcess:

@@ -374,45 +374,33 @@ async fn run_one(
     })
 }
 
-async fn health(ctx: &Ctx) -> anyhow::Result<Outcome> {
-    let paths = vec![HEALTH];
-    let window = ctx.begin();
-    let recorders = run_workers(ctx.cfg.concurrency, |_| {
-        let (http, paths) = (ctx.http.clone(), paths.clone());
-        async move {
-            let mut rec = Recorder::new(window, &paths);
-            while window.running() {
-                let t0 = Instant::now();
-                let r = http.get("/v1/agl/health").await;
-                recorded(&mut rec, &HEALTH, t0, r).await;
-            }
-            rec
-        }
-    })
-    .await?;
-    Ok(Outcome {
-        window,
-        paths,
-        recorders,
-        notes: vec![],
-    })
+/// The one request a worker of [`repeat`] sends again and again.
+#[derive(Debug, Clone)]
+enum Request {
+    Get(String),
+    PostJson(String, bytes::Bytes),
 }
 
-async fn enqueue(ctx: &Ctx) -> anyhow::Result<Outcome> {
-    let batch = ctx.cfg.sizes.enqueue_batch;
-    let path = PathSpec::http(ENQUEUE).items(batch as u64);
+/// Opens the window and has every worker send its request (`request(i)` for worker `i`)
+/// again and again until the window closes, each timed as `path`.
+async fn repeat(
+    ctx: &Ctx,
+    path: PathSpec,
+    request: impl Fn(usize) -> Request,
+    notes: Vec<String>,
+) -> anyhow::Result<Outcome> {
     let paths = vec![path];
-    let body = bytes::Bytes::from(payload::enqueue_body(batch));
     let window = ctx.begin();
-    let recorders = run_workers(ctx.cfg.concurrency, |_| {
-        let (http, paths, body) = (ctx.http.clone(), paths.clone(), body.clone());
+    let recorders = run_workers(ctx.cfg.concurrency, |i| {
+        let (http, paths, request) = (ctx.http.clone(), paths.clone(), request(i));
         async move {
             let mut rec = Recorder::new(window, &paths);
             while window.running() {
                 let t0 = Instant::now();
-                let r = http
-                    .post_json("/v1/agl/queues/rollouts/enqueue", body.clone())
-                    .await;
+                let r = match &request {
+                    Request::Get(url) => http.get(url).await,
+                    Request::PostJson(url, body) => http.post_json(url, body.clone()).await,
+                };
                 recorded(&mut rec, &path, t0, r).await;
             }
             rec
@@ -423,8 +411,24 @@ async fn enqueue(ctx: &Ctx) -> anyhow::Result<Outcome> {
         window,
         paths,
         recorders,
-        notes: vec![format!("{batch} rollouts per request")],
+        notes,
     })
+}
+
+async fn health(ctx: &Ctx) -> anyhow::Result<Outcome> {
+    let request = Request::Get("/v1/agl/health".into());
+    repeat(ctx, HEALTH, |_| request.clone(), vec![]).await
+}
+
+async fn enqueue(ctx: &Ctx) -> anyhow::Result<Outcome> {
+    let batch = ctx.cfg.sizes.enqueue_batch;
+    let path = PathSpec::http(ENQUEUE).items(batch as u64);
+    let request = Request::PostJson(
+        "/v1/agl/queues/rollouts/enqueue".into(),
+        bytes::Bytes::from(payload::enqueue_body(batch)),
+    );
+    let notes = vec![format!("{batch} rollouts per request")];
+    repeat(ctx, path, |_| request.clone(), notes).await
 }
 
 /// Enqueues `count` rollouts in batches of `batch`, four requests at a time.
@@ -674,7 +678,6 @@ pub async fn add_spans(
 
 async fn span_query(ctx: &Ctx) -> anyhow::Result<Outcome> {
     let n = ctx.cfg.sizes.query_spans;
-    let paths = vec![SPAN_QUERY];
     let (rid, aid) = start_rollout(&ctx.http, "bench-query").await?;
     add_spans(&ctx.http, &rid, &aid, 1 << 40, n).await?;
     let query = format!("/v1/agl/spans?rollout_id={rid}");
@@ -690,29 +693,12 @@ async fn span_query(ctx: &Ctx) -> anyhow::Result<Outcome> {
         found as u64 == n,
         "the query found {found} spans, {n} were added"
     );
-    let window = ctx.begin();
-    let recorders = run_workers(ctx.cfg.concurrency, |_| {
-        let (http, paths, query) = (ctx.http.clone(), paths.clone(), query.clone());
-        async move {
-            let mut rec = Recorder::new(window, &paths);
-            while window.running() {
-                let t0 = Instant::now();
-                let r = http.get(&query).await;
-                recorded(&mut rec, &SPAN_QUERY, t0, r).await;
-            }
-            rec
-        }
-    })
-    .await?;
-    Ok(Outcome {
-        window,
-        paths,
-        recorders,
-        notes: vec![format!(
-            "one rollout holding {n} spans; each answer is about {} KB",
-            body.len() / 1024
-        )],
-    })
+    let notes = vec![format!(
+        "one rollout holding {n} spans; each answer is about {} KB",
+        body.len() / 1024
+    )];
+    let request = Request::Get(query);
+    repeat(ctx, SPAN_QUERY, |_| request.clone(), notes).await
 }
 
 async fn wait(ctx: &Ctx) -> anyhow::Result<Outcome> {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::{Ctx, Outcome, RolloutRef};
+use super::{Ctx, Outcome, Request, RolloutRef, repeat};
 use crate::driver::{Http, PathSpec, Recorder, recorded, run_workers};
 
 const PATCH: PathSpec = PathSpec::http("PATCH /api/rollouts/{id}");
@@ -64,32 +64,13 @@ async fn send_patch(http: &Http, id: &str, body: &Value) -> Result<bytes::Bytes,
 
 async fn create(ctx: &Ctx) -> anyhow::Result<Outcome> {
     let batch = ctx.cfg.sizes.enqueue_batch;
-    let path = PathSpec::http("POST /api/rollouts").items(batch as u64);
-    let paths = vec![path];
     let items: Vec<Value> = (0..batch)
         .map(|i| json!({"input": {"data_id": i}}))
         .collect();
-    let body = bytes::Bytes::from(serde_json::to_vec(&items)?);
-    let window = ctx.begin();
-    let recorders = run_workers(ctx.cfg.concurrency, |_| {
-        let (http, paths, body) = (ctx.http.clone(), paths.clone(), body.clone());
-        async move {
-            let mut rec = Recorder::new(window, &paths);
-            while window.running() {
-                let t0 = Instant::now();
-                let r = http.post_json("/api/rollouts", body.clone()).await;
-                recorded(&mut rec, &path, t0, r).await;
-            }
-            rec
-        }
-    })
-    .await?;
-    Ok(Outcome {
-        window,
-        paths,
-        recorders,
-        notes: vec![format!("{batch} rollouts per request")],
-    })
+    let request = Request::PostJson("/api/rollouts".into(), serde_json::to_vec(&items)?.into());
+    let notes = vec![format!("{batch} rollouts per request")];
+    let path = PathSpec::http("POST /api/rollouts").items(batch as u64);
+    repeat(ctx, path, |_| request.clone(), notes).await
 }
 
 async fn patch(ctx: &Ctx) -> anyhow::Result<Outcome> {
@@ -124,31 +105,15 @@ async fn patch(ctx: &Ctx) -> anyhow::Result<Outcome> {
 
 async fn event(ctx: &Ctx) -> anyhow::Result<Outcome> {
     let ids = rollouts(&ctx.http, ctx.cfg.concurrency).await?;
-    let paths = vec![EVENT];
     let body = bytes::Bytes::from(serde_json::to_vec(
         &json!({"event_type": "reward", "data": {"value": 1.0, "source": "agent"}}),
     )?);
-    let window = ctx.begin();
-    let recorders = run_workers(ctx.cfg.concurrency, |i| {
-        let (http, paths, body) = (ctx.http.clone(), paths.clone(), body.clone());
+    let request = |i: usize| {
         let url = format!("/api/rollouts/{}/attempt/0/events", ids[i]);
-        async move {
-            let mut rec = Recorder::new(window, &paths);
-            while window.running() {
-                let t0 = Instant::now();
-                let r = http.post_json(&url, body.clone()).await;
-                recorded(&mut rec, &EVENT, t0, r).await;
-            }
-            rec
-        }
-    })
-    .await?;
-    Ok(Outcome {
-        window,
-        paths,
-        recorders,
-        notes: vec!["each worker appends to its own rollout".into()],
-    })
+        Request::PostJson(url, body.clone())
+    };
+    let notes = vec!["each worker appends to its own rollout".into()];
+    repeat(ctx, EVENT, request, notes).await
 }
 
 /// A `model_request` event as upstream's gateway records it: a chat of a few hundred
@@ -191,31 +156,11 @@ async fn read(ctx: &Ctx, path: &PathSpec, query: &'static str) -> anyhow::Result
         )
         .await
         .map_err(anyhow::Error::msg)?;
-    let path = *path;
-    let paths = vec![path];
-    let read_url = format!("/api/rollouts/{id}/events{query}");
-    let window = ctx.begin();
-    let recorders = run_workers(ctx.cfg.concurrency, |_| {
-        let (http, paths, read_url) = (ctx.http.clone(), paths.clone(), read_url.clone());
-        async move {
-            let mut rec = Recorder::new(window, &paths);
-            while window.running() {
-                let t0 = Instant::now();
-                let r = http.get(&read_url).await;
-                recorded(&mut rec, &path, t0, r).await;
-            }
-            rec
-        }
-    })
-    .await?;
-    Ok(Outcome {
-        window,
-        paths,
-        recorders,
-        notes: vec![format!(
-            "one rollout of {CALLS_READ} LLM calls (200 + 100 tokens each, with logprobs) and a reward"
-        )],
-    })
+    let notes = vec![format!(
+        "one rollout of {CALLS_READ} LLM calls (200 + 100 tokens each, with logprobs) and a reward"
+    )];
+    let request = Request::Get(format!("/api/rollouts/{id}/events{query}"));
+    repeat(ctx, *path, |_| request.clone(), notes).await
 }
 
 async fn proxy(ctx: &Ctx, stream: bool) -> anyhow::Result<Outcome> {

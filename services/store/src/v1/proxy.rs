@@ -273,10 +273,9 @@ struct Call {
 }
 
 impl Call {
-    /// Records the call as a `model_request` event (a failure to is logged: the agent has
-    /// its answer either way).
-    async fn record(self, status: u16, mut response: Value, latency: Duration) {
-        let routed_experts = pop_routed_experts(&mut response);
+    /// Records the call as a `model_request` event, the routed experts taken out of the
+    /// response beside it (a failure to is logged: the agent has its answer either way).
+    async fn record(self, status: u16, response: Value, routed_experts: Value, latency: Duration) {
         let choice = response
             .get("choices")
             .and_then(Value::as_array)
@@ -454,11 +453,11 @@ pub async fn forward(
     } else {
         json!({})
     };
-    let recorded = answer.clone();
-    pop_routed_experts(&mut answer);
+    let routes = pop_routed_experts(&mut answer);
     // Recorded before the agent has its answer, as upstream records it: a trainer that
     // reads the events once the agent is done finds the call.
-    call.record(status.as_u16(), recorded, latency).await;
+    call.record(status.as_u16(), answer.clone(), routes, latency)
+        .await;
     drop(pass);
     agl_common::http::json(status, &answer)
 }
@@ -499,12 +498,14 @@ fn relay_stream(
         }
         let parsed = record.parse();
         let latency = record.ended.saturating_duration_since(record.started);
-        let response = parsed.response.unwrap_or_else(|| json!({}));
+        let mut response = parsed.response.unwrap_or_else(|| json!({}));
+        let routes = pop_routed_experts(&mut response);
         // The stream's end runs on the connection's task: the write goes on its own, and
         // the call counts as in flight until it is written (a trainer that waits for none
         // in flight then finds it).
         tokio::spawn(async move {
-            call.record(status.as_u16(), response, latency).await;
+            call.record(status.as_u16(), response, routes, latency)
+                .await;
             drop(pass);
         });
     });
