@@ -617,3 +617,74 @@ def test_notes_tell_what_to_export(ci):
             f"export AGENTOPS_EXPORTER_ENDPOINT={url}/v1/traces",
         ):
             assert line in text, line
+
+
+# ------------------------------------------------------------------------ keys -------
+
+
+@pytest.mark.parametrize("ci", GPU_SETS)
+def test_keys_come_from_secrets_and_reach_every_component(ci):
+    import copy
+
+    from chartlib import ci_values, objects_of, render_raw
+
+    values = copy.deepcopy(ci_values(ci))
+    values["auth"] = {
+        "existingSecret": "agl-key",
+        "secretKey": "token",
+        "adminExistingSecret": "agl-admin",
+        "adminSecretKey": "admin",
+        "metricsRequireKey": True,
+    }
+    values.setdefault("metrics", {}).setdefault("serviceMonitor", {})["enabled"] = True
+    objs = objects_of(render_raw(values))
+
+    def mounted_from(w, c, path):
+        mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+        assert mount["readOnly"] is True
+        vol = next(v for v in pod_spec(w)["volumes"] if v["name"] == mount["name"])
+        return vol["secret"]["secretName"], vol["secret"]["items"][0]["key"]
+
+    mode = merged_values(ci)["vllm"]["mode"]
+    agl_containers = [
+        ("store", "store"),
+        ("agentops", "agentops"),
+        ("llm", "vllm" if mode == "launcher" else "proxy"),
+    ]
+    for component, name in agl_containers:
+        w = workload(objs, component)
+        c = container(w, name)
+        assert mounted_from(w, c, env_value(c, "AGL_KEY_FILE")) == ("agl-key", "token"), component
+        assert mounted_from(w, c, env_value(c, "AGL_ADMIN_KEY_FILE")) == ("agl-admin", "admin")
+        assert env_value(c, "AGL_METRICS_REQUIRE_KEY") == "true"
+        # Never a key as a plain value in the pod spec.
+        assert not {"AGL_KEY", "AGL_ADMIN_KEY", "AGL_STORE_KEY"} & set(env(c)), component
+    # What calls the store sends the shared key.
+    w = workload(objs, "llm")
+    proxy = container(w, "vllm" if mode == "launcher" else "proxy")
+    assert mounted_from(w, proxy, env_value(proxy, "AGL_STORE_KEY_FILE")) == ("agl-key", "token")
+    w = workload(objs, "agentops")
+    a = container(w, "agentops")
+    assert mounted_from(w, a, env_value(a, "AGL_AGENTOPS_FORWARD_KEY_FILE")) == ("agl-key", "token")
+    # Prometheus sends the key where /metrics requires it.
+    for sm in find(objs, "ServiceMonitor"):
+        for endpoint in sm["spec"]["endpoints"]:
+            assert endpoint["authorization"]["credentials"] == {"name": "agl-key", "key": "token"}
+
+
+def test_without_a_secret_no_key_is_configured():
+    from chartlib import objects_of, render_raw
+
+    objs = objects_of(render_raw({}))
+    for component in ("store", "agentops"):
+        w = workload(objs, component)
+        for c in all_containers(w):
+            assert not any(name.startswith(("AGL_KEY", "AGL_ADMIN_KEY")) for name in env(c))
+
+
+def test_network_policies_are_on_by_default():
+    from chartlib import objects_of, render_raw
+
+    objs = objects_of(render_raw({}))
+    policies = find(objs, "NetworkPolicy")
+    assert {p["metadata"]["name"].rsplit("-", 1)[1] for p in policies} >= {"store", "agentops"}

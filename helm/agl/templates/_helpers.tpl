@@ -294,6 +294,12 @@ values that broke it. */}}
 {{ include "agl.podEnv" . }}
 - name: AGL_STORE_URL
   value: {{ default (include "agl.storeUrl" .) $v.storeUrl | trimSuffix "/" | quote }}
+{{- if .Values.auth.existingSecret }}
+# The shared key: agents send it as their OpenAI api_key; exports to the store carry it.
+- name: AGL_STORE_KEY_FILE
+  value: {{ include "agl.keyFile" . }}
+{{- end }}
+{{- include "agl.authEnv" . }}
 {{ include "agl.logEnv" (dict "ctx" . "level" $v.logLevel) }}
 {{ include "agl.otelEnv" (dict "ctx" . "otel" $v.otel) }}
 {{- with $v.proxy.env }}
@@ -314,3 +320,65 @@ name: {{ include "agl.store.fullname" . }}-pg-app
 key: uri
 {{- end -}}
 {{- end }}
+
+{{/* ---------------------------------------------------------------- keys ----- */}}
+
+{{/* Where every component reads the shared and admin keys: files from the Secrets, never a
+value in the pod spec. */}}
+{{- define "agl.keyFile" -}}/run/secrets/agl-key/key{{- end -}}
+{{- define "agl.adminKeyFile" -}}/run/secrets/agl-admin-key/key{{- end -}}
+
+{{/* agl.authEnv: the key variables of a component that requires keys. */}}
+{{- define "agl.authEnv" -}}
+{{- $a := .Values.auth -}}
+{{- if $a.existingSecret }}
+- name: AGL_KEY_FILE
+  value: {{ include "agl.keyFile" . }}
+{{- end }}
+{{- if $a.adminExistingSecret }}
+- name: AGL_ADMIN_KEY_FILE
+  value: {{ include "agl.adminKeyFile" . }}
+{{- end }}
+{{- if $a.metricsRequireKey }}
+- name: AGL_METRICS_REQUIRE_KEY
+  value: "true"
+{{- end }}
+{{- end -}}
+
+{{/* agl.authMounts: the Secret volumes' mounts (read-only). */}}
+{{- define "agl.authMounts" -}}
+{{- $a := .Values.auth -}}
+{{- if $a.existingSecret }}
+- name: agl-key
+  mountPath: /run/secrets/agl-key
+  readOnly: true
+{{- end }}
+{{- if $a.adminExistingSecret }}
+- name: agl-admin-key
+  mountPath: /run/secrets/agl-admin-key
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* agl.authVolumes: the Secrets as volumes, only the key's item, group-readable. */}}
+{{- define "agl.authVolumes" -}}
+{{- $a := .Values.auth -}}
+{{- if $a.existingSecret }}
+- name: agl-key
+  secret:
+    secretName: {{ $a.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $a.secretKey }}
+        path: key
+{{- end }}
+{{- if $a.adminExistingSecret }}
+- name: agl-admin-key
+  secret:
+    secretName: {{ $a.adminExistingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $a.adminSecretKey }}
+        path: key
+{{- end }}
+{{- end -}}

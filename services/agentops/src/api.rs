@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use agl_common::auth::Access;
 use agl_common::http::json;
 use agl_common::otlp::proto::collector::logs::v1::ExportLogsServiceRequest;
 use agl_common::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -61,6 +62,8 @@ pub struct Shared {
     pub forwarder: Option<Arc<Forwarder>>,
     /// The bearer token handed to every SDK.
     pub token: String,
+    /// The keys `/v3/auth/token` requires (none: any key gets the token).
+    pub access: Access,
     /// The project id handed to every SDK.
     pub project_id: String,
     /// Base URL for upload URLs when a request has no `Host` header.
@@ -80,8 +83,10 @@ impl Shared {
         forwarder: Option<Arc<Forwarder>>,
         public_url: String,
         max_body_bytes: usize,
+        access: Access,
     ) -> Self {
         Self {
+            access,
             retention,
             metrics,
             forwarder,
@@ -155,9 +160,27 @@ fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&s
 
 // ---- the SDK's routes -------------------------------------------------------------------
 
-/// Any API key gets the token: 0.4.13 – 0.4.18 raise out of `init()` on anything but a 200
-/// with `token` and `project_id`, 0.4.19+ silently export without auth.
-async fn auth_token(State(s): State<AppState>, _body: Body) -> Response {
+/// Without keys configured any API key gets the token: 0.4.13 – 0.4.18 raise out of
+/// `init()` on anything but a 200 with `token` and `project_id`, 0.4.19+ silently export
+/// without auth. With keys, the body's `api_key` (what the SDK sends) or a key in the
+/// headers must be one of them.
+async fn auth_token(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    if s.access.keys.is_some() {
+        let offered = serde_json::from_slice::<Json>(&body.0)
+            .ok()
+            .and_then(|v| v.get("api_key").and_then(Json::as_str).map(str::to_owned));
+        let mut with_body_key = headers;
+        if let Some(key) = offered
+            && let Ok(value) = HeaderValue::from_str(&key)
+        {
+            with_body_key.append("x-api-key", value);
+        }
+        if !s.access.admits(&with_body_key, false) {
+            s.metrics.auth_refused.inc();
+            tracing::debug!("refused an agentops token: no valid api_key");
+            return agl_common::auth::refusal("Invalid or missing API key");
+        }
+    }
     s.metrics.auth_requests.inc();
     tracing::debug!("issued the agentops token");
     json(

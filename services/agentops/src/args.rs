@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use clap::Args;
 
+use agl_common::auth::KeyArgs;
 use agl_common::cli::LogArgs;
+use agl_common::serve::ListenArgs;
+use agl_common::tls::ClientTlsArgs;
 
 /// The port the reference's `agl agentops` listens on.
 pub const DEFAULT_PORT: u16 = 8002;
@@ -105,6 +108,20 @@ pub struct AgentopsArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub forward_timeout_seconds: f64,
 
+    /// Key sent to the forwarding targets (`Authorization: Bearer KEY`), e.g. a keyed
+    /// agl-store's; prefer `--forward-key-file`
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "AGL_AGENTOPS_FORWARD_KEY",
+        hide_env_values = true
+    )]
+    pub forward_key: Option<String>,
+
+    /// File whose first line is the key sent to the forwarding targets
+    #[arg(long, value_name = "FILE", env = "AGL_AGENTOPS_FORWARD_KEY_FILE")]
+    pub forward_key_file: Option<PathBuf>,
+
     /// Spans kept in memory; the oldest are dropped (and counted) beyond it
     #[arg(
         long,
@@ -162,6 +179,18 @@ pub struct AgentopsArgs {
     )]
     pub shutdown_grace_seconds: f64,
 
+    /// Keys the SDK must present: `/v3/auth/token` hands out a token only for one of them
+    /// (the SDK's `AGENTOPS_API_KEY`), and every other route needs that token or a key. The
+    /// admin key guards the inspection routes (`/_agl/…`, reset included)
+    #[command(flatten)]
+    pub key: KeyArgs,
+
+    #[command(flatten)]
+    pub listen: ListenArgs,
+
+    #[command(flatten)]
+    pub tls_client: ClientTlsArgs,
+
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -203,12 +232,17 @@ impl Default for AgentopsArgs {
             forward_queue: 1024,
             forward_attempts: 5,
             forward_timeout_seconds: 10.0,
+            forward_key: None,
+            forward_key_file: None,
             max_spans: 100_000,
             max_uploads: 1000,
             max_upload_bytes: 256 * 1024 * 1024,
             max_body_bytes: agl_common::http::DEFAULT_BODY_LIMIT,
             drain_seconds: 5.0,
             shutdown_grace_seconds: 10.0,
+            key: KeyArgs::default(),
+            listen: ListenArgs::default(),
+            tls_client: ClientTlsArgs::default(),
             log: LogArgs::default(),
         }
     }

@@ -214,7 +214,7 @@ fn spawn_and_wait(args: &AgentopsArgs) -> anyhow::Result<()> {
                 pid_path.display(),
                 log_path.display()
             );
-            print!("{}", env::block(&base));
+            print!("{}", env::block(&base, args.key.configured()));
             return Ok(());
         }
         if Instant::now() >= deadline {

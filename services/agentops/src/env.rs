@@ -26,7 +26,11 @@ pub fn base_url(public_url: Option<&str>, host: &str, port: u16) -> String {
 /// `export NAME=VALUE` lines for a POSIX shell (`eval "$(agl agentops --print-env)"`).
 /// `NO_PROXY` (and `no_proxy`, which Python prefers when both are set) keep an `HTTP_PROXY`
 /// from capturing the SDK's calls to this server.
-pub fn block(base: &str) -> String {
+///
+/// When the server requires a key (`keyed`) the dummy key is left out: agents set
+/// `AGENTOPS_API_KEY` to one of the server's keys themselves (the block never prints a
+/// secret).
+pub fn block(base: &str, keyed: bool) -> String {
     let host = base
         .split_once("://")
         .map_or(base, |(_, rest)| rest)
@@ -51,9 +55,17 @@ pub fn block(base: &str) -> String {
         ("NO_PROXY", no_proxy.clone()),
         ("no_proxy", no_proxy),
     ];
-    vars.iter()
-        .map(|(name, value)| format!("export {name}={}\n", shell_quote(value)))
-        .collect()
+    let mut out = String::new();
+    if keyed {
+        out.push_str("# AGENTOPS_API_KEY: set it to the server's key (--key-file / AGL_KEY)\n");
+    }
+    for (name, value) in &vars {
+        if keyed && *name == "AGENTOPS_API_KEY" {
+            continue;
+        }
+        out.push_str(&format!("export {name}={}\n", shell_quote(value)));
+    }
+    out
 }
 
 /// Quotes a value for a POSIX shell when it needs it.
@@ -85,7 +97,7 @@ mod tests {
 
     #[test]
     fn the_block_exports_what_the_sdk_reads() {
-        let block = block("http://127.0.0.1:8002");
+        let block = block("http://127.0.0.1:8002", false);
         assert_eq!(
             block,
             "export AGENTOPS_API_KEY=00000000-0000-0000-0000-000000000000\n\
@@ -96,7 +108,7 @@ mod tests {
              export no_proxy=127.0.0.1,localhost\n"
         );
         assert!(
-            super::block("http://agentops.svc:8002")
+            super::block("http://agentops.svc:8002", false)
                 .contains("NO_PROXY=127.0.0.1,localhost,agentops.svc\n")
         );
         assert_eq!(shell_quote("a b'c"), r"'a b'\''c'");

@@ -38,6 +38,8 @@ pub struct ForwardConfig {
     pub attempts: u32,
     /// Time limit of one request.
     pub timeout: Duration,
+    /// Key sent to every target (`Authorization: Bearer`).
+    pub key: Option<String>,
 }
 
 /// One batch on its way out.
@@ -64,13 +66,13 @@ pub struct Forwarder {
 /// The workers, awaited at shutdown.
 pub struct Workers(Vec<JoinHandle<()>>);
 
-/// Checks a `--forward-otlp` URL: absolute, `http://` (this build has no TLS).
+/// Checks a `--forward-otlp` URL: absolute, `http://` or `https://`, with a host.
 pub fn validate_target(url: &str) -> anyhow::Result<()> {
     let parsed =
         reqwest::Url::parse(url).with_context(|| format!("invalid forward url {url:?}"))?;
     anyhow::ensure!(
-        parsed.scheme() == "http",
-        "forward url {url:?}: only http:// receivers are supported (this build has no tls)"
+        matches!(parsed.scheme(), "http" | "https"),
+        "forward url {url:?}: only http:// and https:// receivers are supported"
     );
     anyhow::ensure!(parsed.host().is_some(), "forward url {url:?} has no host");
     Ok(())
@@ -85,14 +87,15 @@ impl Forwarder {
         if config.targets.is_empty() {
             return Ok(None);
         }
-        let client = reqwest::Client::builder()
-            // Receivers are loopback or in-cluster; a proxy from the environment would
-            // only capture that traffic.
-            .no_proxy()
-            .timeout(config.timeout)
-            .user_agent(concat!("agl-agentops/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("failed to build the forwarding http client")?;
+        let client =
+            agl_common::auth::sending_key(agl_common::tls::http_client(), config.key.as_deref())?
+                // Receivers are loopback or in-cluster; a proxy from the environment would
+                // only capture that traffic.
+                .no_proxy()
+                .timeout(config.timeout)
+                .user_agent(concat!("agl-agentops/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .context("failed to build the forwarding http client")?;
         let (closed, closed_rx) = watch::channel(false);
         let mut targets = Vec::new();
         let mut workers = Vec::new();
@@ -338,9 +341,10 @@ mod tests {
     }
 
     #[test]
-    fn only_http_targets_are_accepted() {
+    fn only_http_and_https_targets_are_accepted() {
         assert!(validate_target("http://127.0.0.1:4747/v1/traces").is_ok());
-        assert!(validate_target("https://collector:4318/v1/traces").is_err());
+        assert!(validate_target("https://collector:4318/v1/traces").is_ok());
+        assert!(validate_target("ftp://collector/v1/traces").is_err());
         assert!(validate_target("127.0.0.1:4318").is_err());
     }
 }

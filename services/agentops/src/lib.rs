@@ -38,7 +38,7 @@ pub use server::App;
 pub fn run(args: &AgentopsArgs) -> ExitCode {
     if args.print_env {
         let base = env::base_url(args.public_url.as_deref(), &args.host, args.port);
-        print!("{}", env::block(&base));
+        print!("{}", env::block(&base, args.key.configured()));
         return ExitCode::SUCCESS;
     }
     if args.healthcheck {
@@ -74,7 +74,7 @@ pub fn run(args: &AgentopsArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let telemetry = match agl_common::telemetry::init("agl-agentops", &args.log) {
+    let telemetry = match agl_common::telemetry::init("agl-agentops", &args.log, &args.tls_client) {
         Ok(t) => t,
         Err(err) => {
             eprintln!("agl agentops: {err:#}");
@@ -115,7 +115,7 @@ fn announce(app: &App, addr: std::net::SocketAddr) {
     let _ = write!(
         out,
         "# agl-agentops listening on {addr}; agents should export:\n{}",
-        env::block(app.base_url())
+        env::block(app.base_url(), app.keyed())
     );
     let _ = out.flush();
 }

@@ -22,6 +22,8 @@ pub const FORWARD_OUTCOMES: [&str; 3] = ["sent", "failed", "dropped"];
 pub struct Metrics {
     /// `POST /v3/auth/token` calls answered.
     pub auth_requests: IntCounter,
+    /// `POST /v3/auth/token` calls refused for a missing or wrong key.
+    pub auth_refused: IntCounter,
     /// OTLP requests by `signal` and `outcome` (`accepted`, `rejected`).
     pub otlp_requests: IntCounterVec,
     /// Items received over OTLP by `signal`: spans, metrics, log records.
@@ -67,6 +69,10 @@ impl Metrics {
             auth_requests: counter(
                 "agl_agentops_auth_requests_total",
                 "POST /v3/auth/token calls answered with a token",
+            )?,
+            auth_refused: counter(
+                "agl_agentops_auth_refused_total",
+                "POST /v3/auth/token calls refused: no valid API key (keys configured)",
             )?,
             otlp_requests: counter_vec(
                 "agl_agentops_otlp_requests_total",

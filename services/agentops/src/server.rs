@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agl_common::ops::{Health, Ops, Phase, serve};
+use agl_common::auth::{Access, Policy};
+use agl_common::ops::{Health, Ops, Phase};
+use agl_common::serve::{Listening, serve};
 use anyhow::Context as _;
 use axum::Router;
 use tokio::net::TcpListener;
@@ -17,9 +19,19 @@ use crate::forward::{ForwardConfig, Forwarder, Workers, validate_target};
 use crate::metrics::Metrics;
 use crate::retention::{Limits, Retention};
 
+/// Health is open; `/v3/auth/token` checks the SDK's key itself; the inspection routes
+/// (which show every agent's prompts and can reset the lot) are admin routes.
+const POLICY: Policy = Policy {
+    open: &["/health", "/healthz", "/v3/auth/token"],
+    admin: &["/_agl/"],
+    metrics: &[],
+};
+
 /// A bound, ready-to-run server.
 pub struct App {
     listener: TcpListener,
+    listening: Listening,
+    keyed: bool,
     router: Router,
     health: Arc<Health>,
     shared: AppState,
@@ -62,6 +74,12 @@ impl App {
             );
         }
 
+        let access = Access::load(&args.key)?;
+        let listening = Listening::from_args(&args.listen)?;
+        let forward_key = agl_common::auth::client_key(
+            args.forward_key.as_deref(),
+            args.forward_key_file.as_deref(),
+        )?;
         let ops = Ops::new("agl-agentops")?;
         let metrics = Arc::new(Metrics::new(ops.registry())?);
         let forwarding = Forwarder::start(
@@ -72,6 +90,7 @@ impl App {
                 attempts: args.forward_attempts,
                 timeout: crate::args::seconds(args.forward_timeout_seconds)
                     .max(Duration::from_millis(100)),
+                key: forward_key,
             },
             Arc::clone(&metrics),
         )?;
@@ -90,11 +109,21 @@ impl App {
             forwarding.as_ref().map(|(f, _)| Arc::clone(f)),
             base_url.clone(),
             args.max_body_bytes,
+            access.clone(),
         ));
         let health = ops.health();
-        let router = ops.wrap(api::router(Arc::clone(&shared)));
+        let registry = ops.registry().clone();
+        // The SDK's token opens the SDK's routes as a key does.
+        let router = agl_common::auth::protect(
+            ops.wrap(api::router(Arc::clone(&shared))),
+            &access.clone().also_accepting(&shared.token),
+            POLICY,
+            &registry,
+        )?;
         Ok(Self {
             listener,
+            listening,
+            keyed: access.keys.is_some(),
             router,
             health,
             shared,
@@ -115,6 +144,11 @@ impl App {
     /// The base URL agents use (what the environment block exports).
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// Whether the SDK must present a key (the environment block then leaves it out).
+    pub fn keyed(&self) -> bool {
+        self.keyed
     }
 
     /// What the handlers share: the retained data and the counters.
@@ -156,6 +190,7 @@ impl App {
             drained,
             self.grace,
             || {},
+            &self.listening,
         )
         .await;
         if let Some((forwarder, workers)) = self.forwarding {

@@ -239,9 +239,13 @@ impl Clone for Http {
 
 impl Http {
     /// A client for `base` (`http://127.0.0.1:PORT`, or several such URLs separated by
-    /// commas: replicas of one store) keeping one connection per worker.
+    /// commas: replicas of one store) keeping one connection per worker; it sends the key in
+    /// `AGL_KEY`, as the official clients do, when the target requires one.
     pub fn new(base: &str) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+        let key = std::env::var("AGL_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty());
+        let client = agl_common::auth::sending_key(agl_common::tls::http_client(), key.as_deref())?
             .pool_max_idle_per_host(usize::MAX)
             .tcp_nodelay(true)
             .timeout(Duration::from_secs(120))

@@ -108,7 +108,7 @@ fn run_store(args: &agl_store::StoreArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let telemetry = match agl_common::telemetry::init("agl-store", &args.log) {
+    let telemetry = match agl_common::telemetry::init("agl-store", &args.log, &args.tls_client) {
         Ok(t) => t,
         Err(err) => {
             eprintln!("agl store: {err:#}");

@@ -10,8 +10,13 @@
 //! missing API key"}` with `WWW-Authenticate`, counted in `agl_auth_failures_total` and
 //! logged at most every 10 s, never with the key.
 //!
-//! The paths a service names as open (health) pass without a key; `/metrics`, `/livez` and
-//! `/readyz` are added by [`crate::ops`] outside this layer and stay open too.
+//! An admin key (`--admin-key-file`) may be set apart for the routes a service names as
+//! admin (what changes or exposes the whole service: a backup, a reset, pausing the proxy):
+//! once set, only it opens them, and it opens every other route too.
+//!
+//! The paths a service names as open (health), `/livez`, `/readyz` and, unless
+//! `--metrics-require-key`, `/metrics` pass without a key. The layer goes outside
+//! [`crate::ops::Ops::wrap`], so it covers the routes that adds.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +30,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use base64::Engine as _;
-use prometheus::{IntCounter, Registry};
+use prometheus::{IntCounterVec, Opts, Registry};
 
 use crate::http::error_json;
 
@@ -46,7 +51,114 @@ pub struct KeyArgs {
     /// A file holding keys, one per non-empty line (a mounted Kubernetes Secret); repeatable
     #[arg(long = "key-file", env = "AGL_KEY_FILE", value_name = "FILE")]
     pub key_files: Vec<PathBuf>,
+
+    /// A key for the admin routes (backup, reset, inspection, pause): once set, only an
+    /// admin key opens them; it opens every other route too. Repeatable
+    #[arg(
+        long = "admin-key",
+        env = "AGL_ADMIN_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub admin_keys: Vec<String>,
+
+    /// A file holding admin keys, one per non-empty line; repeatable
+    #[arg(
+        long = "admin-key-file",
+        env = "AGL_ADMIN_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub admin_key_files: Vec<PathBuf>,
+
+    /// Also require a key for `/metrics` (open by default, for scrapers inside the cluster)
+    #[arg(long, env = "AGL_METRICS_REQUIRE_KEY")]
+    pub metrics_require_key: bool,
 }
+
+impl KeyArgs {
+    /// Whether ordinary keys are configured (before reading any file).
+    pub fn configured(&self) -> bool {
+        self.keys.iter().any(|k| !k.trim().is_empty()) || !self.key_files.is_empty()
+    }
+}
+
+/// The keys a service accepts, by kind.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Keys of the ordinary routes (`None`: they are open).
+    pub keys: Option<Arc<Keys>>,
+    /// Keys of the admin routes (`None`: the ordinary keys open them).
+    pub admin: Option<Arc<Keys>>,
+    /// Whether `/metrics` needs a key.
+    pub metrics_require_key: bool,
+}
+
+impl Access {
+    /// What the flags configure; logs a line when everything is open.
+    pub fn load(args: &KeyArgs) -> anyhow::Result<Self> {
+        let access = Self {
+            keys: Keys::load_from(&args.keys, &args.key_files)?,
+            admin: Keys::load_from(&args.admin_keys, &args.admin_key_files)?,
+            metrics_require_key: args.metrics_require_key,
+        };
+        if access.keys.is_none() && access.admin.is_none() {
+            tracing::info!("no --key or --key-file: every route answers without a key");
+        }
+        Ok(access)
+    }
+
+    /// Ordinary keys only (tests, tools).
+    pub fn keys(keys: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            keys: Some(Arc::new(Keys::new(keys))),
+            ..Self::default()
+        }
+    }
+
+    /// Whether any key is required anywhere.
+    pub fn enabled(&self) -> bool {
+        self.keys.is_some() || self.admin.is_some()
+    }
+
+    /// The same, with `token` also accepted on the ordinary routes when they need a key (a
+    /// credential the service hands out itself, as the AgentOps endpoint does).
+    pub fn also_accepting(mut self, token: &str) -> Self {
+        if let Some(keys) = &self.keys {
+            let mut all = keys.keys.clone();
+            all.push(token.as_bytes().into());
+            self.keys = Some(Arc::new(Keys { keys: all }));
+        }
+        self
+    }
+
+    /// Whether `headers` open a route of the given kind.
+    pub fn admits(&self, headers: &HeaderMap, admin_route: bool) -> bool {
+        let admin = || self.admin.as_ref().is_some_and(|k| k.admits(headers));
+        if admin_route && self.admin.is_some() {
+            return admin();
+        }
+        match &self.keys {
+            // Ordinary routes are open (and admin routes, when no admin key is set).
+            None => true,
+            Some(keys) => keys.admits(headers) || admin(),
+        }
+    }
+}
+
+/// Which routes of a service are open and which are admin routes.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Exact paths that need no key (health).
+    pub open: &'static [&'static str],
+    /// Path prefixes of the admin routes.
+    pub admin: &'static [&'static str],
+    /// Further exact paths that expose metrics: open as `/metrics` is, unless
+    /// `--metrics-require-key`.
+    pub metrics: &'static [&'static str],
+}
+
+/// The paths [`crate::ops::Ops::wrap`] adds that stay open.
+const OPS_OPEN: &[&str] = &["/livez", "/readyz"];
 
 /// The keys a service accepts.
 pub struct Keys {
@@ -63,16 +175,16 @@ impl std::fmt::Debug for Keys {
 pub const MAX_KEY_BYTES: usize = 4096;
 
 impl Keys {
-    /// The keys the flags name; `None` when there are none (authentication off).
-    pub fn load(args: &KeyArgs) -> anyhow::Result<Option<Arc<Self>>> {
+    /// The keys of `keys` and `files`; `None` when there are none.
+    fn load_from(keys_given: &[String], files: &[PathBuf]) -> anyhow::Result<Option<Arc<Self>>> {
         let mut keys: Vec<Box<[u8]>> = Vec::new();
-        for key in &args.keys {
+        for key in keys_given {
             let key = key.trim();
             if !key.is_empty() {
                 keys.push(key.as_bytes().into());
             }
         }
-        for file in &args.key_files {
+        for file in files {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read the key file {}", file.display()))?;
             let before = keys.len();
@@ -120,9 +232,31 @@ impl Keys {
     }
 }
 
-/// The first key the flags name, for a client of the service to send (`None`: no key).
+/// The key a client of the service sends (`None`: none): the first admin key if there is
+/// one (it opens every route), else the first ordinary key.
 pub fn first_key(args: &KeyArgs) -> anyhow::Result<Option<String>> {
-    Ok(Keys::load(args)?.map(|keys| String::from_utf8_lossy(&keys.keys[0]).into_owned()))
+    let admin = Keys::load_from(&args.admin_keys, &args.admin_key_files)?;
+    let keys = match admin {
+        Some(admin) => Some(admin),
+        None => Keys::load_from(&args.keys, &args.key_files)?,
+    };
+    Ok(keys.map(|keys| String::from_utf8_lossy(&keys.keys[0]).into_owned()))
+}
+
+/// A key a client sends to another service: `--{name}-key`, or the first line of
+/// `--{name}-key-file`; `None` when neither is given.
+pub fn client_key(
+    key: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
+    let keys = Keys::load_from(
+        &key.map(str::to_owned).into_iter().collect::<Vec<_>>(),
+        &file
+            .map(std::path::Path::to_path_buf)
+            .into_iter()
+            .collect::<Vec<_>>(),
+    )?;
+    Ok(keys.map(|keys| String::from_utf8_lossy(&keys.keys[0]).into_owned()))
 }
 
 /// Equality whose time depends on `key`'s length only, not on where `offered` differs.
@@ -162,34 +296,70 @@ fn offered_keys(headers: &HeaderMap) -> impl Iterator<Item = Vec<u8>> + '_ {
     authorization.chain(api_key)
 }
 
+/// `builder` with `Authorization: Bearer KEY` on every request when there is a key (the
+/// header is marked sensitive, so it never shows in debug output).
+pub fn sending_key(
+    builder: reqwest::ClientBuilder,
+    key: Option<&str>,
+) -> anyhow::Result<reqwest::ClientBuilder> {
+    let Some(key) = key else {
+        return Ok(builder);
+    };
+    let mut value =
+        HeaderValue::from_str(&format!("Bearer {key}")).context("a key must be printable ASCII")?;
+    value.set_sensitive(true);
+    let mut headers = HeaderMap::new();
+    headers.insert(header::AUTHORIZATION, value);
+    Ok(builder.default_headers(headers))
+}
+
 struct Guard {
-    keys: Arc<Keys>,
-    open: &'static [&'static str],
-    failures: IntCounter,
+    access: Access,
+    policy: Policy,
+    failures: IntCounterVec,
     /// When refusals were last logged, and how many since.
     last_log: Mutex<Option<Instant>>,
     unlogged: AtomicU64,
 }
 
-/// Puts the key check in front of every route of `app` except the `open` paths; `app` as
-/// it is when `keys` is `None`.
+impl Guard {
+    fn is_open(&self, path: &str) -> bool {
+        self.policy.open.contains(&path)
+            || OPS_OPEN.contains(&path)
+            || ((path == "/metrics" || self.policy.metrics.contains(&path))
+                && !self.access.metrics_require_key)
+    }
+
+    fn is_admin(&self, path: &str) -> bool {
+        self.policy
+            .admin
+            .iter()
+            .any(|prefix| path.starts_with(prefix))
+    }
+}
+
+/// Puts the key check in front of every route of `app` (wrapped by [`crate::ops::Ops::wrap`]
+/// already) except the open ones; `app` as it is when `access` requires no key.
 pub fn protect(
     app: Router,
-    keys: Option<Arc<Keys>>,
-    open: &'static [&'static str],
+    access: &Access,
+    policy: Policy,
     registry: &Registry,
 ) -> anyhow::Result<Router> {
-    let failures = IntCounter::new(
-        "agl_auth_failures_total",
-        "Requests refused for a missing or wrong key",
+    let failures = IntCounterVec::new(
+        Opts::new(
+            "agl_auth_failures_total",
+            "Requests refused for a missing or wrong key, by route kind (api, admin)",
+        ),
+        &["kind"],
     )?;
     registry.register(Box::new(failures.clone()))?;
-    let Some(keys) = keys else {
+    if !access.enabled() {
         return Ok(app);
-    };
+    }
     let guard = Arc::new(Guard {
-        keys,
-        open,
+        access: access.clone(),
+        policy,
         failures,
         last_log: Mutex::new(None),
         unlogged: AtomicU64::new(0),
@@ -203,10 +373,18 @@ async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Res
         && req
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    if preflight || guard.open.contains(&req.uri().path()) || guard.keys.admits(req.headers()) {
+    let path = req.uri().path();
+    if preflight || guard.is_open(path) {
         return next.run(req).await;
     }
-    guard.failures.inc();
+    let admin = guard.is_admin(path);
+    if guard.access.admits(req.headers(), admin) {
+        return next.run(req).await;
+    }
+    // An admin route is refused as one only where an admin key exists to open it.
+    let admin = admin && guard.access.admin.is_some();
+    let kind = if admin { "admin" } else { "api" };
+    guard.failures.with_label_values(&[kind]).inc();
     let refused = guard.unlogged.fetch_add(1, Ordering::Relaxed) + 1;
     {
         let mut last = guard
@@ -217,13 +395,23 @@ async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Res
             *last = Some(Instant::now());
             guard.unlogged.store(0, Ordering::Relaxed);
             tracing::warn!(
-                path = req.uri().path(),
+                path,
+                kind,
                 refused_since_last_log = refused,
                 "request without a valid key refused"
             );
         }
     }
-    let mut response = error_json(StatusCode::UNAUTHORIZED, "Invalid or missing API key");
+    refusal(if admin {
+        "Invalid or missing admin key"
+    } else {
+        "Invalid or missing API key"
+    })
+}
+
+/// The 401 every refusal is: upstream v1's body and a `WWW-Authenticate` challenge.
+pub fn refusal(detail: &str) -> Response {
+    let mut response = error_json(StatusCode::UNAUTHORIZED, detail);
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static(r#"Bearer realm="agl""#),
@@ -276,12 +464,13 @@ mod tests {
 
     #[test]
     fn keys_come_from_flags_and_files_and_none_means_off() {
-        assert!(Keys::load(&KeyArgs::default()).unwrap().is_none());
+        let load = |a: &KeyArgs| Keys::load_from(&a.keys, &a.key_files);
+        assert!(load(&KeyArgs::default()).unwrap().is_none());
         let blank = KeyArgs {
             keys: vec![" ".into()],
             ..KeyArgs::default()
         };
-        assert!(Keys::load(&blank).unwrap().is_none());
+        assert!(load(&blank).unwrap().is_none());
         let dir = std::env::temp_dir().join(format!("agl-keys-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("key");
@@ -289,19 +478,61 @@ mod tests {
         let args = KeyArgs {
             keys: vec!["flag".into()],
             key_files: vec![file.clone()],
+            ..KeyArgs::default()
         };
-        let keys = Keys::load(&args).unwrap().unwrap();
+        let keys = load(&args).unwrap().unwrap();
         for k in ["flag", "from-file", "second"] {
             assert!(keys.accepts(k.as_bytes()), "{k}");
         }
         assert!(!format!("{keys:?}").contains("flag"), "never printed");
         std::fs::write(&file, "\n").unwrap();
-        assert!(Keys::load(&args).is_err(), "an empty key file is a mistake");
+        assert!(load(&args).is_err(), "an empty key file is a mistake");
         let missing = KeyArgs {
             key_files: vec![dir.join("nope")],
             ..KeyArgs::default()
         };
-        assert!(Keys::load(&missing).is_err());
+        assert!(load(&missing).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_admin_key_alone_opens_admin_routes_and_opens_every_other() {
+        let access = Access {
+            keys: Some(Arc::new(Keys::new(["user"]))),
+            admin: Some(Arc::new(Keys::new(["root"]))),
+            metrics_require_key: false,
+        };
+        let user = headers(&[("authorization", "Bearer user")]);
+        let root = headers(&[("x-api-key", "root")]);
+        assert!(access.admits(&user, false));
+        assert!(
+            !access.admits(&user, true),
+            "an ordinary key never opens an admin route"
+        );
+        assert!(access.admits(&root, true));
+        assert!(access.admits(&root, false));
+        assert!(!access.admits(&headers(&[]), false));
+
+        let admin_only = Access {
+            keys: None,
+            ..access
+        };
+        assert!(
+            admin_only.admits(&headers(&[]), false),
+            "ordinary routes stay open"
+        );
+        assert!(!admin_only.admits(&user, true));
+        assert!(admin_only.admits(&root, true));
+
+        let user_only = Access::keys(["user"]);
+        assert!(
+            user_only.admits(&user, true),
+            "without an admin key, the key opens all"
+        );
+        assert!(!user_only.admits(&root, true));
+
+        let with_token = user_only.also_accepting("tok");
+        assert!(with_token.admits(&headers(&[("authorization", "Bearer tok")]), false));
+        assert!(!Access::default().also_accepting("tok").enabled());
     }
 }

@@ -13,6 +13,9 @@
 //!   protobuf and OTLP/JSON decoding) and answering them, attribute values as JSON.
 //!
 //! * [`auth`]: the shared-key check every service puts in front of its routes.
+//! * [`serve`]: the serve loop (HTTP/1.1 and HTTP/2, optional TLS, connection and time
+//!   limits, graceful drain).
+//! * [`tls`]: outbound HTTPS roots for every client, and the reloading server certificate.
 //!
 //! Nothing service-specific lives here.
 
@@ -22,5 +25,7 @@ pub mod http;
 pub mod ops;
 pub mod otlp;
 pub mod probe;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;

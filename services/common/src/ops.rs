@@ -1,13 +1,14 @@
 //! What makes a service operable: request spans and metrics, `/metrics`, `/livez`,
 //! `/readyz`, and a serve loop that drains gracefully.
 //!
-//! A service builds its router, hands it to [`Ops::wrap`], and runs it with [`serve`].
+//! A service builds its router, hands it to [`Ops::wrap`], and runs it with
+//! [`crate::serve::serve`].
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -20,7 +21,6 @@ use prometheus::{
     Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use tokio::net::TcpListener;
 use tracing::{Instrument as _, field};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -112,6 +112,9 @@ pub struct Ops {
 impl Ops {
     /// Creates the registry for `service` with HTTP, process and build-info metrics.
     pub fn new(service: &'static str) -> anyhow::Result<Self> {
+        // Every TLS configuration in the process uses one provider; installing it here makes
+        // it the default for clients built outside `tls` too.
+        crate::tls::provider();
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -296,46 +299,4 @@ async fn observe(State(ops): State<Arc<Ops>>, req: Request, next: Next) -> Respo
         observer.observe(&route, &method, status, seconds);
     }
     response
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then drains: readiness turns to
-/// 503, `on_drain` runs (to end long polls), in-flight requests get `grace` to finish.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    health: Arc<Health>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-    on_drain: impl FnOnce() + Send + 'static,
-) -> anyhow::Result<()> {
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let drain_health = Arc::clone(&health);
-    let signal = async move {
-        shutdown.await;
-        drain_health.set(Phase::Draining);
-        on_drain();
-        let _ = stop_tx.send(true);
-    };
-    health.set(Phase::Ready);
-    // Small writes go out at once: a streamed answer's chunks (server-sent events) are not
-    // held back by Nagle's algorithm waiting for the client's delayed acknowledgement
-    // (40 ms per chunk on Linux).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "TCP_NODELAY not set");
-        }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-    let deadline = async move {
-        let _ = stop_rx.wait_for(|stopped| *stopped).await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        res = server => res.map_err(|e| anyhow::anyhow!("server failed: {e}"))?,
-        () = deadline => tracing::warn!(
-            grace_seconds = grace.as_secs_f64(),
-            "in-flight requests outlived the shutdown grace period"
-        ),
-    }
-    Ok(())
 }

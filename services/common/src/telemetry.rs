@@ -7,7 +7,7 @@
 
 use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig as _};
+use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::filter_fn;
@@ -62,7 +62,14 @@ pub fn otlp_traces_endpoint() -> Option<String> {
 
 /// Installs the global subscriber for `service` (used as `service.name` unless
 /// `OTEL_SERVICE_NAME` says otherwise).
-pub fn init(service: &'static str, args: &LogArgs) -> anyhow::Result<Telemetry> {
+/// Outbound TLS is configured first (`tls`), so that the span exporter and every client
+/// built later trust the same roots.
+pub fn init(
+    service: &'static str,
+    args: &LogArgs,
+    tls: &crate::tls::ClientTlsArgs,
+) -> anyhow::Result<Telemetry> {
+    crate::tls::configure_outbound(tls)?;
     let default_directive = args.log_level.clone().unwrap_or_else(|| {
         std::env::var("RUST_LOG")
             .ok()
@@ -89,8 +96,19 @@ pub fn init(service: &'static str, args: &LogArgs) -> anyhow::Result<Telemetry> 
     }));
 
     let provider = if otlp_requested() {
+        // The exporter's client trusts what every other client does, plus the standard
+        // variable's CA file.
+        let ca = [
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ]
+        .into_iter()
+        .find_map(|name| std::env::var_os(name).filter(|v| !v.is_empty()))
+        .map(std::path::PathBuf::from);
+        let client = crate::tls::blocking_http_client(ca.as_deref())?;
         let exporter = SpanExporter::builder()
             .with_http()
+            .with_http_client(client)
             .with_protocol(Protocol::HttpBinary)
             .build()
             .context("failed to build the otlp span exporter")?;

@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Cli::parse()
     };
-    let telemetry = agl_common::telemetry::init("agl-store", &cli.args.log)?;
+    let telemetry = agl_common::telemetry::init("agl-store", &cli.args.log, &cli.args.tls_client)?;
     let result = agl_store::run(&cli.args).await;
     if let Err(err) = &result {
         tracing::error!(error = format!("{err:#}"), "agl-store failed");

@@ -10,9 +10,11 @@ use axum::Router;
 use clap::Args;
 use tokio::net::TcpListener;
 
-use agl_common::auth::{KeyArgs, Keys};
+use agl_common::auth::{Access, KeyArgs, Policy};
 use agl_common::cli::LogArgs;
-use agl_common::ops::{Health, Ops, RequestObserver, serve};
+use agl_common::ops::{Health, Ops, RequestObserver};
+use agl_common::serve::{ListenArgs, Listening, serve};
+use agl_common::tls::ClientTlsArgs;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -157,6 +159,12 @@ pub struct StoreArgs {
     pub key: KeyArgs,
 
     #[command(flatten)]
+    pub listen: ListenArgs,
+
+    #[command(flatten)]
+    pub tls_client: ClientTlsArgs,
+
+    #[command(flatten)]
     pub proxy: crate::v1::proxy::V1ProxyArgs,
 
     #[command(flatten)]
@@ -166,9 +174,13 @@ pub struct StoreArgs {
     pub command: Option<StoreCommand>,
 }
 
-/// Paths answered without a key: the health routes of every protocol (`/metrics`, `/livez`
-/// and `/readyz` are outside the key check anyway).
-const OPEN_PATHS: &[&str] = &["/healthz", "/v1/agl/health", "/agl/v1/health", "/health"];
+/// Paths answered without a key: the health routes of every protocol (and `/livez`,
+/// `/readyz`, `/metrics` as the shared layer leaves them); the admin routes: online backups.
+const POLICY: Policy = Policy {
+    open: &["/healthz", "/v1/agl/health", "/agl/v1/health", "/health"],
+    admin: &["/admin/"],
+    metrics: &["/v1/prometheus", "/v1/prometheus/"],
+};
 
 /// Maintenance commands beside serving.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -219,7 +231,10 @@ async fn backup(args: &BackupArgs, key: &KeyArgs) -> anyhow::Result<()> {
             let endpoint = format!("{}/admin/backup", url.trim_end_matches('/'));
             let body = serde_json::json!({ "name": args.name });
             // The server's key, given as the server is given it (`--key-file`, `AGL_KEY`).
-            let mut request = reqwest::Client::new().post(&endpoint).json(&body);
+            let client = agl_common::tls::http_client()
+                .build()
+                .context("http client")?;
+            let mut request = client.post(&endpoint).json(&body);
             if let Some(key) = agl_common::auth::first_key(key)? {
                 request = request.bearer_auth(key);
             }
@@ -341,6 +356,8 @@ impl Default for StoreArgs {
             pg_statement_timeout_seconds: 30.0,
             backup_dir: None,
             key: KeyArgs::default(),
+            listen: ListenArgs::default(),
+            tls_client: ClientTlsArgs::default(),
             proxy: crate::v1::proxy::V1ProxyArgs::default(),
             log: LogArgs::default(),
             command: None,
@@ -351,6 +368,7 @@ impl Default for StoreArgs {
 /// A bound, ready-to-run store server.
 pub struct App {
     listener: TcpListener,
+    listening: Listening,
     router: Router,
     store: Arc<Store>,
     health: Arc<Health>,
@@ -477,14 +495,13 @@ impl App {
         )?
         .merge(upstream_routes)
         .merge(admin_routes);
-        let keys = Keys::load(&args.key)?;
-        if keys.is_none() {
-            tracing::info!("no --key or --key-file: every route answers without a key");
-        }
-        let app = agl_common::auth::protect(app, keys, OPEN_PATHS, ops.registry())?;
+        let access = Access::load(&args.key)?;
+        let registry = ops.registry().clone();
+        let router = agl_common::auth::protect(ops.wrap(app), &access, POLICY, &registry)?;
         Ok(Self {
             listener,
-            router: ops.wrap(app),
+            listening: Listening::from_args(&args.listen)?,
+            router,
             store,
             health,
             grace: Duration::try_from_secs_f64(args.shutdown_grace_seconds.max(0.0))
@@ -529,6 +546,7 @@ impl App {
             shutdown,
             self.grace,
             move || drain_store.drain_waiters(),
+            &self.listening,
         )
         .await;
         ticker.abort();

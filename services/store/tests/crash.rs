@@ -252,7 +252,7 @@ async fn training_loop_survives_crashes(mut cluster: Cluster, bases: Vec<String>
     });
     let acked = Arc::new(Mutex::new(Acked::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let client = reqwest::Client::builder()
+    let client = agl_common::tls::http_client()
         .timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(0)
         .build()

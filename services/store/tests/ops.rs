@@ -51,7 +51,7 @@ async fn request_spans_are_exported_and_continue_the_callers_trace() {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
         ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
     ]);
-    let client = reqwest::Client::new();
+    let client = agl_common::tls::http_client().build().unwrap();
     let r = client
         .get(format!("{}/v1/agl/rollouts/ro-abc", server.base))
         .header(
@@ -127,7 +127,7 @@ async fn request_spans_are_exported_and_continue_the_callers_trace() {
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_request_finish() {
     let mut server = start(&[]);
-    let client = reqwest::Client::new();
+    let client = agl_common::tls::http_client().build().unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
     let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
     let url = format!("{}/v1/agl/queues/rollouts/enqueue", server.base);
@@ -223,7 +223,7 @@ async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
         return;
     }
     let server = start(&[]);
-    let client = reqwest::Client::new();
+    let client = agl_common::tls::http_client().build().unwrap();
     for _ in 0..5 {
         client
             .get(format!("{}/v1/agl/health", server.base))

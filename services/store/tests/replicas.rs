@@ -39,7 +39,7 @@ fn cluster(name: &str, n: usize, debounce: &str) -> Option<Cluster> {
             .map(|s| format!("{}/v1/agl", s.base))
             .collect(),
         servers,
-        client: reqwest::Client::new(),
+        client: agl_common::tls::http_client().build().unwrap(),
         _pg: pg,
     })
 }

@@ -64,7 +64,7 @@ async fn a_corrupted_store_file_is_refused_not_served() {
     let dir = temp("corrupt");
     let db = dir.join("store.db");
     let (mut child, base) = start(&db);
-    let client = reqwest::Client::new();
+    let client = agl_common::tls::http_client().build().unwrap();
     let items: Vec<Value> = (0..400)
         .map(|i| json!({"input": "x".repeat(200) + &i.to_string()}))
         .collect();
@@ -136,7 +136,7 @@ async fn a_full_disk_gives_503_and_keeps_every_acknowledged_write() {
     }
     let db = dir.join("store.db");
     let (child, base) = start(&db);
-    let client = reqwest::Client::new();
+    let client = agl_common::tls::http_client().build().unwrap();
     let mut acked = Vec::new();
     let mut refusal = None;
     for i in 0..2000 {

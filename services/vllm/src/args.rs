@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory as _, Parser, ValueEnum};
 
+use agl_common::auth::KeyArgs;
 use agl_common::cli::LogArgs;
+use agl_common::serve::ListenArgs;
+use agl_common::tls::ClientTlsArgs;
 
 /// The port agents call: the proxy's, as vLLM's default is 8000.
 pub const DEFAULT_PORT: u16 = 8000;
@@ -136,6 +139,31 @@ pub struct ProxyArgs {
     /// Seconds at shutdown to send the calls still waiting for export
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub flush_timeout_seconds: f64,
+
+    /// Key sent to the store (`Authorization: Bearer KEY`) with every export and sequence-id
+    /// request; prefer `--store-key-file`
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "AGL_STORE_KEY",
+        hide_env_values = true
+    )]
+    pub store_key: Option<String>,
+
+    /// File whose first line is the store's key (a mounted Secret)
+    #[arg(long, value_name = "FILE", env = "AGL_STORE_KEY_FILE")]
+    pub store_key_file: Option<std::path::PathBuf>,
+
+    /// Keys agents must send (the OpenAI clients' `api_key` arrives as `Bearer`); the admin
+    /// key guards pause and resume
+    #[command(flatten)]
+    pub key: KeyArgs,
+
+    #[command(flatten)]
+    pub listen: ListenArgs,
+
+    #[command(flatten)]
+    pub tls_client: ClientTlsArgs,
 
     #[command(flatten)]
     pub log: LogArgs,

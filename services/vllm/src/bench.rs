@@ -191,7 +191,7 @@ async fn bench(cli: &BenchArgs) -> anyhow::Result<String> {
     let server = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    let client = reqwest::Client::builder()
+    let client = agl_common::tls::http_client()
         .no_proxy()
         .tcp_nodelay(true)
         .build()?;

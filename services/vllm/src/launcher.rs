@@ -75,7 +75,11 @@ pub fn run(prog: &str, argv: &[String]) -> ExitCode {
     if !vllm.is_serve() {
         return runtime.block_on(one_shot(prog, &cli.args, &vllm_args));
     }
-    let telemetry = match agl_common::telemetry::init("agl-vllm", &cli.args.proxy.log) {
+    let telemetry = match agl_common::telemetry::init(
+        "agl-vllm",
+        &cli.args.proxy.log,
+        &cli.args.proxy.tls_client,
+    ) {
         Ok(t) => t,
         Err(err) => {
             eprintln!("{prog}: {err:#}");
@@ -278,7 +282,7 @@ async fn serve(
         // No proxy: still follow vLLM's readiness, to report it.
         let upstream = Arc::new(Upstream::new(&upstream_url, vllm.api_key.clone()));
         let metrics = Arc::new(Metrics::new(&prometheus::Registry::new())?);
-        let client = reqwest::Client::builder()
+        let client = agl_common::tls::http_client()
             .no_proxy()
             .timeout(Duration::from_secs(5))
             .build()

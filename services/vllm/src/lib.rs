@@ -91,13 +91,14 @@ fn run_proxy(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let telemetry = match agl_common::telemetry::init("agl-vllm", &cli.args.log) {
-        Ok(t) => t,
-        Err(err) => {
-            eprintln!("agl-vllm proxy: {err:#}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let telemetry =
+        match agl_common::telemetry::init("agl-vllm", &cli.args.log, &cli.args.tls_client) {
+            Ok(t) => t,
+            Err(err) => {
+                eprintln!("agl-vllm proxy: {err:#}");
+                return ExitCode::FAILURE;
+            }
+        };
     let result = runtime.block_on(async {
         let upstream = cli
             .args

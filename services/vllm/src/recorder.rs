@@ -46,6 +46,8 @@ pub struct RecorderConfig {
     pub attempts: u32,
     /// Time limit of one export request.
     pub timeout: Duration,
+    /// The store's key, sent with every export.
+    pub key: Option<String>,
 }
 
 /// The sending side, shared by the request handlers.
@@ -76,12 +78,15 @@ pub fn start(
     let mut handles = Vec::new();
     let outgoing = match &config.traces_url {
         Some(url) => {
-            let client = reqwest::Client::builder()
-                .no_proxy()
-                .timeout(config.timeout)
-                .user_agent(concat!("agl-vllm/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .context("failed to build the export http client")?;
+            let client = agl_common::auth::sending_key(
+                agl_common::tls::http_client(),
+                config.key.as_deref(),
+            )?
+            .no_proxy()
+            .timeout(config.timeout)
+            .user_agent(concat!("agl-vllm/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("failed to build the export http client")?;
             let (span_tx, span_rx) = mpsc::channel(config.queue.max(1));
             handles.push(tokio::spawn(export_loop(
                 span_rx,

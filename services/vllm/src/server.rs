@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agl_common::ops::{Health, Ops, serve};
+use agl_common::auth::{Access, Policy};
+use agl_common::ops::{Health, Ops};
+use agl_common::serve::{Listening, serve};
 use anyhow::Context as _;
 use axum::Router;
 use tokio::net::TcpListener;
@@ -19,9 +21,18 @@ use crate::recorder::{self, RecorderConfig, RecorderTasks};
 use crate::store::{StoreClient, resolve_url, validate_http_url};
 use crate::upstream::{self, Upstream};
 
+/// vLLM's health and ping stay open (probes); pausing and resuming the proxy stop or start
+/// every agent's generations: admin routes. vLLM's metrics and the proxy's own are metrics.
+const POLICY: Policy = Policy {
+    open: &["/health", "/ping"],
+    admin: &["/proxy/pause", "/proxy/resume"],
+    metrics: &["/vllm/metrics", "/agl/metrics"],
+};
+
 /// A bound, ready-to-run proxy.
 pub struct App {
     listener: TcpListener,
+    listening: Listening,
     router: Router,
     proxy: Arc<Proxy>,
     readiness: Arc<Health>,
@@ -37,7 +48,7 @@ pub use agl_llm_proxy::net::bind;
 /// The HTTP client for vLLM: no proxy from the environment (vLLM is local or in the pod),
 /// pooled connections, and a total limit suited to long generations.
 pub fn upstream_client(args: &ProxyArgs) -> anyhow::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
+    let mut builder = agl_common::tls::http_client()
         .no_proxy()
         .tcp_nodelay(true)
         .connect_timeout(seconds(args.connect_timeout_seconds).max(Duration::from_millis(100)))
@@ -83,9 +94,19 @@ impl App {
                 "the upstream {upstream} is this proxy itself: point --upstream at vllm's port"
             );
         }
+        let access = Access::load(&args.key)?;
+        let listening = Listening::from_args(&args.listen)?;
+        let store_key = agl_common::auth::client_key(
+            args.store_key.as_deref(),
+            args.store_key_file.as_deref(),
+        )?;
         let store = match resolve_url(args.store_url.as_deref()) {
             Some(url) => {
-                let store = StoreClient::new(&url, seconds(args.store_timeout_seconds))?;
+                let store = StoreClient::new(
+                    &url,
+                    seconds(args.store_timeout_seconds),
+                    store_key.as_deref(),
+                )?;
                 if agl_common::otlp::points_at(&store.traces_url(), bound) {
                     anyhow::bail!(
                         "the store url {url} is this proxy itself: point --store-url at the lightning store"
@@ -105,6 +126,7 @@ impl App {
         let ops = Ops::new("agl-vllm")?;
         let metrics = Arc::new(Metrics::new(ops.registry())?);
         let registry = ops.registry().clone();
+        let registry_for_auth = ops.registry().clone();
         let (recorder, recorder_tasks) = recorder::start(
             &RecorderConfig {
                 traces_url: store.as_ref().map(StoreClient::traces_url),
@@ -113,6 +135,7 @@ impl App {
                 interval: seconds(args.export_interval_seconds),
                 attempts: args.export_attempts,
                 timeout: seconds(args.export_timeout_seconds).max(Duration::from_millis(100)),
+                key: store_key,
             },
             Arc::clone(&metrics),
         )?;
@@ -134,14 +157,20 @@ impl App {
                 require_store: args.require_store,
             },
         }));
-        let router = ops.wrap(crate::proxy::router(Arc::clone(&proxy)));
-        let probe_client = reqwest::Client::builder()
+        let router = agl_common::auth::protect(
+            ops.wrap(crate::proxy::router(Arc::clone(&proxy))),
+            &access,
+            POLICY,
+            &registry_for_auth,
+        )?;
+        let probe_client = agl_common::tls::http_client()
             .no_proxy()
             .timeout(Duration::from_secs(5))
             .build()
             .context("failed to build the probe http client")?;
         Ok(Self {
             listener,
+            listening,
             router,
             proxy,
             readiness,
@@ -197,6 +226,7 @@ impl App {
             signal,
             self.grace,
             || {},
+            &self.listening,
         )
         .await;
         let _ = stop_monitor.send(true);

@@ -36,22 +36,22 @@ pub fn resolve_url(store_url: Option<&str>) -> Option<String> {
     ))
 }
 
-/// Checks a base URL: absolute, `http://` (this build has no TLS), with a host.
+/// Checks a base URL: absolute, `http://` or `https://`, with a host.
 pub fn validate_http_url(what: &str, url: &str) -> anyhow::Result<()> {
     let parsed = reqwest::Url::parse(url).with_context(|| format!("invalid {what} {url:?}"))?;
     anyhow::ensure!(
-        parsed.scheme() == "http",
-        "{what} {url:?}: only http:// is supported (this build has no tls)"
+        matches!(parsed.scheme(), "http" | "https"),
+        "{what} {url:?}: only http:// and https:// are supported"
     );
     anyhow::ensure!(parsed.host().is_some(), "{what} {url:?} has no host");
     Ok(())
 }
 
 impl StoreClient {
-    /// A client of the store at `base` (checked to be an `http://` URL).
-    pub fn new(base: &str, timeout: Duration) -> anyhow::Result<Self> {
+    /// A client of the store at `base` (checked to be an `http(s)://` URL), sending `key`.
+    pub fn new(base: &str, timeout: Duration, key: Option<&str>) -> anyhow::Result<Self> {
         validate_http_url("store url", base)?;
-        let client = reqwest::Client::builder()
+        let client = agl_common::auth::sending_key(agl_common::tls::http_client(), key)?
             // The store is local or in-cluster; a proxy from the environment would only
             // capture that traffic.
             .no_proxy()
@@ -122,9 +122,10 @@ mod tests {
     }
 
     #[test]
-    fn only_http_urls_are_accepted() {
+    fn only_http_and_https_urls_are_accepted() {
         assert!(validate_http_url("store url", "http://127.0.0.1:4747").is_ok());
-        assert!(validate_http_url("store url", "https://store").is_err());
+        assert!(validate_http_url("store url", "https://store").is_ok());
+        assert!(validate_http_url("store url", "unix:///store").is_err());
         assert!(validate_http_url("store url", "store:4747").is_err());
     }
 }

@@ -190,7 +190,7 @@ async fn a_forward_loop_is_refused() {
         "{err}"
     );
     let args = agl_agentops::AgentopsArgs {
-        forward_otlp: vec!["https://collector:4318/v1/traces".into()],
+        forward_otlp: vec!["ftp://collector:4318/v1/traces".into()],
         ..test_args()
     };
     assert!(agl_agentops::App::build(&args).await.is_err());

@@ -32,7 +32,7 @@ pub fn test_args() -> AgentopsArgs {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    agl_common::tls::http_client()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -156,7 +156,7 @@ impl V1Proxy {
     pub fn new(args: V1ProxyArgs) -> anyhow::Result<Self> {
         let timeout = Duration::try_from_secs_f64(args.upstream_timeout_seconds.max(0.001))
             .unwrap_or(Duration::from_secs(300));
-        let client = reqwest::Client::builder()
+        let client = agl_common::tls::http_client()
             .timeout(timeout)
             .no_proxy()
             .build()?;

@@ -12,8 +12,8 @@ use crate::helpers::{TestApp, expect_json, spawn_with, test_args};
 
 const KEY: &str = "k3y-for-tests";
 
-/// Health, liveness, readiness and metrics answer without a key.
-const OPEN: [&str; 7] = [
+/// Health, liveness, readiness and metrics (ours and upstream's) answer without a key.
+const OPEN: [&str; 8] = [
     "/healthz",
     "/v1/agl/health",
     "/agl/v1/health",
@@ -21,6 +21,7 @@ const OPEN: [&str; 7] = [
     "/livez",
     "/readyz",
     "/metrics",
+    "/v1/prometheus",
 ];
 
 async fn keyed() -> TestApp {
@@ -138,7 +139,7 @@ async fn no_route_answers_without_the_key() {
     let metrics = app.get("/metrics").await.text().await.unwrap();
     let refused: f64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("agl_auth_failures_total "))
+        .find_map(|l| l.strip_prefix(r#"agl_auth_failures_total{kind="api"} "#))
         .expect("the refusals are counted")
         .parse()
         .unwrap();
@@ -177,4 +178,61 @@ async fn every_form_of_the_key_gets_through() {
         .await
         .unwrap();
     assert_ne!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_admin_key_alone_opens_backups_and_metrics_can_require_a_key() {
+    let args = StoreArgs {
+        key: KeyArgs {
+            keys: vec![KEY.into()],
+            admin_keys: vec!["adm1n-key".into()],
+            metrics_require_key: true,
+            ..KeyArgs::default()
+        },
+        ..test_args()
+    };
+    let app = spawn_with(args, None).await;
+    let backup = |key: &'static str| {
+        app.client
+            .post(app.url("/admin/backup"))
+            .bearer_auth(key)
+            .json(&json!({}))
+            .send()
+    };
+    let r = backup(KEY).await.unwrap();
+    let body = expect_json(r, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(body["detail"], "Invalid or missing admin key");
+    let r = backup("adm1n-key").await.unwrap();
+    assert_ne!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "the admin key opens it"
+    );
+    // The admin key opens the ordinary routes too.
+    let r = app
+        .client
+        .get(app.url("/v1/agl/rollouts"))
+        .bearer_auth("adm1n-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    for path in ["/metrics", "/v1/prometheus"] {
+        assert_eq!(
+            app.get(path).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        let r = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+    for path in ["/livez", "/readyz", "/healthz"] {
+        assert_eq!(app.get(path).await.status(), StatusCode::OK, "{path}");
+    }
 }

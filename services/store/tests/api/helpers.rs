@@ -145,7 +145,7 @@ pub async fn spawn_with(mut args: StoreArgs, clock: Option<Arc<ManualClock>>) ->
     }));
     TestApp {
         base: format!("http://{addr}"),
-        client: reqwest::Client::new(),
+        client: agl_common::tls::http_client().build().unwrap(),
         store,
         clock,
         stop: Some(stop),

@@ -398,7 +398,7 @@ async fn an_agent_that_goes_away_cancels_its_call_and_leaves_no_event() {
     register(&app, &[format!("{}/v1", model.url())], 0).await;
     let rid = rollout(&app).await;
     // Eight tokens 200 ms apart: the agent gives up long before the answer.
-    let impatient = reqwest::Client::builder()
+    let impatient = agl_common::tls::http_client()
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();

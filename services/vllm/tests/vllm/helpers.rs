@@ -13,15 +13,25 @@ use tokio::task::JoinHandle;
 /// A real LightningStore in this process.
 pub struct Store {
     pub url: String,
+    key: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     handle: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Store {
     pub async fn start() -> Self {
+        Self::start_keyed(None).await
+    }
+
+    /// A store that requires `key` on every route, when there is one.
+    pub async fn start_keyed(key: Option<&str>) -> Self {
         let app = agl_store::App::build(&agl_store::StoreArgs {
             host: "127.0.0.1".into(),
             port: 0,
+            key: agl_common::auth::KeyArgs {
+                keys: key.map(str::to_owned).into_iter().collect(),
+                ..Default::default()
+            },
             ..agl_store::StoreArgs::default()
         })
         .await
@@ -33,6 +43,7 @@ impl Store {
         }));
         Self {
             url,
+            key: key.map(str::to_owned),
             stop: Some(stop),
             handle,
         }
@@ -45,9 +56,20 @@ impl Store {
         let _ = tokio::time::timeout(Duration::from_secs(15), self.handle).await;
     }
 
+    fn client(&self) -> reqwest::Client {
+        agl_common::auth::sending_key(
+            agl_common::tls::http_client().no_proxy(),
+            self.key.as_deref(),
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+    }
+
     /// A new rollout with its first attempt: `(rollout_id, attempt_id)`.
     pub async fn rollout(&self) -> (String, String) {
-        let body: Value = client()
+        let body: Value = self
+            .client()
             .post(format!("{}/v1/agl/rollouts", self.url))
             .json(&json!({"input": {"task": "agl-vllm test"}}))
             .send()
@@ -64,7 +86,8 @@ impl Store {
 
     /// The spans stored for `rollout_id`.
     pub async fn spans(&self, rollout_id: &str) -> Vec<Value> {
-        let body: Value = client()
+        let body: Value = self
+            .client()
             // Store ids are url-safe (`ro-…`), no encoding needed.
             .get(format!("{}/v1/agl/spans?rollout_id={rollout_id}", self.url))
             .send()
@@ -209,7 +232,7 @@ impl Stack {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    agl_common::tls::http_client()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()
