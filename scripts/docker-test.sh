@@ -34,6 +34,10 @@ export AGL_STORE_PORT=14747 AGL_AGENTOPS_PORT=18002 AGL_LLM_PORT=18000
 export AGL_STORE_PG_PORT_1=14757 AGL_STORE_PG_PORT_2=14758
 export AGL_AGENTOPS_PUBLIC_URL=http://127.0.0.1:18002
 export AGL_GIT_COMMIT="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+# The stack runs keyed, as a shared cluster would: every service requires the key and the
+# official clients send it (UUID-shaped: the older AgentOps SDKs accept no other key).
+AGL_KEY="$(python3 -c 'import uuid; print(uuid.uuid4())')"
+export AGL_KEY
 FILES=(-f compose.yaml -f tests/docker/compose.test.yaml)
 dc() { "${COMPOSE[@]}" "${FILES[@]}" "$@"; }
 LAUNCHER_CONTAINER=agl-e2e-launcher
@@ -128,7 +132,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import agentlightning
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/agentops/requirements-0421.txt
 fi
-AGL_E2E_STORE=http://127.0.0.1:14747 AGL_E2E_AGENTOPS=http://127.0.0.1:18002 \
+AGL_E2E_KEY="$AGL_KEY" AGL_E2E_STORE=http://127.0.0.1:14747 AGL_E2E_AGENTOPS=http://127.0.0.1:18002 \
 AGL_E2E_LLM=http://127.0.0.1:18000 AGL_E2E_LAUNCHER_IMAGE="$LAUNCHER_IMAGE" \
 AGL_E2E_LAUNCHER_CONTAINER="$LAUNCHER_CONTAINER" AGL_E2E_NETWORK="${COMPOSE_PROJECT_NAME}_default" \
 AGL_E2E_STORE_PG_1=http://127.0.0.1:14757 AGL_E2E_STORE_PG_2=http://127.0.0.1:14758 \

@@ -54,6 +54,9 @@ if [ -n "${AGL_TEST_PG:-}" ]; then
   AGL_TEST_STORAGE=postgres cargo test --locked -p agl-store --test api
 fi
 
+step "hostile input: schemathesis against the store's OpenAPI document (memory, SQLite)"
+./scripts/fuzz-api.sh
+
 step "python compatibility (official agentlightning clients)"
 # agl-vllm too: its vLLM double is the model server behind the 1.0.2 suite's proxy calls.
 cargo build --locked -p agl-store --bin agl-store -p agl-vllm --bin agl-vllm

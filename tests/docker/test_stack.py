@@ -3,6 +3,10 @@
 scripts/docker-test.sh builds the images, brings the stack up (with the gpu profile's
 `llm-proxy` in front of the vLLM test double) and runs this module with a virtualenv that
 holds the official packages (agentlightning 0.3.0 and agentops 0.4.21).
+
+The stack requires a key (AGL_E2E_KEY): the official 0.3.0 client sends it as the password
+of its URL, the AgentOps SDK as its API key, the OpenTelemetry exporter from
+OTEL_EXPORTER_OTLP_HEADERS, plain requests as `Authorization: Bearer`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -25,6 +30,7 @@ from agentlightning.store.client_server import LightningStoreClient  # noqa: E40
 from agentlightning.types import Span  # noqa: E402,F401  (the client validates spans with it)
 
 ROOT = Path(__file__).resolve().parents[2]
+KEY = os.environ.get("AGL_E2E_KEY", "")
 STORE = os.environ.get("AGL_E2E_STORE", "http://127.0.0.1:14747")
 AGENTOPS = os.environ.get("AGL_E2E_AGENTOPS", "http://127.0.0.1:18002")
 LLM = os.environ.get("AGL_E2E_LLM", "http://127.0.0.1:18000")
@@ -73,18 +79,36 @@ def wait_healthy(service: str, timeout: float = 60.0) -> float:
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def http(method: str, url: str, body=None):
+def headers(key: str | None = None) -> dict:
+    key = KEY if key is None else key
+    out = {"Content-Type": "application/json"}
+    if key:
+        out["Authorization"] = f"Bearer {key}"
+    return out
+
+
+def http(method: str, url: str, body=None, key: str | None = None):
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method, headers=headers(key))
     with _OPENER.open(req, timeout=10) as resp:
         return resp.status, json.loads(resp.read() or b"null")
 
 
+def status_of(method: str, url: str, key: str | None = None) -> int:
+    try:
+        return http(method, url, {} if method == "POST" else None, key=key)[0]
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def keyed(url: str) -> str:
+    """The URL the 0.3.0 client is given: the key as the password (aiohttp sends Basic)."""
+    return url.replace("http://", f"http://agl:{KEY}@") if KEY else url
+
+
 def sse(url: str, body) -> list[dict]:
     """A streamed call: the data events of the response, in order, without [DONE]."""
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
-    )
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers())
     events = []
     with _OPENER.open(req, timeout=30) as resp:
         assert resp.headers["Content-Type"].startswith("text/event-stream")
@@ -137,7 +161,7 @@ def run(coro):
 
 
 async def with_client(fn):
-    client = LightningStoreClient(STORE)
+    client = LightningStoreClient(keyed(STORE))
     try:
         return await fn(client)
     finally:
@@ -204,7 +228,7 @@ def test_two_replicas_on_postgres_carry_a_training_loop_through_a_replica_kill()
     midway and the loop goes on through the other; the killed one comes back with it all."""
 
     async def loop():
-        one, two = LightningStoreClient(STORE_PG[0]), LightningStoreClient(STORE_PG[1])
+        one, two = LightningStoreClient(keyed(STORE_PG[0])), LightningStoreClient(keyed(STORE_PG[1]))
         try:
             assert (await one.statistics())["backend"] == "postgres"
             first = [await one.enqueue_rollout(input={"task": i}) for i in range(4)]
@@ -231,7 +255,7 @@ def test_two_replicas_on_postgres_carry_a_training_loop_through_a_replica_kill()
             await one.close()
         compose("up", "-d", "--no-deps", "store-pg-2")
         wait_healthy("store-pg-2")
-        two = LightningStoreClient(STORE_PG[1])
+        two = LightningStoreClient(keyed(STORE_PG[1]))
         try:
             back = await two.query_rollouts(rollout_id_in=ids)
             seen = {r.rollout_id: r.status for r in back.items}
@@ -256,7 +280,7 @@ def test_agentops_sdk_spans_reach_the_store():
     wait_healthy("agentops")
     env = dict(
         os.environ,
-        AGENTOPS_API_KEY="00000000-0000-0000-0000-000000000000",
+        AGENTOPS_API_KEY=KEY or "00000000-0000-0000-0000-000000000000",
         AGENTOPS_API_ENDPOINT=AGENTOPS,
         AGENTOPS_EXPORTER_ENDPOINT=f"{AGENTOPS}/v1/traces",
         AGENTOPS_APP_URL=AGENTOPS,
@@ -321,7 +345,7 @@ def test_launcher_image_serves_records_and_drains():
         "docker", "run", "-d", "--name", LAUNCHER_CONTAINER, "--network", NETWORK,
         "-p", "127.0.0.1:18010:8000", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
         "--security-opt", "no-new-privileges:true", "--health-interval", "1s",
-        "-e", "AGL_STORE_URL=http://store:4747",
+        "-e", "AGL_STORE_URL=http://store:4747", "-e", f"AGL_STORE_KEY={KEY}", "-e", f"AGL_KEY={KEY}",
         LAUNCHER_IMAGE, "agl/double-model", "--host", "127.0.0.1", "--port", "8001",
         "--served-model-name", "agl-model",
     ], check=True, capture_output=True)
@@ -349,3 +373,61 @@ def test_launcher_image_serves_records_and_drains():
         assert code == "0", "vLLM drained on SIGTERM and the launcher exited with its status"
     finally:
         subprocess.run(["docker", "rm", "-f", LAUNCHER_CONTAINER], capture_output=True)
+
+
+@pytest.mark.skipif(not KEY, reason="the stack runs without a key (AGL_E2E_KEY)")
+def test_every_service_refuses_a_request_without_the_key():
+    for url in (f"{STORE}/v1/agl/rollouts", f"{STORE}/api/rollouts", f"{AGENTOPS}/_agl/counters",
+                f"{LLM}/v1/models", f"{STORE_PG[0]}/v1/agl/rollouts"):
+        assert status_of("GET", url, key="") == 401, url
+        assert status_of("GET", url, key="not-the-key") == 401, url
+        assert status_of("GET", url) == 200, url
+    for url in (f"{STORE}/v1/traces", f"{AGENTOPS}/v1/traces", f"{STORE}/admin/backup"):
+        assert status_of("POST", url, key="") == 401, url
+    # Health stays open: the images' healthchecks and Kubernetes probes carry no key.
+    for url in (f"{STORE}/healthz", f"{STORE}/readyz", f"{AGENTOPS}/health", f"{LLM}/readyz"):
+        assert status_of("GET", url, key="") == 200, url
+    # The AgentOps endpoint hands its token out only for the key.
+    assert status_of("POST", f"{AGENTOPS}/v3/auth/token", key="") == 401
+
+
+@pytest.mark.skipif(not KEY, reason="the stack runs without a key (AGL_E2E_KEY)")
+def test_an_opentelemetry_exporter_sends_the_key_from_its_environment():
+    """The official OTLP/HTTP exporter, configured only by the standard variables, exports a
+    span into the keyed store; without the header it is refused."""
+    status, rollout = http("POST", f"{STORE}/v1/agl/rollouts", {"input": {"otlp": True}})
+    assert status == 201
+    rid, aid = rollout["rollout_id"], rollout["attempt"]["attempt_id"]
+    script = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.resources import Resource\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter\n"
+        "import os, sys\n"
+        "provider = TracerProvider(resource=Resource.create({'agentlightning.rollout_id': os.environ['RID'],"
+        " 'agentlightning.attempt_id': os.environ['AID'], 'agentlightning.span_sequence_id': 1}))\n"
+        "exporter = OTLPSpanExporter()\n"
+        "provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
+        "with provider.get_tracer('e2e').start_as_current_span('exported-with-a-key'):\n"
+        "    pass\n"
+        "provider.shutdown()\n"
+    )
+
+    def export(header_value: str | None) -> None:
+        env = dict(os.environ, RID=rid, AID=aid, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"{STORE}/v1/traces",
+                   NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+        env.pop("OTEL_EXPORTER_OTLP_HEADERS", None)
+        if header_value is not None:
+            env["OTEL_EXPORTER_OTLP_HEADERS"] = header_value
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    def names() -> list[str]:
+        _, page = http("GET", f"{STORE}/v1/agl/spans?rollout_id={rid}")
+        return [s["name"] for s in page["items"]]
+
+    export(None)  # refused: the exporter logs the 401 and drops the batch
+    assert names() == []
+    export(f"Authorization=Bearer%20{KEY}")
+    assert names() == ["exported-with-a-key"]

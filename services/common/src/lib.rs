@@ -12,6 +12,8 @@
 //! * [`otlp`]: reading OTLP/HTTP requests (content type, decompression with a bomb guard,
 //!   protobuf and OTLP/JSON decoding) and answering them, attribute values as JSON.
 //!
+//! * [`fuzzing`]: case counts and seeds of the randomized tests (`AGL_FUZZ_SCALE`,
+//!   `AGL_FUZZ_SEED`).
 //! * [`auth`]: the shared-key check every service puts in front of its routes.
 //! * [`serve`]: the serve loop (HTTP/1.1 and HTTP/2, optional TLS, connection and time
 //!   limits, graceful drain).
@@ -21,6 +23,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod fuzzing;
 pub mod http;
 pub mod ops;
 pub mod otlp;

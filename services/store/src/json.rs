@@ -248,4 +248,69 @@ mod tests {
         let distinct: Vec<String> = (0..40).map(|i| format!("\"k{i}\": {i}")).collect();
         assert!(canonical(&format!("{{{}}}", distinct.join(","))).is_some());
     }
+
+    mod randomized {
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        use super::canonical;
+
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::from),
+                "\\PC{0,12}".prop_map(Value::String),
+                any::<String>().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(5, 64, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    proptest::collection::btree_map(".{0,6}", inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: agl_common::fuzzing::cases(3000),
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            /// Any document, compact or pretty, is kept as parsing and writing it gives.
+            #[test]
+            fn any_document_is_kept_as_a_value_round_trip(doc in value(), pretty in any::<bool>()) {
+                let text = if pretty {
+                    serde_json::to_string_pretty(&doc).unwrap()
+                } else {
+                    serde_json::to_string(&doc).unwrap()
+                };
+                let expected = serde_json::from_str::<Value>(&text).unwrap().to_string();
+                prop_assert_eq!(canonical(&text), Some(expected));
+            }
+
+            /// Any text: refused where a `Value` parse refuses, else the same bytes (or
+            /// refused for a repeated key, which the caller then reads the slow way).
+            #[test]
+            fn any_text_is_refused_or_kept_exactly(text in prop_oneof![
+                ".{0,64}",
+                "[\\[\\]{}\",:0-9a-z \\\\.eE+-]{0,64}",
+            ]) {
+                match serde_json::from_str::<Value>(&text) {
+                    Err(_) => prop_assert_eq!(canonical(&text), None),
+                    Ok(value) => {
+                        if let Some(kept) = canonical(&text) {
+                            prop_assert_eq!(kept, value.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -19,7 +19,7 @@ macro_rules! string_enum {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         pub enum $name {
-            $(#[serde(rename = $text)] $variant,)+
+            $(#[serde(rename = $text)] #[schema(rename = $text)] $variant,)+
         }
         impl $name {
             /// Every value, in declaration order.
@@ -189,7 +189,7 @@ impl Default for RolloutConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rollout {
     pub rollout_id: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub input: Json,
     pub start_time: Timestamp,
     pub end_time: Option<Timestamp>,

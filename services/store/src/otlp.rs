@@ -1597,9 +1597,9 @@ mod tests {
             ][rng.usize(..6)]
         }
 
-        let mut rng = fastrand::Rng::with_seed(0x5eed);
+        let mut rng = fastrand::Rng::with_seed(agl_common::fuzzing::seed(0x5eed));
         let mut corrupted = Vec::new();
-        for round in 0..300 {
+        for round in 0..agl_common::fuzzing::cases(300) {
             let spans = (0..rng.usize(1..4))
                 .map(|_| {
                     // Past 16 attributes duplicates are merged through an index.

@@ -1328,9 +1328,9 @@ mod tests {
             model(fields, rng)
         }
 
-        let mut rng = fastrand::Rng::with_seed(0x5ba2);
+        let mut rng = fastrand::Rng::with_seed(agl_common::fuzzing::seed(0x5ba2));
         let (mut valid, mut invalid, mut common) = (0, 0, 0);
-        for i in 0..3000 {
+        for i in 0..agl_common::fuzzing::cases(3000) {
             NOISE.set(if i % 2 == 0 { 4 } else { 400 });
             EXTRAS.set(i % 4 < 2);
             let body = span(&mut rng);

@@ -21,7 +21,7 @@ use crate::model::{
 #[derive(Serialize, ToSchema)]
 pub struct RolloutRequest {
     /// The task input; any JSON value.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     input: serde_json::Value,
     mode: Option<RolloutMode>,
     /// Defaults to the latest resources.
@@ -35,7 +35,7 @@ pub struct RolloutRequest {
 /// One rollout to enqueue.
 #[derive(Serialize, ToSchema)]
 pub struct EnqueueRolloutRequest {
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     input: serde_json::Value,
     mode: Option<RolloutMode>,
     resources_id: Option<String>,
@@ -161,7 +161,7 @@ pub struct WaitForRolloutsRequest {
 /// `resources_id`, `metadata` and is a 400 for `status` and `config`.
 #[derive(Serialize, ToSchema)]
 pub struct UpdateRolloutRequest {
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     input: Option<serde_json::Value>,
     mode: Option<RolloutMode>,
     resources_id: Option<String>,

@@ -673,9 +673,9 @@ mod tests {
                 _ => ["\"q\"", "\"\\u00e9\\n\"", "\"日本\"", "\"\""][rng.usize(0..4)].into(),
             }
         }
-        let mut rng = fastrand::Rng::with_seed(0xe2c0);
+        let mut rng = fastrand::Rng::with_seed(agl_common::fuzzing::seed(0xe2c0));
         let (mut common, mut valid) = (0, 0);
-        for _ in 0..3000 {
+        for _ in 0..agl_common::fuzzing::cases(3000) {
             let n = rng.usize(0..4);
             let items: Vec<String> = (0..n)
                 .map(|_| {
