@@ -150,6 +150,18 @@ pub struct StoreArgs {
     )]
     pub pg_statement_timeout_seconds: f64,
 
+    /// Most rollouts waiting in the queue; enqueueing beyond it gets 429 with Retry-After
+    /// (memory and SQLite; with Postgres the queue lives in the database)
+    #[arg(long, value_name = "N", env = "AGL_MAX_QUEUED_ROLLOUTS",
+          default_value_t = crate::core::DEFAULT_MAX_QUEUED_ROLLOUTS)]
+    pub max_queued_rollouts: usize,
+
+    /// Most spans one rollout may hold (a live rollout's spans are in memory, about 1.2 KB
+    /// each); further spans get 422 (OTLP: counted as rejected). Memory and SQLite
+    #[arg(long, value_name = "N", env = "AGL_MAX_SPANS_PER_ROLLOUT",
+          default_value_t = crate::core::DEFAULT_MAX_SPANS_PER_ROLLOUT)]
+    pub max_spans_per_rollout: usize,
+
     /// Directory for online backups (`POST /admin/backup`, `agl store backup --url`);
     /// default: the directory of the SQLite file
     #[arg(long, value_name = "DIR", env = "AGL_BACKUP_DIR")]
@@ -355,6 +367,8 @@ impl Default for StoreArgs {
             pg_connect_timeout_seconds: 5.0,
             pg_statement_timeout_seconds: 30.0,
             backup_dir: None,
+            max_queued_rollouts: crate::core::DEFAULT_MAX_QUEUED_ROLLOUTS,
+            max_spans_per_rollout: crate::core::DEFAULT_MAX_SPANS_PER_ROLLOUT,
             key: KeyArgs::default(),
             listen: ListenArgs::default(),
             tls_client: ClientTlsArgs::default(),
@@ -406,9 +420,15 @@ impl App {
                  to an OpenTelemetry collector instead"
             );
         }
+        anyhow::ensure!(
+            args.max_queued_rollouts > 0 && args.max_spans_per_rollout > 0,
+            "--max-queued-rollouts and --max-spans-per-rollout must be positive"
+        );
         let config = StoreConfig {
             scan_debounce_seconds: args.scan_debounce_seconds,
             cache_bytes: args.cache_mib.saturating_mul(1 << 20),
+            max_queued_rollouts: args.max_queued_rollouts,
+            max_spans_per_rollout: args.max_spans_per_rollout,
         };
         let store = Arc::new(match &args.storage {
             Storage::Memory => Store::open(config, clock, Arc::new(Memory))?,

@@ -125,6 +125,18 @@ impl ApiError {
             Self::Store(err @ StoreError::InvalidTransition { .. }) => {
                 error_json(StatusCode::CONFLICT, &err.to_string())
             }
+            // Limits: the queue is full for now (retry), the rollout is full for good.
+            Self::Store(err @ StoreError::QueueFull { .. }) => {
+                let mut response = error_json(StatusCode::TOO_MANY_REQUESTS, &err.to_string());
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+                response
+            }
+            Self::Store(err @ StoreError::TooManySpans { .. }) => {
+                error_json(StatusCode::UNPROCESSABLE_ENTITY, &err.to_string())
+            }
             Self::Store(err) if protocol == Protocol::V1 => {
                 error_json(StatusCode::BAD_REQUEST, &err.to_string())
             }

@@ -67,6 +67,15 @@ pub enum StoreError {
         from: &'static str,
         to: &'static str,
     },
+    /// Enqueueing would take the queue past `--max-queued-rollouts`.
+    #[error(
+        "the queue would hold more than {limit} rollouts, the most it may hold: retry once \
+         runners have claimed some"
+    )]
+    QueueFull { limit: usize },
+    /// A span beyond `--max-spans-per-rollout` for one rollout.
+    #[error("rollout {rollout_id} holds {limit} spans, the most a rollout may hold")]
+    TooManySpans { rollout_id: String, limit: usize },
     /// The backend failed; the store refuses writes until it is restarted.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -80,7 +89,18 @@ pub struct StoreConfig {
     /// With a backend that keeps history: bytes of finished rollouts (their spans' text and
     /// a fixed cost each) kept in memory once durable; older ones are read back when asked.
     pub cache_bytes: usize,
+    /// Most rollouts waiting in the queue (queued rollouts are held in memory by the
+    /// single-node backends); enqueueing beyond it is refused.
+    pub max_queued_rollouts: usize,
+    /// Most spans one rollout may hold (a live rollout's spans are held in memory by the
+    /// single-node backends); further spans are refused.
+    pub max_spans_per_rollout: usize,
 }
+
+/// The default of [`StoreConfig::max_queued_rollouts`].
+pub const DEFAULT_MAX_QUEUED_ROLLOUTS: usize = 1_000_000;
+/// The default of [`StoreConfig::max_spans_per_rollout`].
+pub const DEFAULT_MAX_SPANS_PER_ROLLOUT: usize = 1_000_000;
 
 /// Reads of the rows of one change before [`Store::try_write_on`] gives up.
 const READ_AGAIN: usize = 16;
@@ -93,6 +113,8 @@ impl Default for StoreConfig {
         Self {
             scan_debounce_seconds: 10.0,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            max_queued_rollouts: DEFAULT_MAX_QUEUED_ROLLOUTS,
+            max_spans_per_rollout: DEFAULT_MAX_SPANS_PER_ROLLOUT,
         }
     }
 }
@@ -793,7 +815,9 @@ impl Store {
             latest_resources: true,
             ..Need::default()
         };
+        let limit = self.queue_limit();
         self.change(need, true, |st, now| {
+            st.check_queue_room(limit, news.len())?;
             Ok(news
                 .iter()
                 .map(|new| {
@@ -1272,10 +1296,12 @@ impl Store {
             spans: self.stored_span_keys([(&rollout_id, &span)]),
             ..Need::rollouts([rollout_id.as_str()])
         };
+        let limit = self.span_limit();
         let stored = self
             .change_once(need, move |st, now| {
                 st.bump_sequence(&rollout_id, span.sequence_id());
                 st.check_attempt(&rollout_id, &span.attempt_id())?;
+                st.check_span_room(&rollout_id, limit)?;
                 let stored = st.insert_span(&rollout_id, span);
                 if let Some(stored) = &stored {
                     st.heartbeat(&rollout_id, &stored.attempt_id(), now);
@@ -1312,6 +1338,7 @@ impl Store {
             spans: self.stored_span_keys(spans.iter().map(|s| (&s.span.rollout_id, &s.span.span))),
             ..Need::rollouts(ids)
         };
+        let limit = self.span_limit();
         let outcome = self
             .change_once(need, move |st, now| {
                 let mut outcome = BulkOutcome::default();
@@ -1349,7 +1376,9 @@ impl Store {
                     };
                     span.set_sequence_id(sequence_id);
                     st.bump_sequence(&rollout_id, sequence_id);
-                    if st.check_attempt(&rollout_id, &span.attempt_id()).is_err() {
+                    if st.check_attempt(&rollout_id, &span.attempt_id()).is_err()
+                        || st.check_span_room(&rollout_id, limit).is_err()
+                    {
                         outcome.rejected += 1;
                         continue;
                     }
@@ -1562,6 +1591,18 @@ impl Store {
     /// Whether the storage is a database other processes share.
     pub fn is_shared(&self) -> bool {
         self.shared.is_some()
+    }
+
+    /// `--max-queued-rollouts` where the store holds the queue (not with shared storage,
+    /// where it lives in the database and a replica sees only the rows a change reads).
+    pub(crate) fn queue_limit(&self) -> Option<usize> {
+        (!self.is_shared()).then_some(self.config.max_queued_rollouts)
+    }
+
+    /// `--max-spans-per-rollout` where a live rollout's spans are held in memory (not with
+    /// shared storage).
+    pub(crate) fn span_limit(&self) -> Option<usize> {
+        (!self.is_shared()).then_some(self.config.max_spans_per_rollout)
     }
 
     /// Collection sizes and uptime.

@@ -956,6 +956,39 @@ impl State {
         }
     }
 
+    /// Refuses `adding` more queued rollouts beyond `limit` (`None`: no limit here).
+    pub(super) fn check_queue_room(
+        &self,
+        limit: Option<usize>,
+        adding: usize,
+    ) -> Result<(), StoreError> {
+        let Some(limit) = limit else { return Ok(()) };
+        let queued = self.rollout_counts[RolloutStatus::Queuing.index()]
+            + self.rollout_counts[RolloutStatus::Requeuing.index()];
+        if queued.saturating_add(adding) > limit {
+            return Err(StoreError::QueueFull { limit });
+        }
+        Ok(())
+    }
+
+    /// Refuses one more span of `rollout_id` beyond `limit` (`None`: no limit here).
+    pub(super) fn check_span_room(
+        &self,
+        rollout_id: &str,
+        limit: Option<usize>,
+    ) -> Result<(), StoreError> {
+        let (Some(limit), Some(entry)) = (limit, self.rollouts.get(rollout_id)) else {
+            return Ok(());
+        };
+        if entry.spans.len() >= limit {
+            return Err(StoreError::TooManySpans {
+                rollout_id: rollout_id.to_owned(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     pub(super) fn insert_span(
         &mut self,
         rollout_id: &str,

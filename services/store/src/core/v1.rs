@@ -77,7 +77,9 @@ impl Store {
             latest_resources: true,
             ..Need::rollouts(given)
         };
+        let limit = self.queue_limit();
         self.change(need, true, |st, now| {
+            st.check_queue_room(limit, news.len())?;
             Ok(news
                 .iter()
                 .map(|new| {
@@ -277,11 +279,13 @@ impl Store {
             ..Need::rollouts([rollout_id])
         };
         let rollout_id = rollout_id.to_owned();
+        let limit = self.span_limit();
         let stored = self
             .change_once(need, move |st, _now| {
                 if !st.rollouts.contains_key(&rollout_id) {
                     return Err(StoreError::RolloutNotFound(rollout_id));
                 }
+                st.check_span_room(&rollout_id, limit)?;
                 let counter = st.sequence.entry(rollout_id.clone()).or_insert(0);
                 *counter += 1;
                 let mut span = span;

@@ -8,6 +8,7 @@ mod durable;
 mod errors;
 mod history;
 mod legacy;
+mod limits;
 mod otlp;
 mod rollouts;
 mod spans;
