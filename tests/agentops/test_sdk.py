@@ -214,3 +214,35 @@ def test_daemon_starts_healthy_and_stops_by_its_pid_file():
 
     wait_for(gone, "the daemon to exit and remove its pid file", timeout=30)
     assert "agentops endpoint stopped" in log_file.read_text()
+
+
+def test_a_keyed_endpoint_authenticates_the_sdk_by_its_api_key(agentops_server):
+    """With keys configured, the SDK's AGENTOPS_API_KEY must be one of them: the token is
+    handed out for it, every export carries the token, the inspection routes need the
+    admin key, and the environment block never prints a key."""
+    import uuid
+
+    key, admin = str(uuid.uuid4()), "admin-" + uuid.uuid4().hex
+    server = agentops_server("--key", key, "--admin-key", admin)
+    assert "AGENTOPS_API_KEY" not in server.env, "the block leaves the key to the agent"
+    report, output = run_agent(server.env, {"AGENTOPS_API_KEY": key, "AGL_TEST_MARKER": "keyed"})
+    assert report["result"] == 42 and report["initialized"], output
+    trace_id = report["trace_id"]
+    as_admin = {"Authorization": f"Bearer {admin}"}
+
+    def trace():
+        status, _, body = http("GET", server.url(f"/_agl/traces/{trace_id}"), headers=as_admin)
+        return json.loads(body) if status == 200 else None
+
+    found = wait_for(lambda: (t := trace()) and t.get("span_count", 0) >= 4 and t, "the spans of the keyed run")
+    assert EXPECTED_SPANS <= {s["name"] for s in found["spans"]}
+    assert len(found["logs"]) == 1 and "keyed: adding 1 to 41" in found["logs"][0]["text"]
+    # Inspection needs the admin key; the SDK's own key does not open it.
+    assert http("GET", server.url("/_agl/counters"))[0] == 401
+    assert http("GET", server.url("/_agl/counters"), headers={"Authorization": f"Bearer {key}"})[0] == 401
+    status, _, body = http("GET", server.url("/_agl/counters"), headers=as_admin)
+    counters = json.loads(body)["counters"]
+    assert counters["trace_batches_auth_token"] >= 1
+    assert counters["trace_batches_auth_none"] == 0
+    # A wrong API key gets no token.
+    assert http("POST", server.url("/v3/auth/token"), {"api_key": str(uuid.uuid4())})[0] == 401

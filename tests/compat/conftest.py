@@ -94,4 +94,12 @@ def keyed_server_v030(request, tmp_path_factory):
     return _server_fixture("v030", request, tmp_path_factory, key=TEST_KEY)
 
 
+@pytest.fixture(scope="module")
+def keyed_server_v022(request, tmp_path_factory):
+    """Ours, requiring TEST_KEY on the 0.2.2 flat routes (the official 0.2.2 server has none)."""
+    if IS_OFFICIAL:
+        pytest.skip("the official 0.2.2 server has no key")
+    return _server_fixture("v022", request, tmp_path_factory, key=TEST_KEY)
+
+
 official_only_differs = pytest.mark.skipif(IS_OFFICIAL, reason="documented intentional difference of agl-store")

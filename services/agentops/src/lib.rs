@@ -51,6 +51,7 @@ pub fn run(args: &AgentopsArgs) -> ExitCode {
                     args.port,
                     "/readyz",
                     std::time::Duration::from_secs(3),
+                    args.listen.tls.tls_cert.as_deref(),
                 ))
             });
         return match probe {

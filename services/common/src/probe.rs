@@ -1,21 +1,32 @@
 //! The `healthcheck` subcommand of every image: distroless images have no shell and no
-//! curl, so the binary probes its own readiness endpoint.
+//! curl, so the binary probes its own readiness endpoint (over TLS when the service serves
+//! TLS, trusting exactly the certificate it serves).
 
+use std::path::Path;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-/// GETs `http://127.0.0.1:{port}{path}` over plain HTTP/1.1 and succeeds on a 2xx answer
-/// within `timeout`.
-pub async fn probe(port: u16, path: &str, timeout: Duration) -> anyhow::Result<()> {
+/// GETs `{path}` of `127.0.0.1:{port}` over HTTP/1.1 (HTTPS when `tls_cert` names the
+/// certificate the service serves) and succeeds on a 2xx answer within `timeout`.
+pub async fn probe(
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    tls_cert: Option<&Path>,
+) -> anyhow::Result<()> {
+    let connector = tls_cert
+        .map(|cert| crate::tls::pinned_client_config(cert).map(tokio_rustls::TlsConnector::from))
+        .transpose()?;
     let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut head = Vec::new();
-        stream.read_to_end(&mut head).await?;
-        anyhow::Ok(head)
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        match connector {
+            None => exchange(tcp, port, path).await,
+            Some(connector) => {
+                let name = rustls_pki_types::ServerName::try_from("localhost")?;
+                exchange(connector.connect(name, tcp).await?, port, path).await
+            }
+        }
     };
     let head = tokio::time::timeout(timeout, attempt).await.map_err(|_| {
         anyhow::anyhow!("no answer from 127.0.0.1:{port}{path} within {timeout:?}")
@@ -31,6 +42,24 @@ pub async fn probe(port: u16, path: &str, timeout: Duration) -> anyhow::Result<(
         "127.0.0.1:{port}{path} answered {status_line:?}"
     );
     Ok(())
+}
+
+async fn exchange(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    port: u16,
+    path: &str,
+) -> anyhow::Result<Vec<u8>> {
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = Vec::new();
+    // A TLS peer may close without close_notify; what arrived is the answer.
+    match stream.read_to_end(&mut head).await {
+        Ok(_) => {}
+        Err(err) if !head.is_empty() && err.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(err) => return Err(err.into()),
+    }
+    Ok(head)
 }
 
 #[cfg(test)]
@@ -51,8 +80,10 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move { axum::serve(listener, app).await });
-        probe(port, "/ok", Duration::from_secs(5)).await.unwrap();
-        let err = probe(port, "/no", Duration::from_secs(5))
+        probe(port, "/ok", Duration::from_secs(5), None)
+            .await
+            .unwrap();
+        let err = probe(port, "/no", Duration::from_secs(5), None)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("503"), "{err}");
@@ -60,6 +91,10 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        assert!(probe(closed, "/ok", Duration::from_secs(5)).await.is_err());
+        assert!(
+            probe(closed, "/ok", Duration::from_secs(5), None)
+                .await
+                .is_err()
+        );
     }
 }

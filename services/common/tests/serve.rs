@@ -97,6 +97,23 @@ async fn https_is_served_and_a_replaced_certificate_is_used_without_a_restart() 
 
     let r = https_client(&first_ca).get(&url).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "hello");
+    // The images' healthcheck probes it over TLS, trusting exactly the served certificate.
+    let probe = |cert: Option<std::path::PathBuf>| async move {
+        agl_common::probe::probe(
+            server.addr.port(),
+            "/hello",
+            Duration::from_secs(5),
+            cert.as_deref(),
+        )
+        .await
+    };
+    probe(Some(cert.clone())).await.unwrap();
+    assert!(probe(None).await.is_err(), "plain HTTP is not answered");
+    let (stranger, _) = write_pair(dir.path(), "stranger");
+    assert!(
+        probe(Some(stranger)).await.is_err(),
+        "another certificate is not trusted"
+    );
     // Plain HTTP on the TLS port gets no answer.
     assert!(
         agl_common::tls::http_client()

@@ -232,7 +232,13 @@ pub async fn run(args: &StoreArgs) -> anyhow::Result<()> {
         }
         Some(StoreCommand::Backup(b)) => backup(b, &args.key).await,
         Some(StoreCommand::Healthcheck) => {
-            agl_common::probe::probe(args.port, "/readyz", Duration::from_secs(3)).await
+            agl_common::probe::probe(
+                args.port,
+                "/readyz",
+                Duration::from_secs(3),
+                args.listen.tls.tls_cert.as_deref(),
+            )
+            .await
         }
     }
 }

@@ -143,6 +143,9 @@ struct HealthcheckCli {
     /// The path to probe (/readyz includes vLLM's readiness; /livez only the proxy's)
     #[arg(long, default_value = "/readyz")]
     path: String,
+    /// The certificate the proxy serves, when it serves TLS (probed over HTTPS)
+    #[arg(long, env = "AGL_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<std::path::PathBuf>,
 }
 
 fn healthcheck(args: &[String]) -> ExitCode {
@@ -164,6 +167,7 @@ fn healthcheck(args: &[String]) -> ExitCode {
                 cli.port,
                 &cli.path,
                 Duration::from_secs(3),
+                cli.tls_cert.as_deref(),
             ))
         });
     match probe {

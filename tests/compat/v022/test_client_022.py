@@ -325,3 +325,25 @@ def test_raw_flat_routes(server):
         assert err["error_type"] == "ValueError" and f"ro-missing-{tag}" in err["detail"]
         call("POST", "/update_rollout", 422, json={"rollout_id": rid, "status": None})
         call("POST", "/enqueue_rollout", 422, json={"config": {}})
+
+
+async def test_the_shared_key_in_the_url(keyed_server_v022):
+    """The 0.2.2 client (aiohttp too) sends a key given in its URL as HTTP Basic
+    credentials; without it every flat route is refused."""
+    from conftest import TEST_KEY
+
+    base = keyed_server_v022.base_url
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.post(f"{base}/enqueue_rollout", json={"input": {}}) as refused:
+            assert refused.status == 401
+    keyed = base.replace("http://", f"http://agl:{TEST_KEY}@")
+    client = LightningStoreClient(keyed)
+    try:
+        rollout = await client.enqueue_rollout(input={"task": "keyed-022"})
+        claimed = await client.dequeue_rollout()
+        assert claimed is not None and claimed.rollout_id == rollout.rollout_id
+        await client.update_attempt(claimed.rollout_id, claimed.attempt.attempt_id, status="succeeded")
+        done = await client.wait_for_rollouts(rollout_ids=[rollout.rollout_id], timeout=5)
+        assert [r.status for r in done] == ["succeeded"]
+    finally:
+        await client.close()
