@@ -343,7 +343,7 @@ async def test_the_shared_key_in_the_url(keyed_server_v022):
         claimed = await client.dequeue_rollout()
         assert claimed is not None and claimed.rollout_id == rollout.rollout_id
         await client.update_attempt(claimed.rollout_id, claimed.attempt.attempt_id, status="succeeded")
-        done = await client.wait_for_rollouts(rollout_ids=[rollout.rollout_id], timeout=5)
+        done = await client.wait_for_rollouts(rollout_ids=[rollout.rollout_id], timeout=0.05)
         assert [r.status for r in done] == ["succeeded"]
     finally:
         await client.close()
