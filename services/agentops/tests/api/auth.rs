@@ -108,15 +108,7 @@ async fn the_token_needs_a_key_and_opens_the_sdk_routes_only() {
     for path in ["/health", "/healthz", "/livez", "/readyz", "/metrics"] {
         assert_eq!(status(&s, "GET", path, None).await, 200, "{path}");
     }
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("agl_agentops_auth_refused_total 3"),
         "{metrics}"

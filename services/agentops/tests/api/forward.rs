@@ -101,15 +101,7 @@ async fn failures_are_counted_and_never_reach_the_sdk() {
         (forwarder.counters().await["forward_failed"] == 1).then_some(())
     })
     .await;
-    let metrics = forwarder
-        .client
-        .get(forwarder.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = forwarder.metrics().await;
     assert!(metrics.contains("agl_agentops_forward_retries_total{target="));
     assert!(metrics.contains("outcome=\"failed\""));
     // The batch is still kept locally.

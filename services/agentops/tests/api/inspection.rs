@@ -55,15 +55,7 @@ async fn the_oldest_spans_are_dropped_past_the_cap_and_counted() {
     let counters = server.counters().await;
     assert_eq!(counters["spans_evicted"], 1);
     assert_eq!(counters["spans_received"], 4);
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(metrics.contains("agl_agentops_evicted_total{kind=\"spans\"} 1"));
     assert!(metrics.contains("agl_agentops_held{kind=\"spans\"} 3"));
     server.stop().await;
@@ -89,15 +81,7 @@ async fn reset_empties_the_view_but_not_prometheus() {
         view["held"],
         json!({"traces": 0, "spans": 0, "logs": 0, "objects": 0})
     );
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(metrics.contains("agl_agentops_auth_requests_total 1"));
     server.stop().await;
 }
@@ -129,15 +113,7 @@ async fn health_readiness_metrics_and_the_session_link() {
         format!("/_agl/traces/{hex}")
     );
 
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 1")
     );

@@ -249,15 +249,7 @@ async fn unknown_routes_are_404_counted_and_remembered() {
     let (_, view) = server.get_json("/_agl/counters").await;
     assert_eq!(view["counters"]["unmatched_requests"], 3);
     assert_eq!(view["recent_unmatched"][0]["path"], "/v5/something/new");
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(metrics.contains("agl_agentops_unmatched_requests_total 3"));
     server.stop().await;
 }

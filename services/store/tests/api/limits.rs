@@ -6,17 +6,14 @@
 use std::io::Write as _;
 
 use agl_store::StoreArgs;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{expect_json, span, spawn, spawn_with, str_of, test_args};
+use crate::otlp::{kv, request};
 
 #[tokio::test]
 async fn a_full_queue_refuses_with_429_and_takes_again_once_drained() {
@@ -62,37 +59,21 @@ async fn a_full_queue_refuses_with_429_and_takes_again_once_drained() {
 }
 
 fn otlp(rollout: &str, attempt: &str, first_id: u8, n: u8) -> Vec<u8> {
-    let kv = |k: &str, v: &str| KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..KeyValue::default()
-    };
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("agentlightning.rollout_id", rollout),
-                    kv("agentlightning.attempt_id", attempt),
-                ],
-                ..Resource::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: (first_id..first_id + n)
-                    .map(|i| Span {
-                        trace_id: vec![0xab; 16],
-                        span_id: vec![i; 8],
-                        name: format!("otlp-{i}"),
-                        ..Span::default()
-                    })
-                    .collect(),
-                ..ScopeSpans::default()
-            }],
-            schema_url: String::new(),
-        }],
-    }
-    .encode_to_vec()
+    let spans = (first_id..first_id + n)
+        .map(|i| Span {
+            trace_id: vec![0xab; 16],
+            span_id: vec![i; 8],
+            name: format!("otlp-{i}"),
+            ..Span::default()
+        })
+        .collect();
+    request(
+        vec![
+            kv("agentlightning.rollout_id", rollout),
+            kv("agentlightning.attempt_id", attempt),
+        ],
+        spans,
+    )
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::helpers::{expect_json, spawn, str_of};
 
-fn kv(key: &str, value: &str) -> KeyValue {
+pub(crate) fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue {
@@ -40,7 +40,7 @@ fn otlp_span(name: &str, span_id: u8, attrs: Vec<KeyValue>) -> Span {
     }
 }
 
-fn request(resource_attrs: Vec<KeyValue>, spans: Vec<Span>) -> Vec<u8> {
+pub(crate) fn request(resource_attrs: Vec<KeyValue>, spans: Vec<Span>) -> Vec<u8> {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
