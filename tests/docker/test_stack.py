@@ -377,7 +377,7 @@ def test_launcher_image_serves_records_and_drains():
 
 @pytest.mark.skipif(not KEY, reason="the stack runs without a key (AGL_E2E_KEY)")
 def test_every_service_refuses_a_request_without_the_key():
-    for url in (f"{STORE}/v1/agl/rollouts", f"{STORE}/api/rollouts", f"{AGENTOPS}/_agl/counters",
+    for url in (f"{STORE}/v1/agl/rollouts", f"{STORE}/api/rollouts?state_in=queuing", f"{AGENTOPS}/_agl/counters",
                 f"{LLM}/v1/models", f"{STORE_PG[0]}/v1/agl/rollouts"):
         assert status_of("GET", url, key="") == 401, url
         assert status_of("GET", url, key="not-the-key") == 401, url
@@ -431,3 +431,36 @@ def test_an_opentelemetry_exporter_sends_the_key_from_its_environment():
     assert names() == []
     export(f"Authorization=Bearer%20{KEY}")
     assert names() == ["exported-with-a-key"]
+
+
+@pytest.mark.skipif(not KEY, reason="the stack runs without a key (AGL_E2E_KEY)")
+def test_the_022_client_drives_the_keyed_stack():
+    """The official agentlightning 0.2.2 client (its own venv, made by scripts/compat.sh)
+    with the key in its URL, against the compose store."""
+    python = ROOT / ".venv-compat-022/bin/python"
+    if not python.exists():
+        pytest.skip("no .venv-compat-022 (scripts/compat.sh creates it)")
+    script = (
+        "import asyncio, os, sys\n"
+        "from agentlightning.store.client_server import LightningStoreClient\n"
+        "async def main():\n"
+        "    client = LightningStoreClient(os.environ['URL'])\n"
+        "    try:\n"
+        "        queued = await client.enqueue_rollout(input={'from': '0.2.2'})\n"
+        "        claimed = await client.dequeue_rollout()\n"
+        "        assert claimed is not None\n"
+        "        await client.update_attempt(claimed.rollout_id, claimed.attempt.attempt_id, status='succeeded')\n"
+        "        print(queued.rollout_id, claimed.rollout_id)\n"
+        "    finally:\n"
+        "        await client.close()\n"
+        "asyncio.run(main())\n"
+    )
+    env = dict(os.environ, URL=keyed(STORE), NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
+               LITELLM_LOCAL_MODEL_COST_MAP="True")
+    done = subprocess.run([str(python), "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    queued, claimed = done.stdout.strip().splitlines()[-1].split()
+    _, rollout = http("GET", f"{STORE}/v1/agl/rollouts/{queued}")
+    assert rollout["input"] == {"from": "0.2.2"}
+    _, rollout = http("GET", f"{STORE}/v1/agl/rollouts/{claimed}")
+    assert rollout["status"] == "succeeded"
