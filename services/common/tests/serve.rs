@@ -274,3 +274,50 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
         .unwrap();
     assert_eq!(status, 200);
 }
+
+/// Thousands of connections opened and left idle neither exhaust the server nor keep a real
+/// client out: the limit holds them off, the idle timeout closes them, the client is served.
+#[tokio::test]
+async fn thousands_of_idle_connections_do_not_keep_a_client_out() {
+    // Room for the idle sockets and the server's side of its 100 connections.
+    let want = 2_000u64;
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(hard.min(want + 1_000)),
+            maximum: limit.maximum,
+        },
+    );
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(want + 1_000);
+    let idle_count = want.min(soft.saturating_sub(300)) as usize;
+    assert!(idle_count >= 500, "open-files limit too low: {soft}");
+
+    let args = ListenArgs {
+        header_timeout_seconds: 1.0,
+        max_connections: 100,
+        ..ListenArgs::default()
+    };
+    let server = start(&args).await;
+    let mut idle = Vec::with_capacity(idle_count);
+    for _ in 0..idle_count {
+        idle.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    let started = Instant::now();
+    let client = agl_common::tls::http_client().build().unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.get(format!("http://{}/hello", server.addr)).send(),
+    )
+    .await
+    .expect("served while thousands of idle connections are open")
+    .unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello");
+    eprintln!(
+        "{idle_count} idle connections, a client served after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
