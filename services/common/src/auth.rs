@@ -20,8 +20,8 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -124,9 +124,12 @@ impl Access {
     /// credential the service hands out itself, as the AgentOps endpoint does).
     pub fn also_accepting(mut self, token: &str) -> Self {
         if let Some(keys) = &self.keys {
-            let mut all = keys.keys.clone();
-            all.push(token.as_bytes().into());
-            self.keys = Some(Arc::new(Keys { keys: all }));
+            let mut fixed = keys.fixed.clone();
+            fixed.push(token.as_bytes().into());
+            self.keys = Some(Arc::new(Keys {
+                fixed,
+                files: Arc::clone(&keys.files),
+            }));
         }
         self
     }
@@ -160,75 +163,201 @@ pub struct Policy {
 /// The paths [`crate::ops::Ops::wrap`] adds that stay open.
 const OPS_OPEN: &[&str] = &["/livez", "/readyz"];
 
-/// The keys a service accepts.
+/// The keys a service accepts: those given directly, and those of key files, which are
+/// read again when a file changes (a rotated Kubernetes Secret reaches the pod's files
+/// within a minute; no restart is needed).
 pub struct Keys {
-    keys: Vec<Box<[u8]>>,
+    /// Flags and tokens: fixed for the process's life.
+    fixed: Vec<Box<[u8]>>,
+    /// Key files and what they held at their last reading; shared by the copies
+    /// [`Access::also_accepting`] makes, so that one reload serves them all.
+    files: Arc<FileKeys>,
+}
+
+/// Keys as bytes.
+type KeyList = Vec<Box<[u8]>>;
+
+struct FileKeys {
+    paths: Vec<PathBuf>,
+    /// The files' modification times at the last reading, and the keys they held.
+    current: RwLock<(Vec<Option<SystemTime>>, Arc<KeyList>)>,
 }
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Keys({} redacted)", self.keys.len())
+        write!(
+            f,
+            "Keys({} redacted)",
+            self.fixed.len() + self.file_keys().len()
+        )
     }
 }
 
 /// Longest accepted key, in bytes (a header line has room for far more; this is a key).
 pub const MAX_KEY_BYTES: usize = 4096;
 
+/// Reads the keys of `files`, one per non-empty line; a file without one is an error.
+fn read_key_files(files: &[PathBuf]) -> anyhow::Result<Vec<Box<[u8]>>> {
+    let mut keys: Vec<Box<[u8]>> = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the key file {}", file.display()))?;
+        let before = keys.len();
+        keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| l.as_bytes().into()),
+        );
+        anyhow::ensure!(
+            keys.len() > before,
+            "the key file {} holds no key",
+            file.display()
+        );
+    }
+    check_lengths(&keys)?;
+    Ok(keys)
+}
+
+fn check_lengths(keys: &[Box<[u8]>]) -> anyhow::Result<()> {
+    if let Some(long) = keys.iter().find(|k| k.len() > MAX_KEY_BYTES) {
+        anyhow::bail!(
+            "a key of {} bytes is longer than the {MAX_KEY_BYTES} accepted",
+            long.len()
+        );
+    }
+    Ok(())
+}
+
+fn stamps(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
 impl Keys {
     /// The keys of `keys` and `files`; `None` when there are none.
     fn load_from(keys_given: &[String], files: &[PathBuf]) -> anyhow::Result<Option<Arc<Self>>> {
-        let mut keys: Vec<Box<[u8]>> = Vec::new();
-        for key in keys_given {
-            let key = key.trim();
-            if !key.is_empty() {
-                keys.push(key.as_bytes().into());
-            }
+        let fixed: Vec<Box<[u8]>> = keys_given
+            .iter()
+            .map(|k| k.trim())
+            .filter(|k| !k.is_empty())
+            .map(|k| k.as_bytes().into())
+            .collect();
+        check_lengths(&fixed)?;
+        let stamped = stamps(files);
+        let from_files = read_key_files(files)?;
+        if fixed.is_empty() && from_files.is_empty() {
+            return Ok(None);
         }
-        for file in files {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read the key file {}", file.display()))?;
-            let before = keys.len();
-            keys.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(|l| l.as_bytes().into()),
-            );
-            anyhow::ensure!(
-                keys.len() > before,
-                "the key file {} holds no key",
-                file.display()
-            );
-        }
-        if let Some(long) = keys.iter().find(|k| k.len() > MAX_KEY_BYTES) {
-            anyhow::bail!(
-                "a key of {} bytes is longer than the {MAX_KEY_BYTES} accepted",
-                long.len()
-            );
-        }
-        Ok((!keys.is_empty()).then(|| Arc::new(Self { keys })))
+        Ok(Some(Arc::new(Self {
+            fixed,
+            files: Arc::new(FileKeys {
+                paths: files.to_vec(),
+                current: RwLock::new((stamped, Arc::new(from_files))),
+            }),
+        })))
     }
 
     /// Keys given directly (tests, tools).
     pub fn new(keys: impl IntoIterator<Item = impl Into<String>>) -> Self {
         Self {
-            keys: keys
+            fixed: keys
                 .into_iter()
                 .map(|k| k.into().into_bytes().into_boxed_slice())
                 .collect(),
+            files: Arc::new(FileKeys {
+                paths: Vec::new(),
+                current: RwLock::new((Vec::new(), Arc::default())),
+            }),
         }
+    }
+
+    fn file_keys(&self) -> Arc<KeyList> {
+        Arc::clone(
+            &self
+                .files
+                .current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .1,
+        )
+    }
+
+    /// The first key (what a client of the service sends).
+    fn first(&self) -> String {
+        let files = self.file_keys();
+        let first = self.fixed.first().or_else(|| files.first());
+        String::from_utf8_lossy(first.map_or(&[][..], |k| &k[..])).into_owned()
     }
 
     /// Whether `offered` is one of the keys; every key is compared in full either way.
     pub fn accepts(&self, offered: &[u8]) -> bool {
-        self.keys
+        let files = self.file_keys();
+        self.fixed
             .iter()
+            .chain(files.iter())
             .fold(false, |found, key| same(offered, key) | found)
     }
 
     /// Whether the request's headers carry one of the keys.
     pub fn admits(&self, headers: &HeaderMap) -> bool {
         offered_keys(headers).any(|k| self.accepts(&k))
+    }
+
+    /// Reads the key files again if one changed; keeps the previous keys when a file is
+    /// unreadable or empty (a Secret being rewritten). Whether the keys changed.
+    pub fn reload_if_changed(&self) -> bool {
+        let files = &self.files;
+        if files.paths.is_empty() {
+            return false;
+        }
+        let now = stamps(&files.paths);
+        if now
+            == files
+                .current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .0
+        {
+            return false;
+        }
+        match read_key_files(&files.paths) {
+            Ok(keys) => {
+                let count = keys.len();
+                *files
+                    .current
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = (now, Arc::new(keys));
+                tracing::info!(keys = count, "key files changed: keys reloaded");
+                true
+            }
+            Err(err) => {
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    "a key file changed but cannot be used; keeping the previous keys"
+                );
+                false
+            }
+        }
+    }
+
+    /// Checks the key files every [`crate::tls::RELOAD_INTERVAL`] while the runtime lives.
+    fn watch(self: &Arc<Self>) {
+        if self.files.paths.is_empty() {
+            return;
+        }
+        let keys = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::tls::RELOAD_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(keys) = keys.upgrade() else { return };
+                let _ = tokio::task::spawn_blocking(move || keys.reload_if_changed()).await;
+            }
+        });
     }
 }
 
@@ -240,7 +369,7 @@ pub fn first_key(args: &KeyArgs) -> anyhow::Result<Option<String>> {
         Some(admin) => Some(admin),
         None => Keys::load_from(&args.keys, &args.key_files)?,
     };
-    Ok(keys.map(|keys| String::from_utf8_lossy(&keys.keys[0]).into_owned()))
+    Ok(keys.map(|keys| keys.first()))
 }
 
 /// A key a client sends to another service: `--{name}-key`, or the first line of
@@ -256,7 +385,7 @@ pub fn client_key(
             .into_iter()
             .collect::<Vec<_>>(),
     )?;
-    Ok(keys.map(|keys| String::from_utf8_lossy(&keys.keys[0]).into_owned()))
+    Ok(keys.map(|keys| keys.first()))
 }
 
 /// Equality whose time depends on `key`'s length only, not on where `offered` differs.
@@ -356,6 +485,9 @@ pub fn protect(
     registry.register(Box::new(failures.clone()))?;
     if !access.enabled() {
         return Ok(app);
+    }
+    for keys in [&access.keys, &access.admin].into_iter().flatten() {
+        keys.watch();
     }
     let guard = Arc::new(Guard {
         access: access.clone(),
@@ -534,5 +666,49 @@ mod tests {
         let with_token = user_only.also_accepting("tok");
         assert!(with_token.admits(&headers(&[("authorization", "Bearer tok")]), false));
         assert!(!Access::default().also_accepting("tok").enabled());
+    }
+
+    #[test]
+    fn a_changed_key_file_is_read_again_and_a_broken_one_keeps_the_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "old-key\n").unwrap();
+        let keys = Keys::load_from(&["flag".into()], std::slice::from_ref(&file))
+            .unwrap()
+            .unwrap();
+        let copy = Access {
+            keys: Some(Arc::clone(&keys)),
+            ..Access::default()
+        }
+        .also_accepting("token");
+        assert!(!keys.reload_if_changed(), "nothing changed");
+        // Each write gets a later modification time, whatever the clock's grain.
+        let rewrite = |text: &str, later_by: u64| {
+            std::fs::write(&file, text).unwrap();
+            let later = std::time::SystemTime::now() + std::time::Duration::from_secs(later_by);
+            std::fs::File::options()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_modified(later)
+                .unwrap();
+        };
+        // Rotation: the new key is added beside the old, then the old one goes.
+        rewrite("old-key\nnew-key\n", 1);
+        assert!(keys.reload_if_changed());
+        assert!(keys.accepts(b"new-key") && keys.accepts(b"old-key") && keys.accepts(b"flag"));
+        let bearer = |k: &str| headers(&[("authorization", &format!("Bearer {k}"))]);
+        assert!(
+            copy.admits(&bearer("new-key"), false),
+            "copies see the reload"
+        );
+        rewrite("new-key\n", 2);
+        assert!(keys.reload_if_changed());
+        assert!(!keys.accepts(b"old-key") && keys.accepts(b"new-key"));
+        // Half-written: an empty file keeps the keys there were.
+        rewrite("", 3);
+        assert!(!keys.reload_if_changed());
+        assert!(keys.accepts(b"new-key"));
+        assert!(copy.admits(&bearer("token"), false));
     }
 }
