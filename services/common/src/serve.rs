@@ -516,12 +516,15 @@ async fn limit_body_time(req: AxumRequest, next: Next, limit: Duration) -> Respo
 }
 
 pin_project_lite::pin_project! {
-    /// A request body that fails once `deadline` passes before its end.
+    /// A request body that fails once `limit` has passed since `started` before its end.
+    /// The timer is armed only when the body first makes its reader wait: a body already
+    /// there (most of them) costs no timer.
     struct TimedBody {
         #[pin]
         inner: axum::body::Body,
-        #[pin]
-        deadline: tokio::time::Sleep,
+        started: Instant,
+        limit: Duration,
+        deadline: Option<Pin<Box<tokio::time::Sleep>>>,
         timed_out: Arc<std::sync::atomic::AtomicBool>,
     }
 }
@@ -534,7 +537,9 @@ impl TimedBody {
     ) -> Self {
         Self {
             inner,
-            deadline: tokio::time::sleep(limit),
+            started: Instant::now(),
+            limit,
+            deadline: None,
             timed_out,
         }
     }
@@ -548,14 +553,15 @@ impl http_body::Body for TimedBody {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        use std::task::Poll;
         let this = self.project();
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
             return Poll::Ready(frame);
         }
-        if this.deadline.poll(cx).is_ready() {
-            this.timed_out
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+        let deadline = this.deadline.get_or_insert_with(|| {
+            Box::pin(tokio::time::sleep_until((*this.started + *this.limit).into()))
+        });
+        if deadline.as_mut().poll(cx).is_ready() {
+            this.timed_out.store(true, Ordering::Relaxed);
             return Poll::Ready(Some(Err(axum::Error::new("request body timed out"))));
         }
         Poll::Pending
