@@ -558,7 +558,9 @@ impl http_body::Body for TimedBody {
             return Poll::Ready(frame);
         }
         let deadline = this.deadline.get_or_insert_with(|| {
-            Box::pin(tokio::time::sleep_until((*this.started + *this.limit).into()))
+            Box::pin(tokio::time::sleep_until(
+                (*this.started + *this.limit).into(),
+            ))
         });
         if deadline.as_mut().poll(cx).is_ready() {
             this.timed_out.store(true, Ordering::Relaxed);
