@@ -14,8 +14,8 @@
 //! admin (what changes or exposes the whole service: a backup, a reset, pausing the proxy):
 //! once set, only it opens them, and it opens every other route too.
 //!
-//! The paths a service names as open (health), `/livez`, `/readyz` and, unless
-//! `--metrics-require-key`, `/metrics` pass without a key. The layer goes outside
+//! The paths a service names as open (health), `/livez`, `/readyz`, the dashboards' assets
+//! and, unless `--metrics-require-key`, `/metrics` pass without a key. The layer goes outside
 //! [`crate::ops::Ops::wrap`], so it covers the routes that adds.
 
 use std::path::PathBuf;
@@ -162,6 +162,14 @@ pub struct Policy {
 
 /// The paths [`crate::ops::Ops::wrap`] adds that stay open.
 const OPS_OPEN: &[&str] = &["/livez", "/readyz"];
+
+/// The dashboards' stylesheet, script and icon ([`crate::ui::assets`]) are the same in every
+/// build and hold no data: open, so that a page never loads unstyled while a browser has
+/// not yet offered the credentials it was asked for on another path.
+fn is_ui_asset(path: &str) -> bool {
+    path.strip_prefix(crate::ui::ASSETS)
+        .is_some_and(|rest| crate::ui::ASSET_NAMES.contains(&rest))
+}
 
 /// The keys a service accepts: those given directly, and those of key files, which are
 /// read again when a file changes (a rotated Kubernetes Secret reaches the pod's files
@@ -455,6 +463,7 @@ impl Guard {
     fn is_open(&self, path: &str) -> bool {
         self.policy.open.contains(&path)
             || OPS_OPEN.contains(&path)
+            || is_ui_asset(path)
             || ((path == "/metrics" || self.policy.metrics.contains(&path))
                 && !self.access.metrics_require_key)
     }
@@ -541,12 +550,19 @@ async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Res
     })
 }
 
-/// The 401 every refusal is: upstream v1's body and a `WWW-Authenticate` challenge.
+/// The 401 every refusal is: upstream v1's body and `WWW-Authenticate` challenges, Bearer
+/// for clients and Basic so that a browser opening a dashboard asks for the key (as the
+/// password; any user name).
 pub fn refusal(detail: &str) -> Response {
     let mut response = error_json(StatusCode::UNAUTHORIZED, detail);
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static(r#"Bearer realm="agl""#),
+    );
+    headers.append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(r#"Basic realm="agl", charset="UTF-8""#),
     );
     response
 }

@@ -18,6 +18,7 @@
 //! * [`serve`]: the serve loop (HTTP/1.1 and HTTP/2, optional TLS, connection and time
 //!   limits, graceful drain).
 //! * [`tls`]: outbound HTTPS roots for every client, and the reloading server certificate.
+//! * [`ui`]: the dashboards' layout, embedded assets, formatting and span waterfall.
 //!
 //! Nothing service-specific lives here.
 
@@ -32,3 +33,4 @@ pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod ui;
