@@ -14,12 +14,15 @@
 //! * [`v1`]: upstream v1's shapes (rollouts, events, triplets) on the same rows;
 //! * [`api`]: the HTTP protocols (`/v1/agl`, `/agl/v1`, flat 0.2.2, v1's `/api`) and
 //!   `/v1/traces`;
+//! * [`dashboard`]: the HTML pages at `/` and `/ui/` (overview, rollouts, spans, LLM
+//!   calls, resources, workers, the API reference);
 //! * [`server`]: configuration, binding, the watchdog ticker and graceful shutdown;
 //!   [`upstream_cli`]: upstream v1's `host=… port=…` start-up form read as flags.
 
 pub mod api;
 pub mod clock;
 pub mod core;
+pub mod dashboard;
 pub mod json;
 pub mod metrics;
 pub mod model;

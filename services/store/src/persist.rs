@@ -18,7 +18,7 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use crate::model::{
-    Attempt, ResourcesUpdate, Rollout, RolloutStatus, RolloutView, StoredSpan, Worker,
+    Attempt, ResourcesUpdate, Rollout, RolloutMode, RolloutStatus, RolloutView, StoredSpan, Worker,
 };
 
 /// A row the core changed. Rows are whole (upserts), except spans, which are only added,
@@ -145,11 +145,16 @@ pub struct RolloutRows {
 }
 
 /// Which rollouts a query asks for; `None` filters are not given.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RolloutFilter<'a> {
     pub status_in: Option<&'a [RolloutStatus]>,
     pub rollout_id_in: Option<&'a [String]>,
     pub rollout_id_contains: Option<&'a str>,
+    pub mode_in: Option<&'a [RolloutMode]>,
+    /// Started at or after (epoch seconds).
+    pub started_from: Option<f64>,
+    /// Started before (epoch seconds).
+    pub started_before: Option<f64>,
     /// OR instead of AND.
     pub any: bool,
 }

@@ -436,9 +436,12 @@ impl App {
             max_queued_rollouts: args.max_queued_rollouts,
             max_spans_per_rollout: args.max_spans_per_rollout,
         };
+        let mut storage_info = crate::dashboard::StorageInfo::default();
         let store = Arc::new(match &args.storage {
             Storage::Memory => Store::open(config, clock, Arc::new(Memory))?,
             Storage::Sqlite(path) => {
+                storage_info.file = Some(path.clone());
+                storage_info.location = Some(path.display().to_string());
                 let durability = match args.sqlite_durability {
                     DurabilityArg::Full => Durability::Full,
                     DurabilityArg::Normal => Durability::Normal,
@@ -467,6 +470,7 @@ impl App {
                 })
                 .await?;
                 tracing::info!(database = db.shown(), "using a shared Postgres database");
+                storage_info.location = Some(db.shown().to_owned());
                 Store::open_shared(config, clock, Arc::new(db))
             }
         });
@@ -520,7 +524,8 @@ impl App {
             },
         )?
         .merge(upstream_routes)
-        .merge(admin_routes);
+        .merge(admin_routes)
+        .merge(crate::dashboard::routes(Arc::clone(&store), storage_info));
         let access = Access::load(&args.key)?;
         let registry = ops.registry().clone();
         let router = agl_common::auth::protect(ops.wrap(app), &access, POLICY, &registry)?;

@@ -231,6 +231,13 @@ fn request_attributes(record: &CallRecord, parsed: &Parsed, tracking: &Tracking)
         if record.stream { "True" } else { "False" },
     );
     a.json_opt("llm.user", request.get("user"));
+    if let Some(ttft) = parsed.ttft {
+        // Not one of LiteLLM's names (it records none): the dashboards show it per call.
+        a.set(
+            "gen_ai.server.time_to_first_token",
+            Any::DoubleValue(ttft.as_secs_f64()),
+        );
+    }
 
     for (i, tool) in request
         .get("tools")
@@ -411,6 +418,7 @@ mod tests {
             prompt_tokens: Some(3),
             completion_tokens: Some(2),
             outcome: "ok",
+            ttft: Some(Duration::from_millis(3)),
             ..Parsed::default()
         };
         let tracking = Tracking {
@@ -444,6 +452,7 @@ mod tests {
         assert_eq!(request["gen_ai.request.temperature"], 0.5);
         assert_eq!(request["gen_ai.request.max_tokens"], 8);
         assert_eq!(request["llm.is_streaming"], "True");
+        assert_eq!(request["gen_ai.server.time_to_first_token"], 0.003);
         assert_eq!(request["gen_ai.prompt.0.content"], "hi");
         assert_eq!(request["gen_ai.completion.0.content"], "");
         assert_eq!(request["gen_ai.completion.0.function_call.name"], "search");

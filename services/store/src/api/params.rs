@@ -347,6 +347,7 @@ pub fn rollout_query(v: &Value, errs: &mut Errors) -> Option<RolloutQuery> {
         rollout_id_contains: optional(map, "rollout_id_contains", errs, validate::string),
         any: filter_logic(map, errs),
         page: page(map, errs, None),
+        ..RolloutQuery::default()
     })
 }
 

@@ -180,6 +180,12 @@ pub struct RolloutQuery {
     pub status_in: Option<Vec<RolloutStatus>>,
     pub rollout_id_in: Option<Vec<String>>,
     pub rollout_id_contains: Option<String>,
+    /// Rollouts of these modes (a rollout without a mode matches none).
+    pub mode_in: Option<Vec<RolloutMode>>,
+    /// Rollouts started at or after this epoch time.
+    pub started_from: Option<f64>,
+    /// Rollouts started before this epoch time.
+    pub started_before: Option<f64>,
     /// Combine the filters with OR instead of AND.
     pub any: bool,
     pub page: PageRequest,
@@ -192,6 +198,9 @@ impl RolloutQuery {
             status_in: self.status_in.as_deref(),
             rollout_id_in: self.rollout_id_in.as_deref(),
             rollout_id_contains: self.rollout_id_contains.as_deref(),
+            mode_in: self.mode_in.as_deref(),
+            started_from: self.started_from,
+            started_before: self.started_before,
             any: self.any,
         }
     }
@@ -992,6 +1001,11 @@ impl Store {
                     q.rollout_id_contains
                         .as_ref()
                         .map(|c| r.rollout_id.contains(c.as_str())),
+                    q.mode_in
+                        .as_ref()
+                        .map(|m| r.mode.is_some_and(|mode| m.contains(&mode))),
+                    q.started_from.map(|t| r.start_time >= t),
+                    q.started_before.map(|t| r.start_time < t),
                 ];
                 combine(&conds, q.any)
             })
@@ -1092,10 +1106,8 @@ impl Store {
             let read = self
                 .read_disk(disk, move |d| {
                     d.rollouts(RolloutFilter {
-                        status_in: None,
                         rollout_id_in: Some(&elsewhere),
-                        rollout_id_contains: None,
-                        any: false,
+                        ..RolloutFilter::default()
                     })
                 })
                 .await;

@@ -145,10 +145,8 @@ impl Store {
             let read = self
                 .read_disk(&history, move |d| {
                     d.rollouts(RolloutFilter {
-                        status_in: None,
                         rollout_id_in: Some(&wanted),
-                        rollout_id_contains: None,
-                        any: false,
+                        ..RolloutFilter::default()
                     })
                 })
                 .await;

@@ -51,6 +51,26 @@ fn rollout_filter_sql(filter: RolloutFilter<'_>) -> (String, Vec<Box<dyn ToSql +
         args.push(Box::new(part.to_owned()));
         conds.push(format!("strpos(r.rollout_id, ${}) > 0", args.len()));
     }
+    // Mode and start time live only in the document (the dashboard's filters).
+    if let Some(modes) = filter.mode_in {
+        let list: Vec<String> = modes.iter().map(|m| m.as_str().to_owned()).collect();
+        args.push(Box::new(list));
+        conds.push(format!("(r.doc::json ->> 'mode') = ANY(${})", args.len()));
+    }
+    if let Some(t) = filter.started_from {
+        args.push(Box::new(t));
+        conds.push(format!(
+            "(r.doc::json ->> 'start_time')::float8 >= ${}",
+            args.len()
+        ));
+    }
+    if let Some(t) = filter.started_before {
+        args.push(Box::new(t));
+        conds.push(format!(
+            "(r.doc::json ->> 'start_time')::float8 < ${}",
+            args.len()
+        ));
+    }
     (filter.where_clause(&conds), args)
 }
 

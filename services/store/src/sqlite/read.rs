@@ -463,6 +463,29 @@ fn rollout_filter_sql(filter: RolloutFilter<'_>) -> (String, Vec<Value>) {
         args.push(Value::Text(part.to_owned()));
         conds.push(format!("instr(r.rollout_id, ?{}) > 0", args.len()));
     }
+    // Mode and start time live only in the document: these two scan (the dashboard's
+    // filters; the protocols never send them).
+    if let Some(modes) = filter.mode_in {
+        args.push(json_list(modes.iter().map(|m| m.as_str())));
+        conds.push(format!(
+            "json_extract(r.doc, '$.mode') IN (SELECT value FROM json_each(?{}))",
+            args.len()
+        ));
+    }
+    if let Some(t) = filter.started_from {
+        args.push(Value::Real(t));
+        conds.push(format!(
+            "json_extract(r.doc, '$.start_time') >= ?{}",
+            args.len()
+        ));
+    }
+    if let Some(t) = filter.started_before {
+        args.push(Value::Real(t));
+        conds.push(format!(
+            "json_extract(r.doc, '$.start_time') < ?{}",
+            args.len()
+        ));
+    }
     (filter.where_clause(&conds), args)
 }
 

@@ -12,8 +12,12 @@ use crate::helpers::{TestApp, expect_json, spawn_with, test_args};
 
 const KEY: &str = "k3y-for-tests";
 
-/// Health, liveness, readiness and metrics (ours and upstream's) answer without a key.
-const OPEN: [&str; 8] = [
+/// Health, liveness, readiness, metrics (ours and upstream's) and the dashboard's assets
+/// answer without a key.
+const OPEN: [&str; 11] = [
+    "/ui/assets/agl.css",
+    "/ui/assets/agl.js",
+    "/ui/assets/icon.svg",
     "/healthz",
     "/v1/agl/health",
     "/agl/v1/health",
@@ -88,6 +92,14 @@ async fn every_route(app: &TestApp) -> Vec<(Method, String)> {
         ("POST", "/admin/backup"),
         ("GET", "/openapi.json"),
         ("GET", "/no/such/route"),
+        // The dashboard and its assets.
+        ("GET", "/"),
+        ("GET", "/ui/rollouts"),
+        ("GET", "/ui/rollouts/x"),
+        ("GET", "/ui/rollouts/x/spans/y"),
+        ("GET", "/ui/resources"),
+        ("GET", "/ui/workers"),
+        ("GET", "/ui/api"),
     ];
     routes.extend(
         others
@@ -111,9 +123,13 @@ async fn no_route_answers_without_the_key() {
             .send()
             .await
             .unwrap();
+        let challenges: Vec<_> = r.headers().get_all("www-authenticate").iter().collect();
         assert_eq!(
-            r.headers()["www-authenticate"],
-            r#"Bearer realm="agl""#,
+            challenges,
+            [
+                r#"Bearer realm="agl""#,
+                r#"Basic realm="agl", charset="UTF-8""#
+            ],
             "{method} {path}"
         );
         let body = expect_json(r, StatusCode::UNAUTHORIZED).await;
