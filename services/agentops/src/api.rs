@@ -10,7 +10,10 @@
 //! | `POST /v4/logs/upload/` | `{"body": text}` or a bare JSON string, `Trace-Id` header (decimal): 200 `{"url", "size"}` |
 //! | `POST /v4/objects/upload/` | the same body forms: 200 `{"url", "size"}` |
 //! | `GET /health`, `/healthz` | `{"status": "ok", uptime, counters}` |
-//! | `GET /sessions?trace_id=` | redirect to the trace (the SDK prints this link) |
+//! | `GET /sessions?trace_id=` | redirect to the trace's page (the SDK prints this link) |
+//!
+//! The dashboard ([`crate::dashboard`]): `GET /` (the traces), `/ui/traces/{id}`,
+//! `/ui/traces/{id}/spans/{span_id}` and the shared assets under `/ui/assets/`.
 //!
 //! Inspection under `/_agl/`: `traces`, `traces/{id}`, `traces/{id}/logs`, `spans`, `logs`,
 //! `logs/{id}`, `objects`, `objects/{id}`, `counters`, and `POST /_agl/reset`.
@@ -35,13 +38,14 @@ use agl_common::otlp::{
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
+use crate::dashboard;
 use crate::error::ApiError;
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
@@ -111,14 +115,21 @@ pub fn router(state: AppState) -> Router {
         .route("/v3/auth/token", post(auth_token))
         .route("/v1/traces", post(otlp_traces))
         .route("/traces", post(otlp_traces))
-        .route("/", post(otlp_traces))
+        .route("/", get(dashboard::home).post(otlp_traces))
+        .route("/ui/traces", get(dashboard::traces_page))
         .route("/v1/metrics", post(otlp_metrics))
         .route("/v1/logs", post(otlp_logs))
         .route("/v4/logs/upload/", post(upload_log))
         .route("/v4/objects/upload/", post(upload_object))
         .route("/health", get(health))
         .route("/healthz", get(health))
-        .route("/sessions", get(session_link))
+        .route("/sessions", get(dashboard::session_link))
+        .route("/ui/traces/{trace_id}", get(dashboard::trace_page))
+        .route(
+            "/ui/traces/{trace_id}/spans/{span_id}",
+            get(dashboard::span_fragment),
+        )
+        .merge(agl_common::ui::assets())
         .route("/_agl/traces", get(list_traces))
         .route("/_agl/traces/{trace_id}", get(one_trace))
         .route("/_agl/traces/{trace_id}/logs", get(trace_logs))
@@ -434,21 +445,6 @@ async fn health(State(s): State<AppState>) -> Response {
     )
 }
 
-#[derive(Deserialize)]
-struct SessionQuery {
-    trace_id: Option<String>,
-}
-
-/// `{AGENTOPS_APP_URL}/sessions?trace_id=…` is the "Session Replay" link the SDK prints.
-async fn session_link(Query(q): Query<SessionQuery>) -> Redirect {
-    match q.trace_id {
-        Some(id) if id.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            Redirect::temporary(&format!("/_agl/traces/{id}"))
-        }
-        _ => Redirect::temporary("/_agl/traces"),
-    }
-}
-
 // ---- inspection -------------------------------------------------------------------------
 
 async fn list_traces(State(s): State<AppState>) -> Response {
@@ -556,18 +552,11 @@ async fn one_object(
 }
 
 async fn counters(State(s): State<AppState>) -> Response {
-    let traces = s.retention.traces();
-    let spans: usize = traces.iter().map(|t| t.span_count).sum();
     json(
         StatusCode::OK,
         &json!({
             "counters": s.metrics.since_reset(),
-            "held": {
-                "traces": traces.len(),
-                "spans": spans,
-                "logs": s.retention.uploads(UploadKind::Logs, None).len(),
-                "objects": s.retention.uploads(UploadKind::Objects, None).len(),
-            },
+            "held": s.retention.held(),
             "recent_unmatched": s.recent_unmatched.lock().iter().cloned().collect::<Vec<_>>(),
         }),
     )

@@ -1,13 +1,14 @@
 //! `agl-agentops`: an AgentOps endpoint that runs offline. The unmodified `agentops` SDK
 //! (0.4.13 – 0.4.21) authenticates against it, exports its OTLP spans to it and uploads its
 //! console logs to it; the service keeps what arrives (bounded), shows it through a
-//! read-only JSON API, and can forward the spans to an OpenTelemetry receiver such as the
-//! LightningStore.
+//! read-only JSON API and an HTML dashboard, and can forward the spans to an OpenTelemetry
+//! receiver such as the LightningStore.
 //!
 //! # Layout
 //!
 //! * [`args`]: the flags (the reference's `--port`/`--daemon`, and ours);
 //! * [`api`]: the routes the SDK calls, the inspection API, the 404/405 fallbacks;
+//! * [`dashboard`]: the HTML pages (traces, a trace's waterfall and logs, a span);
 //! * [`error`]: every request failure, mapped to HTTP once;
 //! * [`retention`]: spans by trace, logs and objects in memory, within caps;
 //! * [`forward`]: re-posting trace batches through bounded queues with retry;
@@ -21,6 +22,7 @@
 pub mod api;
 pub mod args;
 pub mod daemon;
+pub mod dashboard;
 pub mod env;
 pub mod error;
 pub mod forward;

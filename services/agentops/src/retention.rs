@@ -70,6 +70,29 @@ pub struct StoredSpan {
     pub batch: u64,
 }
 
+impl StoredSpan {
+    /// A model call: AgentOps' `agentops.span.kind = llm`, or the request attributes its
+    /// instrumentations (and OpenLLMetry's) put on one.
+    pub fn is_llm(&self) -> bool {
+        self.attributes
+            .get("agentops.span.kind")
+            .and_then(Json::as_str)
+            == Some("llm")
+            || [
+                "gen_ai.request.model",
+                "gen_ai.usage.prompt_tokens",
+                "llm.request.type",
+            ]
+            .iter()
+            .any(|key| self.attributes.contains_key(*key))
+    }
+
+    /// Whether the span ended with an error status.
+    pub fn is_error(&self) -> bool {
+        self.status.get("code").and_then(Json::as_str) == Some("ERROR")
+    }
+}
+
 /// The spans of one export request, flattened.
 pub fn spans_from_request(
     request: &ExportTraceServiceRequest,
@@ -199,14 +222,151 @@ pub struct TraceSummary {
     pub last_received_at: f64,
     /// Logs uploaded under this trace id.
     pub log_uploads: usize,
+    /// Spans that are model calls ([`StoredSpan::is_llm`]) and spans with an error status.
+    pub llm_calls: usize,
+    pub errors: usize,
+    /// The root span's `agentops.tags` (what `start_trace(tags=[…])` was given).
+    pub tags: Vec<String>,
+}
+
+/// How much is held, counted without walking anything.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Held {
+    pub traces: usize,
+    pub spans: usize,
+    pub logs: usize,
+    pub objects: usize,
+}
+
+/// The spans of one trace and what the listing shows of them, kept up to date as spans
+/// arrive and go, so that listing traces never walks their spans.
+struct TraceEntry {
+    /// The number of the trace's first arrival (the listing's order).
+    order: u64,
+    /// Arrival order.
+    spans: VecDeque<Arc<StoredSpan>>,
+    llm_calls: usize,
+    errors: usize,
+    /// Root span and time range; `None` after an eviction, recomputed when next listed.
+    derived: Option<Derived>,
+}
+
+#[derive(Default)]
+struct Derived {
+    root: Option<Arc<StoredSpan>>,
+    first_time: Option<f64>,
+    last_time: Option<f64>,
+}
+
+impl Derived {
+    fn add(&mut self, span: &Arc<StoredSpan>) {
+        if self.root.is_none() && span.parent_span_id.is_none() {
+            self.root = Some(Arc::clone(span));
+        }
+        self.first_time = min_time(self.first_time, span.start_time);
+        self.last_time = max_time(self.last_time, span.end_time);
+    }
+}
+
+fn min_time(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn max_time(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl TraceEntry {
+    fn new(order: u64) -> Self {
+        Self {
+            order,
+            spans: VecDeque::new(),
+            llm_calls: 0,
+            errors: 0,
+            derived: Some(Derived::default()),
+        }
+    }
+
+    fn push(&mut self, span: Arc<StoredSpan>) {
+        self.llm_calls += usize::from(span.is_llm());
+        self.errors += usize::from(span.is_error());
+        if let Some(derived) = &mut self.derived {
+            derived.add(&span);
+        }
+        self.spans.push_back(span);
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some(span) = self.spans.pop_front() {
+            self.llm_calls -= usize::from(span.is_llm());
+            self.errors -= usize::from(span.is_error());
+            self.derived = None;
+        }
+    }
+
+    fn summary(&mut self, trace_id: String, log_uploads: usize) -> TraceSummary {
+        let first_received_at = self.spans.front().map_or(0.0, |s| s.received_at);
+        let last_received_at = self.spans.back().map_or(0.0, |s| s.received_at);
+        let (span_count, llm_calls, errors) = (self.spans.len(), self.llm_calls, self.errors);
+        let derived = self.derived();
+        TraceSummary {
+            trace_id,
+            root_span_name: derived.root.as_ref().map(|s| s.name.clone()),
+            span_count,
+            first_time: derived.first_time,
+            last_time: derived.last_time,
+            first_received_at,
+            last_received_at,
+            log_uploads,
+            llm_calls,
+            errors,
+            tags: derived.root.as_deref().map(tags_of).unwrap_or_default(),
+        }
+    }
+
+    fn derived(&mut self) -> &Derived {
+        let spans = &self.spans;
+        self.derived.get_or_insert_with(|| {
+            let mut derived = Derived::default();
+            for span in spans {
+                derived.add(span);
+            }
+            derived
+        })
+    }
+}
+
+/// The tags of a root span: `agentops.tags` is a list (a string holding a JSON list, or a
+/// single tag, from exporters that flatten lists).
+fn tags_of(span: &StoredSpan) -> Vec<String> {
+    let text = |v: &Json| match v {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match span.attributes.get("agentops.tags") {
+        Some(Json::Array(items)) => items.iter().map(text).collect(),
+        Some(Json::String(s)) => match serde_json::from_str::<Json>(s) {
+            Ok(Json::Array(items)) => items.iter().map(text).collect(),
+            _ if s.is_empty() => Vec::new(),
+            _ => vec![s.clone()],
+        },
+        Some(Json::Null) | None => Vec::new(),
+        Some(other) => vec![other.to_string()],
+    }
 }
 
 #[derive(Default)]
 struct Inner {
     /// Arrival order over all traces, for dropping the oldest.
     spans: VecDeque<Arc<StoredSpan>>,
-    /// Arrival order within each trace, with the number of the trace's first arrival.
-    traces: HashMap<String, (u64, VecDeque<Arc<StoredSpan>>)>,
+    /// Each trace's spans, in arrival order, with what the listing shows of them.
+    traces: HashMap<String, TraceEntry>,
     logs: VecDeque<Arc<Upload>>,
     objects: VecDeque<Arc<Upload>>,
     upload_bytes: usize,
@@ -245,9 +405,9 @@ impl Retention {
                 let entry = inner
                     .traces
                     .entry(span.trace_id.clone())
-                    .or_insert_with(|| (next, VecDeque::new()));
-                entry.1.push_back(Arc::clone(&span));
-                if entry.1.len() == 1 {
+                    .or_insert_with(|| TraceEntry::new(next));
+                entry.push(Arc::clone(&span));
+                if entry.spans.len() == 1 {
                     inner.next_trace += 1;
                 }
                 inner.spans.push_back(span);
@@ -258,9 +418,9 @@ impl Retention {
                 };
                 evicted += 1;
                 // The globally oldest span of a trace is the front of that trace's queue.
-                if let Some((_, queue)) = inner.traces.get_mut(&oldest.trace_id) {
-                    queue.pop_front();
-                    if queue.is_empty() {
+                if let Some(entry) = inner.traces.get_mut(&oldest.trace_id) {
+                    entry.pop_oldest();
+                    if entry.spans.is_empty() {
                         inner.traces.remove(&oldest.trace_id);
                     }
                 }
@@ -344,43 +504,63 @@ impl Retention {
 
     /// Every trace held, in order of first arrival.
     pub fn traces(&self) -> Vec<TraceSummary> {
-        let inner = self.inner.lock();
+        self.traces_window(false, 0, usize::MAX).1
+    }
+
+    /// How many traces are held, and at most `limit` of them from `offset` on: newest first
+    /// when `newest_first`, else in order of first arrival. Only those are summarised, and
+    /// no span is walked: the counts are kept as spans arrive, the root and time range too
+    /// (recomputed once after an eviction).
+    pub fn traces_window(
+        &self,
+        newest_first: bool,
+        offset: usize,
+        limit: usize,
+    ) -> (usize, Vec<TraceSummary>) {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let mut order: Vec<(u64, &str)> = inner
+            .traces
+            .iter()
+            .map(|(id, entry)| (entry.order, id.as_str()))
+            .collect();
+        order.sort_unstable_by_key(|(n, _)| *n);
+        if newest_first {
+            order.reverse();
+        }
+        let total = order.len();
+        let window: Vec<String> = order
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(_, id)| id.to_owned())
+            .collect();
         let mut log_counts: HashMap<&str, usize> = HashMap::new();
         for log in &inner.logs {
             if let Some(id) = &log.trace_id {
                 *log_counts.entry(id.as_str()).or_default() += 1;
             }
         }
-        let mut traces: Vec<(u64, TraceSummary)> = inner
-            .traces
-            .iter()
-            .map(|(trace_id, (order, spans))| {
-                let min = |a: Option<f64>, b: Option<f64>| match (a, b) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
-                let summary = TraceSummary {
-                    trace_id: trace_id.clone(),
-                    root_span_name: spans
-                        .iter()
-                        .find(|s| s.parent_span_id.is_none())
-                        .map(|s| s.name.clone()),
-                    span_count: spans.len(),
-                    first_time: spans.iter().fold(None, |acc, s| min(acc, s.start_time)),
-                    last_time: spans.iter().fold(None, |acc, s| max(acc, s.end_time)),
-                    first_received_at: spans.front().map_or(0.0, |s| s.received_at),
-                    last_received_at: spans.back().map_or(0.0, |s| s.received_at),
-                    log_uploads: log_counts.get(trace_id.as_str()).copied().unwrap_or(0),
-                };
-                (*order, summary)
+        let summaries = window
+            .into_iter()
+            .filter_map(|trace_id| {
+                let entry = inner.traces.get_mut(&trace_id)?;
+                let log_uploads = log_counts.get(trace_id.as_str()).copied().unwrap_or(0);
+                Some(entry.summary(trace_id, log_uploads))
             })
             .collect();
-        traces.sort_by_key(|(order, _)| *order);
-        traces.into_iter().map(|(_, t)| t).collect()
+        (total, summaries)
+    }
+
+    /// How many traces, spans, logs and objects are held.
+    pub fn held(&self) -> Held {
+        let inner = self.inner.lock();
+        Held {
+            traces: inner.traces.len(),
+            spans: inner.spans.len(),
+            logs: inner.logs.len(),
+            objects: inner.objects.len(),
+        }
     }
 
     /// The spans of one trace in arrival order, `None` if none is held.
@@ -389,7 +569,20 @@ impl Retention {
         inner
             .traces
             .get(&trace_id.to_ascii_lowercase())
-            .map(|(_, spans)| spans.iter().cloned().collect())
+            .map(|entry| entry.spans.iter().cloned().collect())
+    }
+
+    /// One span of a trace (ids compared case-insensitively).
+    pub fn span(&self, trace_id: &str, span_id: &str) -> Option<Arc<StoredSpan>> {
+        let inner = self.inner.lock();
+        let span_id = span_id.to_ascii_lowercase();
+        inner
+            .traces
+            .get(&trace_id.to_ascii_lowercase())?
+            .spans
+            .iter()
+            .find(|s| s.span_id == span_id)
+            .cloned()
     }
 
     /// Spans in arrival order, filtered by trace id and name, at most `limit` (the newest).
@@ -534,6 +727,60 @@ mod tests {
         r.clear();
         assert!(r.uploads(UploadKind::Logs, None).is_empty());
         assert!(r.traces().is_empty());
+    }
+
+    #[test]
+    fn the_listing_keeps_counts_and_recomputes_after_evictions() {
+        let r = retention(3, 10, 1000);
+        let mut llm = span("t", "llm", Some("root"));
+        llm.attributes
+            .insert("gen_ai.request.model".into(), json!("gpt-4o"));
+        let mut failed = span("t", "failed", Some("root"));
+        failed.status = json!({"code": "ERROR", "message": "boom"});
+        failed.start_time = Some(0.5);
+        let mut root = span("t", "root", None);
+        root.attributes
+            .insert("agentops.tags".into(), json!(["a", "b"]));
+        r.add_spans(vec![failed, root, llm]);
+        let t = &r.traces()[0];
+        assert_eq!((t.span_count, t.llm_calls, t.errors), (3, 1, 1));
+        assert_eq!(t.root_span_name.as_deref(), Some("root"));
+        assert_eq!(t.tags, ["a", "b"]);
+        assert_eq!((t.first_time, t.last_time), (Some(0.5), Some(2.0)));
+        assert_eq!(r.held().spans, 3);
+        // The failed span goes: the error count and the earliest start follow.
+        r.add_spans(vec![span("u", "other", None)]);
+        let t = &r.traces()[0];
+        assert_eq!((t.span_count, t.llm_calls, t.errors), (2, 1, 0));
+        assert_eq!(t.first_time, Some(1.0));
+        // Then the root: no name, no tags.
+        r.add_spans(vec![span("u", "other2", Some("other"))]);
+        let t = &r.traces()[0];
+        assert_eq!((t.root_span_name.as_deref(), t.tags.len()), (None, 0));
+        assert_eq!(r.span("T", &format!("{:0>16}", "llm")).unwrap().name, "llm");
+        let (total, newest) = r.traces_window(true, 0, 1);
+        assert_eq!(
+            (total, newest.len(), newest[0].trace_id.as_str()),
+            (2, 1, "u")
+        );
+        let (_, past_end) = r.traces_window(true, 5, 10);
+        assert!(past_end.is_empty());
+        assert!(r.span("t", "nope").is_none());
+        assert_eq!(r.held().traces, 2);
+    }
+
+    #[test]
+    fn tags_come_as_lists_or_strings() {
+        let mut s = span("t", "root", None);
+        for (value, tags) in [
+            (json!(["x", 1]), vec!["x", "1"]),
+            (json!("[\"y\"]"), vec!["y"]),
+            (json!("solo"), vec!["solo"]),
+            (json!(""), vec![]),
+        ] {
+            s.attributes.insert("agentops.tags".into(), value);
+            assert_eq!(tags_of(&s), tags);
+        }
     }
 
     #[test]

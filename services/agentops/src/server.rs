@@ -20,10 +20,12 @@ use crate::metrics::Metrics;
 use crate::retention::{Limits, Retention};
 
 /// Health is open; `/v3/auth/token` checks the SDK's key itself; the inspection routes
-/// (which show every agent's prompts and can reset the lot) are admin routes.
+/// (which show every agent's prompts and can reset the lot) are admin routes. The
+/// dashboard's pages need the SDK's key, as the SDK's routes do (agl-common opens the
+/// dashboards' assets in every service).
 const POLICY: Policy = Policy {
     open: &["/health", "/healthz", "/v3/auth/token"],
-    admin: &["/_agl/"],
+    admin: &["/_agl/", "/ui/traces"],
     metrics: &[],
 };
 

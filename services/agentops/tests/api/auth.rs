@@ -1,6 +1,6 @@
 //! Keys on the AgentOps endpoint: with one set, the SDK's token is handed out only for a
-//! valid `api_key`, every SDK route needs that token (or a key), the inspection routes need
-//! the admin key, and health stays open.
+//! valid `api_key`, every SDK route needs that token (or a key), the inspection routes and
+//! the dashboard's pages need the admin key, and health and the dashboard's assets stay open.
 
 use agl_agentops::AgentopsArgs;
 use agl_common::auth::KeyArgs;
@@ -13,7 +13,8 @@ use crate::helpers::{TestServer, spawn_with, test_args};
 const KEY: &str = "6a1f3c2e-9b7d-4e8a-a0c4-1f2e3d4c5b6a";
 const ADMIN: &str = "admin-0f9e8d7c";
 
-/// Every route the endpoint serves (the module table of `api.rs`), ids filled in.
+/// Every route the endpoint serves (the module table of `api.rs`), ids filled in; `GET /`
+/// only leads to the dashboard.
 const SDK_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/traces"),
     ("POST", "/traces"),
@@ -23,6 +24,7 @@ const SDK_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v4/logs/upload/"),
     ("POST", "/v4/objects/upload/"),
     ("GET", "/sessions?trace_id=1"),
+    ("GET", "/"),
     ("GET", "/no/such/route"),
 ];
 const ADMIN_ROUTES: &[(&str, &str)] = &[
@@ -36,6 +38,11 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("GET", "/_agl/objects/x"),
     ("GET", "/_agl/counters"),
     ("POST", "/_agl/reset"),
+    // The dashboard's pages show what the inspection routes show.
+    ("GET", "/ui/traces"),
+    ("GET", "/ui/traces?offset=0&limit=10"),
+    ("GET", "/ui/traces/x"),
+    ("GET", "/ui/traces/x/spans/y"),
 ];
 
 async fn keyed() -> TestServer {
@@ -105,7 +112,16 @@ async fn the_token_needs_a_key_and_opens_the_sdk_routes_only() {
             "{method} {path}"
         );
     }
-    for path in ["/health", "/healthz", "/livez", "/readyz", "/metrics"] {
+    for path in [
+        "/health",
+        "/healthz",
+        "/livez",
+        "/readyz",
+        "/metrics",
+        "/ui/assets/agl.css",
+        "/ui/assets/agl.js",
+        "/ui/assets/icon.svg",
+    ] {
         assert_eq!(status(&s, "GET", path, None).await, 200, "{path}");
     }
     let metrics = s.metrics().await;

@@ -131,9 +131,8 @@ impl TestServer {
     }
 }
 
-/// One resource with one scope holding `spans` (`(name, span id byte, parent id byte)`) of
-/// the trace whose 16 id bytes are all `trace`.
-pub fn trace_request(trace: u8, spans: &[(&str, u8, Option<u8>)]) -> ExportTraceServiceRequest {
+/// One resource (the SDK's `service.name`) with one scope holding `spans`.
+pub fn spans_request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
@@ -141,25 +140,33 @@ pub fn trace_request(trace: u8, spans: &[(&str, u8, Option<u8>)]) -> ExportTrace
                 ..Resource::default()
             }),
             scope_spans: vec![ScopeSpans {
-                spans: spans
-                    .iter()
-                    .map(|(name, id, parent)| Span {
-                        trace_id: vec![trace; 16],
-                        span_id: vec![*id; 8],
-                        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
-                        name: (*name).to_owned(),
-                        kind: 1,
-                        start_time_unix_nano: 1_700_000_000_000_000_000,
-                        end_time_unix_nano: 1_700_000_001_000_000_000,
-                        attributes: vec![string_attribute("agentops.span.kind", "task")],
-                        ..Span::default()
-                    })
-                    .collect(),
+                spans,
                 ..ScopeSpans::default()
             }],
             ..ResourceSpans::default()
         }],
     }
+}
+
+/// [`spans_request`] of `spans` (`(name, span id byte, parent id byte)`) of the trace whose
+/// 16 id bytes are all `trace`.
+pub fn trace_request(trace: u8, spans: &[(&str, u8, Option<u8>)]) -> ExportTraceServiceRequest {
+    spans_request(
+        spans
+            .iter()
+            .map(|(name, id, parent)| Span {
+                trace_id: vec![trace; 16],
+                span_id: vec![*id; 8],
+                parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+                name: (*name).to_owned(),
+                kind: 1,
+                start_time_unix_nano: 1_700_000_000_000_000_000,
+                end_time_unix_nano: 1_700_000_001_000_000_000,
+                attributes: vec![string_attribute("agentops.span.kind", "task")],
+                ..Span::default()
+            })
+            .collect(),
+    )
 }
 
 /// 32 hex characters of a trace id made of `byte`.

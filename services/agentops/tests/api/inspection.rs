@@ -108,10 +108,7 @@ async fn health_readiness_metrics_and_the_session_link() {
         .await
         .unwrap();
     assert_eq!(response.status(), 307);
-    assert_eq!(
-        response.headers()["location"],
-        format!("/_agl/traces/{hex}")
-    );
+    assert_eq!(response.headers()["location"], format!("/ui/traces/{hex}"));
 
     let metrics = server.metrics().await;
     assert!(

@@ -2,6 +2,7 @@
 //! the built binary for the process-level behaviour) and talks to it over HTTP.
 
 mod auth;
+mod dashboard;
 mod errors;
 mod forward;
 mod helpers;
