@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::dashboard::{self, Backend, DashboardConfig};
 use crate::grow::{self, GrowConfig};
 use crate::report::{self, ReportOptions};
 use crate::results::ResultFile;
@@ -35,6 +36,9 @@ pub enum Command {
     Startup(StartupArgs),
     /// Render docs/benchmarks.md from result files (to stdout).
     Report(ReportArgs),
+    /// Start agl-store on each backend, fill it to training-run size and time every
+    /// dashboard page (and the JSON API for the same data).
+    Dashboard(DashboardArgs),
 }
 
 /// `agl-bench run`.
@@ -178,6 +182,72 @@ pub struct ReportArgs {
     pub files: Vec<PathBuf>,
 }
 
+/// `agl-bench dashboard`.
+#[derive(Debug, clap::Args)]
+pub struct DashboardArgs {
+    /// The agl-store binary (release build).
+    #[arg(
+        long,
+        env = "AGL_BENCH_STORE_BIN",
+        default_value = "target/release/agl-store"
+    )]
+    pub store_bin: PathBuf,
+    /// Further argument for every agl-store start (repeatable), e.g.
+    /// `--store-arg=--sqlite-durability=normal`.
+    #[arg(long = "store-arg", allow_hyphen_values = true)]
+    pub store_args: Vec<String>,
+    /// Storage backends to measure, in turn.
+    #[arg(long, value_delimiter = ',', default_value = "memory,sqlite")]
+    pub backends: Vec<Backend>,
+    /// Rollouts to enqueue: nine in ten are dequeued and given spans, of which about one
+    /// in nine stays running and the others finish (one in eight failed).
+    #[arg(long, default_value_t = 100_000)]
+    pub rollouts: u64,
+    /// Spans spread over the dequeued rollouts (OTLP).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub spans: u64,
+    /// Spans of the one big rollout.
+    #[arg(long, default_value_t = 5_000)]
+    pub big_rollout_spans: u64,
+    /// Resource versions to add.
+    #[arg(long, default_value_t = 200)]
+    pub resource_versions: u64,
+    /// Measured requests per page.
+    #[arg(long, default_value_t = 50)]
+    pub requests: usize,
+    /// Unmeasured requests per page before them (at least 1: the first is reported).
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// Seconds a page's measured requests may take; a slower page gets fewer requests.
+    #[arg(long, default_value_t = 120.0)]
+    pub page_seconds: f64,
+    /// Concurrent clients of the fill, each a worker (`runner-00`, ...) that dequeues.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Folder for the SQLite file (default: a new folder under the temporary folder); the
+    /// file is removed afterwards.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Seconds to keep each filled server running after its measurement (its address and
+    /// pid are printed), for a profiler or a look by hand.
+    #[arg(long, default_value_t = 0.0)]
+    pub hold: f64,
+    /// Keep the SQLite file afterwards (its path is printed).
+    #[arg(long)]
+    pub keep_db: bool,
+    /// Write the results here as JSON (again after each backend, so a run cut short keeps
+    /// what it measured).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the Markdown tables here (default: stdout).
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// Measure nothing: render the Markdown of this earlier `--json` file (repeatable:
+    /// the tables are the first file's, followed by each page's spread over all of them).
+    #[arg(long, conflicts_with = "json")]
+    pub render: Vec<PathBuf>,
+}
+
 /// Refuses anything but a loopback target: this generator must never load another host.
 pub fn check_loopback(url: &str) -> anyhow::Result<()> {
     let rest = url
@@ -307,6 +377,55 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 result.label, result.median_ms, result.runs_ms, result.idle_rss_kb
             );
             write_json(a.json.as_ref(), &ResultFile::Startup(result))
+        }
+        Command::Dashboard(a) => {
+            let results = if a.render.is_empty() {
+                anyhow::ensure!(a.concurrency > 0, "--concurrency must be at least 1");
+                anyhow::ensure!(a.requests > 0, "--requests must be at least 1");
+                anyhow::ensure!(!a.backends.is_empty(), "no --backends to measure");
+                let cfg = DashboardConfig {
+                    store_bin: a.store_bin,
+                    store_args: a.store_args,
+                    backends: a.backends,
+                    rollouts: a.rollouts,
+                    spans: a.spans,
+                    big_rollout_spans: a.big_rollout_spans,
+                    resource_versions: a.resource_versions,
+                    requests: a.requests,
+                    warmup: a.warmup.max(1),
+                    page_budget: secs(a.page_seconds, "page-seconds")?,
+                    concurrency: a.concurrency,
+                    dir: a.dir,
+                    keep_db: a.keep_db,
+                    json: a.json,
+                    hold: secs(a.hold, "hold")?,
+                    command: std::env::args().collect(),
+                };
+                vec![dashboard::dashboard(&cfg).await?]
+            } else {
+                let mut results = Vec::new();
+                for path in &a.render {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    match serde_json::from_str(&text)
+                        .with_context(|| format!("parsing {}", path.display()))?
+                    {
+                        ResultFile::Dashboard(r) => results.push(r),
+                        _ => anyhow::bail!("{} is not a dashboard result", path.display()),
+                    }
+                }
+                results
+            };
+            let md = dashboard::markdown(&results);
+            match &a.markdown {
+                Some(p) => {
+                    std::fs::write(p, md).with_context(|| format!("writing {}", p.display()))
+                }
+                None => {
+                    print!("{md}");
+                    Ok(())
+                }
+            }
         }
         Command::Report(a) => {
             let mut files = Vec::new();

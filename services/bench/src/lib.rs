@@ -7,6 +7,7 @@
 //!   client every scenario uses;
 //! * [`payload`]: the request bodies, a realistic ~1 KB LLM-call span in JSON and OTLP;
 //! * [`ceiling`]: the bare axum write ceiling;
+//! * [`dashboard`]: each dashboard page's latency on a store filled to training-run size;
 //! * [`grow`] and [`startup`]: memory and throughput as the store fills, exec to healthy;
 //! * [`procstat`]: the server's memory and CPU time from `/proc`;
 //! * [`results`] and [`report`]: the JSON result files and the Markdown rendered from them;
@@ -14,6 +15,7 @@
 
 pub mod ceiling;
 pub mod cli;
+pub mod dashboard;
 pub mod driver;
 pub mod grow;
 pub mod payload;

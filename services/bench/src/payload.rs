@@ -11,10 +11,14 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, status};
 use prost::Message as _;
 
-const MODEL: &str = "Qwen2.5-1.5B-Instruct";
-const PROMPT: &str = "Which dept has the top average salary? Reply in SQL.";
-const COMPLETION: &str = "SELECT dept FROM emp GROUP BY dept ORDER BY AVG(pay) DESC LIMIT 1";
-const TASK: &str = "Which department has the highest average salary among people hired after \
+/// The model the LLM-call spans name.
+pub const MODEL: &str = "Qwen2.5-1.5B-Instruct";
+/// The prompt of the LLM-call spans.
+pub const PROMPT: &str = "Which dept has the top average salary? Reply in SQL.";
+/// The completion of the LLM-call spans.
+pub const COMPLETION: &str = "SELECT dept FROM emp GROUP BY dept ORDER BY AVG(pay) DESC LIMIT 1";
+/// The task of every rollout input.
+pub const TASK: &str = "Which department has the highest average salary among people hired after \
     2019? Use the employees table.";
 
 /// The OTLP resource attribute that names a span's rollout.
@@ -77,7 +81,8 @@ pub fn span_json(rollout_id: &str, attempt_id: &str, sequence_id: u64, n: u64) -
     )
 }
 
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
+/// One OTLP attribute.
+pub fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(value) }),
@@ -85,7 +90,8 @@ fn kv(key: &str, value: any_value::Value) -> KeyValue {
     }
 }
 
-fn s(v: &str) -> any_value::Value {
+/// A string attribute value.
+pub fn s(v: &str) -> any_value::Value {
     any_value::Value::StringValue(v.into())
 }
 
@@ -93,10 +99,7 @@ fn s(v: &str) -> any_value::Value {
 /// attributes as [`span_json`], tagged with the rollout and attempt the way the official
 /// SDK exporter tags them (resource attributes), span ids `first..first+count`.
 pub fn otlp_batch(rollout_id: &str, attempt_id: &str, first: u64, count: u64) -> Vec<u8> {
-    let trace = trace_id(rollout_id);
-    let trace_bytes: Vec<u8> = (0..16)
-        .map(|i| u8::from_str_radix(&trace[i * 2..i * 2 + 2], 16).unwrap_or(0))
-        .collect();
+    let trace_bytes = trace_id_bytes(rollout_id);
     let spans = (first..first + count)
         .map(|n| {
             let start = 1_760_000_000_000_000_000 + (n % 100_000) * 1_000_000;
@@ -132,6 +135,20 @@ pub fn otlp_batch(rollout_id: &str, attempt_id: &str, first: u64, count: u64) ->
             }
         })
         .collect();
+    otlp_request(rollout_id, attempt_id, spans)
+}
+
+/// The 16 bytes of [`trace_id`], as OTLP carries them.
+pub fn trace_id_bytes(rollout_id: &str) -> Vec<u8> {
+    let trace = trace_id(rollout_id);
+    (0..16)
+        .map(|i| u8::from_str_radix(&trace[i * 2..i * 2 + 2], 16).unwrap_or(0))
+        .collect()
+}
+
+/// One encoded OTLP/HTTP `ExportTraceServiceRequest` carrying `spans`, tagged with the
+/// rollout and attempt in the resource attributes as [`otlp_batch`] is.
+pub fn otlp_request(rollout_id: &str, attempt_id: &str, spans: Vec<Span>) -> Vec<u8> {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {

@@ -169,7 +169,7 @@ impl Inputs {
 }
 
 /// Calendar date of a Unix time (UTC), without a date library.
-fn utc_date(unix: u64) -> String {
+pub(crate) fn utc_date(unix: u64) -> String {
     let days = (unix / 86_400) as i64;
     let secs = unix % 86_400;
     // Howard Hinnant's civil_from_days.
@@ -1279,6 +1279,8 @@ pub fn render(files: Vec<ResultFile>, opts: &ReportOptions) -> String {
             ResultFile::Pgbench(p) => {
                 inputs.pgbench.insert(p.scenario.clone(), p);
             }
+            // `agl-bench dashboard` renders its own document.
+            ResultFile::Dashboard(_) => {}
         }
     }
     let mut out = String::new();

@@ -15,6 +15,8 @@ pub enum ResultFile {
     Startup(StartupResult),
     /// One `pgbench` run of the store's transactions, written by `scripts/bench.sh`.
     Pgbench(PgbenchResult),
+    /// Output of `agl-bench dashboard` (rendered by that subcommand, not by `report`).
+    Dashboard(DashboardResult),
 }
 
 /// `pgbench` repeating the statements of one store request (services/bench/pgbench/).
@@ -286,6 +288,130 @@ pub struct StartupResult {
     pub started_unix: u64,
     /// Where it ran.
     pub machine: Machine,
+}
+
+/// Output of `agl-bench dashboard`: each dashboard page's latency on a filled store, one
+/// entry per storage backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DashboardResult {
+    /// The `agl-bench` command line that produced it.
+    pub command: Vec<String>,
+    /// Seconds since the Unix epoch when the run started.
+    pub started_unix: u64,
+    /// Where it ran.
+    pub machine: Machine,
+    /// Measured requests per page.
+    pub requests: usize,
+    /// Unmeasured requests per page before them (the first is reported as `first_ms`).
+    pub warmup: usize,
+    /// Concurrent clients of the fill.
+    pub fill_concurrency: usize,
+    /// One store per backend, filled and measured in turn.
+    pub backends: Vec<DashboardBackend>,
+}
+
+/// One filled store and its pages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DashboardBackend {
+    /// `memory` or `sqlite`.
+    pub backend: String,
+    /// The server's command line.
+    pub server_command: Vec<String>,
+    /// What was put in and how long it took.
+    pub fill: DashboardFill,
+    /// Server `VmRSS` after the fill, KiB.
+    pub rss_after_fill_kb: u64,
+    /// Largest `VmRSS` sampled during the fill, KiB.
+    pub rss_peak_fill_kb: u64,
+    /// Server `VmRSS` after the measurements, KiB.
+    pub rss_after_pages_kb: u64,
+    /// The machine's 1-minute load average when the page requests began and ended (from
+    /// `/proc/loadavg`): above the CPU count, something else competed for the CPUs.
+    #[serde(default)]
+    pub loadavg_pages: (f64, f64),
+    /// The SQLite file and its write-ahead log after the fill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskUsage>,
+    /// `GET /v1/agl/statistics` after the fill, as the server answered it.
+    pub statistics: serde_json::Value,
+    /// One entry per page or API request, in the order measured.
+    pub pages: Vec<PageLatency>,
+}
+
+/// The fill of a dashboard measurement.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DashboardFill {
+    /// Rollouts enqueued (the big rollout not counted).
+    pub rollouts: u64,
+    /// Of them, enqueued in `val` mode (the rest `train`).
+    pub val_rollouts: u64,
+    /// Dequeued by a worker and given spans.
+    pub dequeued: u64,
+    /// Of the dequeued, finished `succeeded` and `failed`; the rest stay `running`.
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Spans sent to the dequeued rollouts over OTLP.
+    pub spans: u64,
+    /// Spans of the one big rollout (nested, with LLM calls and a reward).
+    pub big_rollout_spans: u64,
+    /// Resource versions added.
+    pub resource_versions: u64,
+    /// Seconds to enqueue the rollouts.
+    pub enqueue_s: f64,
+    /// Seconds to build the big rollout.
+    pub big_rollout_s: f64,
+    /// Seconds to dequeue, send the spans of and finish the rollouts.
+    pub spans_s: f64,
+    /// Wall time of the whole fill, seconds.
+    pub total_s: f64,
+}
+
+/// Latency of one page (or API request) over sequential requests from one client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PageLatency {
+    /// What the request shows.
+    pub name: String,
+    /// `page` (dashboard HTML) or `api` (the JSON API, for comparison).
+    pub kind: String,
+    /// Path and query requested.
+    pub path: String,
+    /// Measured requests (fewer than asked when the page's time budget ran out).
+    pub requests: usize,
+    /// Non-2xx answers and transport failures among them.
+    pub errors: usize,
+    /// The first request to this page after the fill (cold), milliseconds.
+    pub first_ms: f64,
+    /// Client-side latency on loopback, milliseconds (nearest rank).
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+    /// Size of the response body, bytes.
+    pub bytes: usize,
+    /// The server's own timing from its request-duration histogram, when it exports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerLatency>,
+    /// The first error seen, for diagnosis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+}
+
+/// Server-side latency of the measured requests, from the difference of the server's
+/// `http_request_duration_seconds` histogram before and after them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerLatency {
+    /// The route template the requests were counted under.
+    pub route: String,
+    /// Requests counted.
+    pub count: u64,
+    /// Exact mean (the histogram's sum ÷ count), milliseconds.
+    pub mean_ms: f64,
+    /// Upper bounds of the buckets holding the median and the 99th percentile,
+    /// milliseconds (`None`: beyond the last bucket).
+    pub p50_le_ms: Option<f64>,
+    pub p99_le_ms: Option<f64>,
+    /// Requests that took at most 50 ms (a bucket bound).
+    pub within_50ms: u64,
 }
 
 /// Seconds since the Unix epoch, now.
