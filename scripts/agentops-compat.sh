@@ -25,19 +25,8 @@ done
 export LITELLM_LOCAL_MODEL_COST_MAP=True
 PYTHON="${PYTHON:-python3}"
 
-# venv DIR REQUIREMENTS: (re)creates DIR when REQUIREMENTS or the interpreter changed.
-venv() {
-  local dir=$1 requirements=$2 stamp="$1/.agl-stamp" want
-  want="$(sha256sum "$requirements" | cut -d' ' -f1) $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    return
-  fi
-  echo "creating $dir from $requirements"
-  rm -rf "$dir"
-  "$PYTHON" -m venv "$dir"
-  "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-  echo "$want" >"$stamp"
-}
+# shellcheck source=lib/venv.sh
+. scripts/lib/venv.sh
 
 for family in 0421 0413; do
   dir=".venv-agentops-$family"

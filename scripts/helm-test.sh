@@ -15,16 +15,9 @@ cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
 dir=.venv-helm
-requirements=tests/helm/requirements.txt
-stamp="$dir/.agl-stamp"
-want="$(sha256sum "$requirements" | cut -d' ' -f1) $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "creating $dir from $requirements"
-  rm -rf "$dir"
-  "$PYTHON" -m venv "$dir"
-  "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-  echo "$want" >"$stamp"
-fi
+# shellcheck source=lib/venv.sh
+. scripts/lib/venv.sh
+venv "$dir" tests/helm/requirements.txt
 
 printf '==> helm chart tests (Helm %s via helm-python-sdk)\n' \
   "$("$dir/bin/python" -c 'import helm_python as h; print(h.helm_sdk_version())')"

@@ -78,6 +78,12 @@ step "agl-vllm against the official consumer (LlmProxyTraceToTriplet, agentlight
 cargo build --locked -p agl-vllm --bin agl-vllm -p agl-store --bin agl-store
 AGL_VLLM_BIN_PATH="$PWD/target/debug/agl-vllm" AGL_STORE_BIN="$PWD/target/debug/agl-store" ./scripts/vllm-compat.sh
 
+step "the dashboards in a real browser (Debian's headless Chromium through Selenium)"
+cargo build --locked -p agl-store --bin agl-store -p agl-vllm --bin agl-vllm -p agl-agentops --bin agl-agentops
+# As root the script installs Chromium when missing; then a missing browser is a failure.
+if [ "$(id -u)" = 0 ]; then export AGL_REQUIRE_BROWSER=1; fi
+./scripts/browser-test.sh
+
 step "helm chart: render, lint, validate (helm-python-sdk, kubernetes-validate)"
 ./scripts/helm-test.sh
 

@@ -26,16 +26,9 @@ export LITELLM_LOCAL_MODEL_COST_MAP=True
 PYTHON="${PYTHON:-python3}"
 
 dir=.venv-vllm
-requirements=tests/vllm/requirements.txt
-stamp="$dir/.agl-stamp"
-want="$(sha256sum "$requirements" | cut -d' ' -f1) $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "creating $dir from $requirements"
-  rm -rf "$dir"
-  "$PYTHON" -m venv "$dir"
-  "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-  echo "$want" >"$stamp"
-fi
+# shellcheck source=lib/venv.sh
+. scripts/lib/venv.sh
+venv "$dir" tests/vllm/requirements.txt
 
 printf '\n==> agentlightning %s\n' "$("$dir/bin/python" -c 'from importlib.metadata import version; print(version("agentlightning"))')"
 "$dir/bin/python" -m pytest -q -p no:cacheprovider tests/vllm "$@"

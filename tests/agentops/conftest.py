@@ -6,13 +6,9 @@ both). Everything listens on 127.0.0.1; every wait is a bounded poll.
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,6 +19,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 AGENTOPS_BIN = os.environ.get("AGL_AGENTOPS_BIN", str(REPO / "target/debug/agl-agentops"))
 STORE_BIN = os.environ.get("AGL_STORE_BIN", str(REPO / "target/debug/agl-store"))
+
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+from agltest import AgentOps, Process, parse_env_block, wait_for  # noqa: E402,F401
 
 # Talk to loopback directly, whatever proxy the environment names.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -48,89 +47,15 @@ def get_json(url):
     return status, json.loads(body) if body else None
 
 
-def wait_for(predicate, what, timeout=30.0, interval=0.05):
-    """Polls predicate() until it returns a truthy value (returned); fails after timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except (OSError, urllib.error.URLError):
-            last = None
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def parse_env_block(text):
-    return dict(re.findall(r"^export ([A-Za-z_]+)=(.*)$", text, re.M))
-
-
-class Process:
-    """A child process whose output lines are collected by a thread."""
-
-    def __init__(self, args, env=None):
-        self.args = args
-        self.proc = subprocess.Popen(
-            args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.stdout = []
-        self.stderr = []
-        for stream, sink in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
-            threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(stream, sink):
-        for line in stream:
-            sink.append(line.rstrip("\n"))
-
-    def output(self):
-        return "\n".join(self.stdout) + "\n--- stderr ---\n" + "\n".join(self.stderr)
-
-    def stop(self, timeout=20):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        return self.proc.returncode
-
-
-class AgentOpsServer:
-    """agl-agentops on 127.0.0.1, port 0; the port is read from the printed env block."""
-
-    def __init__(self, *extra):
-        args = [AGENTOPS_BIN, "--port", "0", "--host", "127.0.0.1", "--drain-seconds", "0", *extra]
-        self.process = Process(args)
-
-        def announced():
-            if self.process.proc.poll() is not None:
-                raise AssertionError("agl-agentops exited:\n" + self.process.output())
-            env = parse_env_block("\n".join(self.process.stdout))
-            return env if "NO_PROXY" in env and "no_proxy" in env else None
-
-        self.env = wait_for(announced, "the environment block of agl-agentops")
-        self.base = self.env["AGENTOPS_API_ENDPOINT"]
-        wait_for(lambda: http("GET", self.base + "/health")[0] == 200, "agl-agentops /health")
+class AgentOpsServer(AgentOps):
+    """agl-agentops on 127.0.0.1, port 0 (the shared helper), with the inspection calls this
+    suite makes."""
 
     def url(self, path):
         return self.base + path
 
-    def get(self, path):
-        return get_json(self.url(path))
-
     def counters(self):
         return self.get("/_agl/counters")[1]["counters"]
-
-    def stop(self):
-        return self.process.stop()
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ OTEL_EXPORTER_OTLP_HEADERS, plain requests as `Authorization: Bearer`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import html
 import json
 import os
 import subprocess
@@ -118,10 +120,11 @@ def sse(url: str, body) -> list[dict]:
     return events
 
 
-def proxied_calls_land_in_the_store(llm: str) -> None:
+def proxied_calls_land_in_the_store(llm: str) -> tuple[str, str]:
     """A non-streaming and a streaming chat call under a fresh attempt, through `llm`; the
     official client reads the spans back and the official adapter turns them into triplets
-    that carry the token ids the agent received."""
+    that carry the token ids the agent received. Returns the rollout id and the first
+    call's completion text."""
     status, rollout = http("POST", f"{STORE}/v1/agl/rollouts", {"input": {"llm": llm}})
     assert status == 201
     rid, aid = rollout["rollout_id"], rollout["attempt"]["attempt_id"]
@@ -154,6 +157,37 @@ def proxied_calls_land_in_the_store(llm: str) -> None:
     assert [s.sequence_id for s in calls] == [1, 2]
     triplets = LlmProxyTraceToTriplet().adapt(spans)
     assert [(t.prompt["token_ids"], t.response["token_ids"]) for t in triplets] == expected
+    return rid, first["choices"][0]["message"]["content"]
+
+
+def page(url: str) -> str:
+    """A dashboard page as a browser gets it once its user typed the key at the prompt
+    (Basic, any user name); redirects are followed."""
+    hdrs = {}
+    if KEY:
+        hdrs["Authorization"] = "Basic " + base64.b64encode(f"agl:{KEY}".encode()).decode()
+    with _OPENER.open(urllib.request.Request(url, headers=hdrs), timeout=10) as resp:
+        assert resp.headers["Content-Type"] == "text/html; charset=utf-8", url
+        return resp.read().decode()
+
+
+def follow_on_the_dashboard(rid: str, completion: str) -> None:
+    """From the store's overview to the rollout in the list, to its waterfall and calls."""
+    assert 'id="overview"' in page(f"{STORE}/")
+    listing = page(f"{STORE}/ui/rollouts?q={rid}")
+    assert f'href="/ui/rollouts/{rid}"' in listing
+    detail = page(f"{STORE}/ui/rollouts/{rid}")
+    assert detail.count('class="llm-call"') == 2
+    assert html.escape(completion, quote=False) in detail
+    assert 'data-span-id=' in detail and 'class="wf-row llm"' in detail
+    if KEY:
+        # A browser without the key is asked for it.
+        try:
+            _OPENER.open(f"{STORE}/", timeout=10)
+            raise AssertionError("the dashboard answered without the key")
+        except urllib.error.HTTPError as err:
+            assert err.code == 401
+            assert any(c.startswith("Basic") for c in err.headers.get_all("WWW-Authenticate"))
 
 
 def run(coro):
@@ -305,6 +339,12 @@ def test_agentops_sdk_spans_reach_the_store():
     assert all(s.attempt_id == aid for s in found)
     _, counters = http("GET", f"{AGENTOPS}/_agl/counters")
     assert counters["unmatched"] == 0 if "unmatched" in counters else True
+    # The "Session Replay" link the SDK printed opens the trace's page on the dashboard.
+    _, held = http("GET", f"{AGENTOPS}/_agl/traces")
+    trace = held["traces"][-1]
+    replay = page(f"{AGENTOPS}/sessions?trace_id={trace['trace_id']}")
+    assert 'id="waterfall"' in replay
+    assert replay.count('class="wf-row') == trace["span_count"]
 
 
 @pytest.mark.parametrize("service", ["store", "agentops"])
@@ -324,7 +364,7 @@ def test_llm_proxy_records_token_ids_into_the_store():
     # /v1/models passes through to the double; plain /v1 calls are served untracked.
     _, models = http("GET", f"{LLM}/v1/models")
     assert [m["id"] for m in models["data"]] == ["agl-model"]
-    proxied_calls_land_in_the_store(LLM)
+    follow_on_the_dashboard(*proxied_calls_land_in_the_store(LLM))
 
 
 def test_llm_proxy_runs_hardened():

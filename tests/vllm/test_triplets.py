@@ -13,13 +13,12 @@ import ast
 import asyncio
 import json
 import time
-import uuid
 
 import openai
 from agentlightning.adapter.triplet import LlmProxyTraceToTriplet
 from agentlightning.store.client_server import LightningStoreClient
 
-from conftest import http
+from conftest import http, reward_span
 
 # Quotes of both kinds, a backslash and non-ASCII: the double echoes the first words, so
 # the recorded choices must survive Python's repr()/literal_eval round trip.
@@ -27,22 +26,6 @@ TRICKY = "It's \"quoted\" caf\u00e9 \\path \u2615 and more words here"
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather of a city",
     "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
-
-
-def reward_span(rollout_id, attempt_id, sequence_id, value):
-    """A reward in the AgentOps form the adapter understands, as a plain REST span."""
-    span_id = uuid.uuid4().hex[:16]
-    trace_id = uuid.uuid4().hex
-    now = time.time()
-    return {
-        "rollout_id": rollout_id, "attempt_id": attempt_id, "sequence_id": sequence_id,
-        "trace_id": trace_id, "span_id": span_id, "parent_id": None, "name": "agentops.task",
-        "status": {"status_code": "OK", "description": None},
-        "attributes": {"agentops.task.output": json.dumps({"type": "reward", "value": value})},
-        "events": [], "links": [], "start_time": now, "end_time": now,
-        "context": {"trace_id": trace_id, "span_id": span_id, "is_remote": False, "trace_state": {}},
-        "parent": None, "resource": {"attributes": {}, "schema_url": ""},
-    }
 
 
 def test_official_adapter_reads_the_recorded_token_ids(llm, store):
