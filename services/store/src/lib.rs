@@ -5,7 +5,8 @@
 //! * [`core`]: the semantics, written once: status machines, queue, retries, watchdog,
 //!   sequence ids, waiting; [`clock`] gives it time;
 //! * [`persist`]: the narrow seam to durable storage; [`sqlite`]: the SQLite backend;
-//!   [`postgres`]: a database shared by several store processes;
+//!   [`postgres`]: a database shared by several store processes; [`sql`]: the rollout
+//!   queries' SQL, written once for both;
 //! * [`span`] and [`validate`]: request validation with FastAPI-shaped 422 errors;
 //! * [`stored_span`]: the compact in-memory form of a stored span; [`json`]: stored JSON
 //!   text written straight from request bytes (the fast way in for common bodies);
@@ -31,6 +32,7 @@ pub mod persist;
 pub mod postgres;
 pub mod server;
 pub mod span;
+pub mod sql;
 pub mod sqlite;
 pub mod stored_span;
 pub mod upstream_cli;

@@ -159,19 +159,40 @@ pub struct RolloutFilter<'a> {
     pub any: bool,
 }
 
-impl RolloutFilter<'_> {
-    /// The `WHERE` clause of a backend's query from the conditions it wrote for the filters
-    /// given (in any SQL dialect): joined by `AND`, or `OR` when `any`; empty when none.
-    pub fn where_clause(&self, conds: &[String]) -> String {
-        if conds.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "WHERE {}",
-                conds.join(if self.any { " OR " } else { " AND " })
-            )
-        }
+/// A column a window of rollouts can be ordered by without reading every document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RolloutColumn {
+    /// Creation order (the store's own).
+    #[default]
+    Created,
+    RolloutId,
+    Status,
+    StartTime,
+    /// A rollout without an end sorts after every end (upstream's rule), first when
+    /// descending.
+    EndTime,
+}
+
+impl RolloutColumn {
+    /// The column of a protocol's `sort_by` field, if it has one.
+    pub fn of_field(field: &str) -> Option<Self> {
+        Some(match field {
+            "rollout_id" => Self::RolloutId,
+            "status" => Self::Status,
+            "start_time" => Self::StartTime,
+            "end_time" => Self::EndTime,
+            _ => return None,
+        })
     }
+}
+
+/// The order of a window of rollouts: rollouts with equal keys keep creation order either
+/// way, as Python's stable `sorted(reverse=True)` keeps them. By [`RolloutColumn::Created`]
+/// descending is newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RolloutOrder {
+    pub by: RolloutColumn,
+    pub descending: bool,
 }
 
 /// Reads of what a backend keeps beyond the core's memory. Every call reads committed rows
@@ -228,11 +249,12 @@ pub trait History: Send + Sync {
     /// Rollouts matching `filter` with their latest attempts, in creation order.
     fn rollouts(&self, filter: RolloutFilter<'_>) -> Result<Vec<RolloutView>, StorageError>;
 
-    /// `limit` of the rollouts matching `filter` from `offset` on, in creation order, and
-    /// how many match in all (one consistent read).
+    /// `limit` of the rollouts matching `filter` from `offset` on, in `order`, and how many
+    /// match in all (one consistent read).
     fn rollouts_window(
         &self,
         filter: RolloutFilter<'_>,
+        order: RolloutOrder,
         offset: usize,
         limit: usize,
     ) -> Result<(Vec<RolloutView>, usize), StorageError>;

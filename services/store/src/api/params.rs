@@ -222,12 +222,9 @@ impl<'de> Deserialize<'de> for RolloutCommon {
                 };
                 let mode = match mode.flatten() {
                     None => None,
-                    Some(Text(name)) => Some(
-                        *RolloutMode::ALL
-                            .iter()
-                            .find(|m| m.as_str() == name)
-                            .ok_or_else(|| uncommon("mode"))?,
-                    ),
+                    Some(Text(name)) => {
+                        Some(RolloutMode::parse(&name).ok_or_else(|| uncommon("mode"))?)
+                    }
                 };
                 Ok(RolloutCommon(NewRollout {
                     input: input.ok_or_else(|| uncommon("no input"))?,

@@ -26,7 +26,8 @@ use crate::model::{
     RolloutMode, RolloutStatus, RolloutView, StoredSpan, V1Fields, Worker, WorkerStatus,
 };
 use crate::persist::{
-    Backend, Durable, History, Memory, Need, RolloutFilter, Shared, StorageError,
+    Backend, Durable, History, Memory, Need, RolloutColumn, RolloutFilter, RolloutOrder, Shared,
+    StorageError,
 };
 use crate::span::SpanInput;
 use crate::stored_span::SpanDoc;
@@ -188,10 +189,27 @@ pub struct RolloutQuery {
     pub started_before: Option<f64>,
     /// Combine the filters with OR instead of AND.
     pub any: bool,
+    /// Without `page.sort_by`: newest first (the dashboard's list). The protocols never
+    /// set it: upstream ignores a sort order given without a field, and so do they.
+    pub newest_first: bool,
     pub page: PageRequest,
 }
 
 impl RolloutQuery {
+    /// The order a backend can cut a window in, if the query has one.
+    fn window_order(&self) -> Option<RolloutOrder> {
+        match &self.page.sort_by {
+            None => Some(RolloutOrder {
+                by: RolloutColumn::Created,
+                descending: self.newest_first,
+            }),
+            Some(field) => RolloutColumn::of_field(field).map(|by| RolloutOrder {
+                by,
+                descending: self.page.descending,
+            }),
+        }
+    }
+
     /// The filters, for a backend that answers the query.
     fn filter(&self) -> RolloutFilter<'_> {
         RolloutFilter {
@@ -949,12 +967,15 @@ impl Store {
             self.barrier().await?;
             let q2 = q.clone();
 
-            // In creation order, a page is cut by the backend; a sorted one is sorted here.
-            if q.page.sort_by.is_none() && q.page.limit >= 0 {
+            // In an order a column gives, a page is cut by the backend; another is sorted
+            // here.
+            if let Some(order) = q.window_order().filter(|_| q.page.limit >= 0) {
                 let offset = usize::try_from(q.page.offset.max(0)).unwrap_or(usize::MAX);
                 let limit = usize::try_from(q.page.limit).unwrap_or(usize::MAX);
                 let (items, total) = self
-                    .read_disk(disk, move |d| d.rollouts_window(q2.filter(), offset, limit))
+                    .read_disk(disk, move |d| {
+                        d.rollouts_window(q2.filter(), order, offset, limit)
+                    })
                     .await?;
                 return Ok(Page {
                     items,
@@ -963,9 +984,12 @@ impl Store {
                     total,
                 });
             }
-            let matches = self
+            let mut matches = self
                 .read_disk(disk, move |d| d.rollouts(q2.filter()))
                 .await?;
+            if q.newest_first && q.page.sort_by.is_none() {
+                matches.reverse();
+            }
             return paginate(matches, &q.page, |v, field| rollout_key(&v.rollout, field));
         }
         let now = self.now();
@@ -991,7 +1015,7 @@ impl Store {
                 .filter_map(|id| st.rollouts.get(id).map(|e| &**e))
                 .collect(),
         };
-        let matches: Vec<&Entry> = matches
+        let mut matches: Vec<&Entry> = matches
             .into_iter()
             .filter(|e| {
                 let r = &e.rollout;
@@ -1010,6 +1034,9 @@ impl Store {
                 combine(&conds, q.any)
             })
             .collect();
+        if q.newest_first && q.page.sort_by.is_none() {
+            matches.reverse();
+        }
         let page = paginate(matches, &q.page, |e, field| rollout_key(&e.rollout, field))?;
         Ok(page.map(|e| e.view()))
     }

@@ -1110,7 +1110,7 @@ pub fn rollout_status_from_attempt(attempt: &Attempt, config: &RolloutConfig) ->
 mod tests {
     use super::*;
     use crate::model::{Attempt, RolloutView, StoredSpan};
-    use crate::persist::{RolloutFilter, StorageError};
+    use crate::persist::{RolloutFilter, RolloutOrder, StorageError};
     use serde_json::value::RawValue;
 
     /// A history whose batches are durable up to a number the test sets (all, unless
@@ -1162,6 +1162,7 @@ mod tests {
         fn rollouts_window(
             &self,
             _: RolloutFilter<'_>,
+            _: RolloutOrder,
             _: usize,
             _: usize,
         ) -> Result<(Vec<RolloutView>, usize), StorageError> {

@@ -231,20 +231,12 @@ impl ListParams {
             let v = v.trim();
             match &*k {
                 "status" if !v.is_empty() => {
-                    let s = RolloutStatus::ALL
-                        .iter()
-                        .copied()
-                        .find(|s| s.as_str() == v)
-                        .ok_or_else(|| bad("status", v))?;
+                    let s = RolloutStatus::parse(v).ok_or_else(|| bad("status", v))?;
                     p.status = Some(s);
                     q.status_in = Some(vec![s]);
                 }
                 "mode" if !v.is_empty() => {
-                    let m = RolloutMode::ALL
-                        .iter()
-                        .copied()
-                        .find(|m| m.as_str() == v)
-                        .ok_or_else(|| bad("mode", v))?;
+                    let m = RolloutMode::parse(v).ok_or_else(|| bad("mode", v))?;
                     p.mode = Some(m);
                     q.mode_in = Some(vec![m]);
                 }
@@ -332,26 +324,15 @@ fn page_of(offset: usize, limit: usize) -> PageRequest {
 
 async fn rollouts(State(d): State<Dash>, RawQuery(raw): RawQuery) -> PageResult {
     let (p, mut q) = ListParams::parse(raw.as_deref())?;
-    let (items, total) = if p.sort == "created" && p.desc {
-        // Newest first is the store's order read backwards: count, then cut the window
-        // from the end, so no sort runs over the whole history.
-        q.page = page_of(0, 0);
-        let total = d.store.query_rollouts(&q).await?.total;
-        let end = total.saturating_sub(p.offset);
-        let start = end.saturating_sub(p.limit);
-        q.page = page_of(start, end - start);
-        let mut page = d.store.query_rollouts(&q).await?;
-        page.items.reverse();
-        (page.items, total)
+    q.page = page_of(p.offset, p.limit);
+    if p.sort == "created" {
+        q.newest_first = p.desc;
     } else {
-        q.page = page_of(p.offset, p.limit);
-        if p.sort != "created" {
-            q.page.sort_by = Some(p.sort.to_owned());
-            q.page.descending = p.desc;
-        }
-        let page = d.store.query_rollouts(&q).await?;
-        (page.items, page.total)
-    };
+        q.page.sort_by = Some(p.sort.to_owned());
+        q.page.descending = p.desc;
+    }
+    let page = d.store.query_rollouts(&q).await?;
+    let (items, total) = (page.items, page.total);
     Ok(SHELL.page(
         "Rollouts",
         "/ui/rollouts",

@@ -10,7 +10,10 @@ use tokio_postgres::types::ToSql;
 
 use super::{describe, pg_err};
 use crate::model::{Attempt, ResourcesUpdate, Rollout, RolloutView, StoredSpan, Worker};
-use crate::persist::{Counts, History, RolloutFilter, RolloutRows, StorageError, Totals};
+use crate::persist::{
+    Counts, History, RolloutFilter, RolloutOrder, RolloutRows, StorageError, Totals,
+};
+use crate::sql::{self, Dialect, SqlArg};
 
 /// A pooled connection.
 pub(super) async fn client(pool: &Pool) -> Result<Object, StorageError> {
@@ -34,44 +37,39 @@ fn span_doc(text: &str) -> Result<StoredSpan, StorageError> {
 const ROLLOUT_VIEWS: &str = "SELECT r.doc, (SELECT a.doc FROM agl_attempts a \
     WHERE a.rollout_id = r.rollout_id ORDER BY a.sequence_id DESC LIMIT 1) FROM agl_rollouts r";
 
+/// Postgres's way of writing the rollout queries of [`crate::sql`].
+struct Postgres;
+
+impl Dialect for Postgres {
+    const CREATED: &'static str = "created";
+
+    fn param(n: usize) -> String {
+        format!("${n}")
+    }
+
+    fn in_list(column: &str, param: &str) -> String {
+        format!("{column} = ANY({param})")
+    }
+
+    fn contains(column: &str, param: &str) -> String {
+        format!("strpos({column}, {param}) > 0")
+    }
+}
+
 /// The `WHERE` clause of a rollout filter and its parameters, in order.
 fn rollout_filter_sql(filter: RolloutFilter<'_>) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
-    let mut conds = Vec::new();
-    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-    if let Some(statuses) = filter.status_in {
-        let list: Vec<String> = statuses.iter().map(|s| s.as_str().to_owned()).collect();
-        args.push(Box::new(list));
-        conds.push(format!("r.status = ANY(${})", args.len()));
-    }
-    if let Some(ids) = filter.rollout_id_in {
-        args.push(Box::new(ids.to_vec()));
-        conds.push(format!("r.rollout_id = ANY(${})", args.len()));
-    }
-    if let Some(part) = filter.rollout_id_contains {
-        args.push(Box::new(part.to_owned()));
-        conds.push(format!("strpos(r.rollout_id, ${}) > 0", args.len()));
-    }
-    // Mode and start time live only in the document (the dashboard's filters).
-    if let Some(modes) = filter.mode_in {
-        let list: Vec<String> = modes.iter().map(|m| m.as_str().to_owned()).collect();
-        args.push(Box::new(list));
-        conds.push(format!("(r.doc::json ->> 'mode') = ANY(${})", args.len()));
-    }
-    if let Some(t) = filter.started_from {
-        args.push(Box::new(t));
-        conds.push(format!(
-            "(r.doc::json ->> 'start_time')::float8 >= ${}",
-            args.len()
-        ));
-    }
-    if let Some(t) = filter.started_before {
-        args.push(Box::new(t));
-        conds.push(format!(
-            "(r.doc::json ->> 'start_time')::float8 < ${}",
-            args.len()
-        ));
-    }
-    (filter.where_clause(&conds), args)
+    let (clause, args) = sql::rollout_filter::<Postgres>(filter);
+    let args = args
+        .into_iter()
+        .map(|arg| -> Box<dyn ToSql + Sync + Send> {
+            match arg {
+                SqlArg::Text(t) => Box::new(t),
+                SqlArg::Real(x) => Box::new(x),
+                SqlArg::Texts(list) => Box::new(list),
+            }
+        })
+        .collect();
+    (clause, args)
 }
 
 fn params(args: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
@@ -357,18 +355,22 @@ impl History for PgHistory {
     fn rollouts_window(
         &self,
         filter: RolloutFilter<'_>,
+        order: RolloutOrder,
         offset: usize,
         limit: usize,
     ) -> Result<(Vec<RolloutView>, usize), StorageError> {
         let (filter_sql, args) = rollout_filter_sql(filter);
         let n = args.len();
-        // The count and the page from one snapshot: one statement.
+        let order_sql = sql::rollout_order::<Postgres>(order);
+        // The count and the page from one snapshot: one statement. The page's ids come
+        // from the indexes; only its rows' documents are read.
         let sql = format!(
-            "WITH m AS (SELECT r.rollout_id, r.created FROM agl_rollouts r {filter_sql}) \
-             SELECT r.doc, (SELECT a.doc FROM agl_attempts a WHERE a.rollout_id = r.rollout_id \
-             ORDER BY a.sequence_id DESC LIMIT 1), (SELECT count(*) FROM m) \
-             FROM (SELECT * FROM m ORDER BY created LIMIT ${} OFFSET ${}) p \
-             JOIN agl_rollouts r ON r.rollout_id = p.rollout_id ORDER BY p.created",
+            "SELECT r.doc, (SELECT a.doc FROM agl_attempts a WHERE a.rollout_id = r.rollout_id \
+             ORDER BY a.sequence_id DESC LIMIT 1), \
+             (SELECT count(*) FROM agl_rollouts r {filter_sql}) \
+             FROM (SELECT r.rollout_id FROM agl_rollouts r {filter_sql} ORDER BY {order_sql} \
+             LIMIT ${} OFFSET ${}) p \
+             JOIN agl_rollouts r ON r.rollout_id = p.rollout_id ORDER BY {order_sql}",
             n + 1,
             n + 2
         );

@@ -14,7 +14,7 @@ use super::pg_err;
 use crate::persist::StorageError;
 
 /// The schema version this binary writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock migrations hold (any constant other programs are unlikely to pick).
 const MIGRATION_LOCK: i64 = 0x6167_6c5f_7374_6f72; // "agl_stor"
@@ -85,6 +85,19 @@ CREATE TABLE agl_watchdog (id integer PRIMARY KEY, last_scan double precision NO
 INSERT INTO agl_watchdog VALUES (1, '-infinity');
 ";
 
+/// v2: rollouts carry their mode, start and end times as indexed columns, so that the
+/// dashboard's filters and sorts read a page, not every document.
+const V2: &str = "
+ALTER TABLE agl_rollouts ADD COLUMN mode text, ADD COLUMN start_time double precision,
+    ADD COLUMN end_time double precision;
+UPDATE agl_rollouts SET mode = doc::json ->> 'mode',
+    start_time = (doc::json ->> 'start_time')::float8,
+    end_time = (doc::json ->> 'end_time')::float8;
+CREATE INDEX agl_rollouts_mode ON agl_rollouts (mode, created);
+CREATE INDEX agl_rollouts_start ON agl_rollouts (start_time, created);
+CREATE INDEX agl_rollouts_end ON agl_rollouts (end_time, created);
+";
+
 /// Brings the database up to [`SCHEMA_VERSION`], holding the migration lock meanwhile.
 pub async fn migrate(client: &mut Client, shown: &str) -> Result<(), StorageError> {
     client
@@ -133,6 +146,7 @@ async fn migrate_locked(client: &mut Client, shown: &str) -> Result<(), StorageE
             .map_err(pg_err("cannot begin a migration"))?;
         let sql = match next {
             1 => V1,
+            2 => V2,
             _ => unreachable!("a migration per version up to SCHEMA_VERSION"),
         };
         tx.batch_execute(sql).await.map_err(|e| {

@@ -12,7 +12,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::{FINISHED_CHANNEL, describe};
-use crate::model::{Attempt, ResourcesUpdate, Rollout, StoredSpan, Worker};
+use crate::model::{Attempt, ResourcesUpdate, Rollout, RolloutMode, StoredSpan, Worker};
 use crate::persist::{Change, Decide, Decision, Need, Snapshot, StorageError};
 
 /// Runs of one transaction before a conflict is reported.
@@ -407,8 +407,11 @@ async fn write(
                 rows.text[0].push(r.rollout_id.clone());
                 rows.text[1].push(r.status.as_str().to_owned());
                 rows.text[2].push(to_json(r));
+                rows.text[3].push(r.mode.map_or("", RolloutMode::as_str).to_owned());
                 rows.float[0].push(r.config.timeout_seconds);
                 rows.float[1].push(r.config.unresponsive_seconds);
+                rows.float[2].push(Some(r.start_time));
+                rows.float[3].push(r.end_time);
             }
             Change::Attempt(a) => {
                 attempts.text[0].push(a.rollout_id.clone());
@@ -477,28 +480,51 @@ async fn write(
     let d = &decision.counts;
     let mut p = Pipeline::default();
     if !new_rollouts.is_empty() {
-        let [ids, statuses, docs, _] = &new_rollouts.text;
-        let [timeouts, unresponsive] = &new_rollouts.float;
+        let [ids, statuses, docs, modes] = &new_rollouts.text;
+        let [timeouts, unresponsive, starts, ends] = &new_rollouts.float;
         p.push(
-            "INSERT INTO agl_rollouts (rollout_id, status, doc, timeout_s, unresponsive_s) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[])",
-            vec![ids, statuses, docs, timeouts, unresponsive],
+            "INSERT INTO agl_rollouts (rollout_id, status, doc, timeout_s, unresponsive_s, \
+             mode, start_time, end_time) \
+             SELECT id, status, doc, t, u, NULLIF(mode, ''), s, e \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], \
+             $6::text[], $7::float8[], $8::float8[]) AS v(id, status, doc, t, u, mode, s, e)",
+            vec![
+                ids,
+                statuses,
+                docs,
+                timeouts,
+                unresponsive,
+                modes,
+                starts,
+                ends,
+            ],
         );
     }
     if !old_rollouts.is_empty() {
-        let [ids, statuses, docs, _] = &old_rollouts.text;
-        let [timeouts, unresponsive] = &old_rollouts.float;
+        let [ids, statuses, docs, modes] = &old_rollouts.text;
+        let [timeouts, unresponsive, starts, ends] = &old_rollouts.float;
         p.push(
             "UPDATE agl_rollouts r SET status = v.status, doc = v.doc, timeout_s = v.t, \
-             unresponsive_s = v.u \
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[]) \
-             AS v(id, status, doc, t, u) WHERE r.rollout_id = v.id",
-            vec![ids, statuses, docs, timeouts, unresponsive],
+             unresponsive_s = v.u, mode = NULLIF(v.mode, ''), start_time = v.s, \
+             end_time = v.e \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], \
+             $6::text[], $7::float8[], $8::float8[]) \
+             AS v(id, status, doc, t, u, mode, s, e) WHERE r.rollout_id = v.id",
+            vec![
+                ids,
+                statuses,
+                docs,
+                timeouts,
+                unresponsive,
+                modes,
+                starts,
+                ends,
+            ],
         );
     }
     if !attempts.is_empty() {
         let [ids, docs, ..] = &attempts.text;
-        let [starts, alive] = &attempts.float;
+        let [starts, alive, ..] = &attempts.float;
         p.push(
             "INSERT INTO agl_attempts (rollout_id, sequence_id, doc, start_time, alive_time) \
              SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::float8[], $5::float8[]) \
@@ -614,7 +640,7 @@ fn queue_runs(changes: &[Change]) -> Vec<(bool, Vec<&str>)> {
 struct Columns {
     text: [Vec<String>; 4],
     int: Vec<i64>,
-    float: [Vec<Option<f64>>; 2],
+    float: [Vec<Option<f64>>; 4],
 }
 
 impl Columns {

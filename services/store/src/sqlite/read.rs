@@ -16,7 +16,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 use super::pack;
 use super::schema::{self, live_statuses_sql};
 use crate::model::{Attempt, ResourcesUpdate, Rollout, RolloutView, StoredSpan, Worker};
-use crate::persist::{History, RolloutFilter, RolloutRows, Snapshot, StorageError};
+use crate::persist::{History, RolloutFilter, RolloutOrder, RolloutRows, Snapshot, StorageError};
+use crate::sql::{self, Dialect, SqlArg};
 
 /// Resources versions read at start-up (besides the latest).
 const RESOURCES_AT_START: i64 = 64;
@@ -411,14 +412,21 @@ impl History for Reader {
     fn rollouts_window(
         &self,
         filter: RolloutFilter<'_>,
+        order: RolloutOrder,
         offset: usize,
         limit: usize,
     ) -> Result<(Vec<RolloutView>, usize), StorageError> {
         let (filter_sql, mut args) = rollout_filter_sql(filter);
         let count_sql = format!("SELECT count(*) FROM rollouts r {filter_sql}");
         let n = args.len();
+        let order_sql = sql::rollout_order::<Sqlite>(order);
+        // The page's row ids first, from the indexes alone; then the documents of those
+        // rows only (an ORDER BY over the documents would read every match into a sorter).
         let sql = format!(
-            "{ROLLOUT_VIEWS} {filter_sql} ORDER BY r.rowid LIMIT ?{} OFFSET ?{}",
+            "SELECT r.doc, ({LATEST_ATTEMPT}) FROM \
+             (SELECT r.rowid AS id FROM rollouts r {filter_sql} ORDER BY {order_sql} \
+              LIMIT ?{} OFFSET ?{}) p \
+             CROSS JOIN rollouts r ON r.rowid = p.id ORDER BY {order_sql}",
             n + 1,
             n + 2
         );
@@ -437,56 +445,49 @@ impl History for Reader {
     }
 }
 
+/// The latest attempt of the rollout `r` (a macro, for `concat!`).
+macro_rules! latest_attempt {
+    () => {
+        "SELECT a.doc FROM attempts a WHERE a.rollout_id = r.rollout_id \
+         ORDER BY a.sequence_id DESC LIMIT 1"
+    };
+}
+const LATEST_ATTEMPT: &str = latest_attempt!();
+
 /// Rollouts with their latest attempts; a filter and an order follow.
-const ROLLOUT_VIEWS: &str = "SELECT r.doc, (SELECT a.doc FROM attempts a \
-    WHERE a.rollout_id = r.rollout_id ORDER BY a.sequence_id DESC LIMIT 1) FROM rollouts r";
+const ROLLOUT_VIEWS: &str = concat!("SELECT r.doc, (", latest_attempt!(), ") FROM rollouts r");
+
+/// SQLite's way of writing the rollout queries of [`crate::sql`].
+struct Sqlite;
+
+impl Dialect for Sqlite {
+    const CREATED: &'static str = "rowid";
+
+    fn param(n: usize) -> String {
+        format!("?{n}")
+    }
+
+    fn in_list(column: &str, param: &str) -> String {
+        format!("{column} IN (SELECT value FROM json_each({param}))")
+    }
+
+    fn contains(column: &str, param: &str) -> String {
+        format!("instr({column}, {param}) > 0")
+    }
+}
 
 /// The `WHERE` clause of a rollout filter and its parameters, in order.
 fn rollout_filter_sql(filter: RolloutFilter<'_>) -> (String, Vec<Value>) {
-    let mut conds = Vec::new();
-    let mut args: Vec<Value> = Vec::new();
-    if let Some(statuses) = filter.status_in {
-        args.push(json_list(statuses.iter().map(|s| s.as_str())));
-        conds.push(format!(
-            "r.status IN (SELECT value FROM json_each(?{}))",
-            args.len()
-        ));
-    }
-    if let Some(ids) = filter.rollout_id_in {
-        args.push(json_list(ids.iter().map(String::as_str)));
-        conds.push(format!(
-            "r.rollout_id IN (SELECT value FROM json_each(?{}))",
-            args.len()
-        ));
-    }
-    if let Some(part) = filter.rollout_id_contains {
-        args.push(Value::Text(part.to_owned()));
-        conds.push(format!("instr(r.rollout_id, ?{}) > 0", args.len()));
-    }
-    // Mode and start time live only in the document: these two scan (the dashboard's
-    // filters; the protocols never send them).
-    if let Some(modes) = filter.mode_in {
-        args.push(json_list(modes.iter().map(|m| m.as_str())));
-        conds.push(format!(
-            "json_extract(r.doc, '$.mode') IN (SELECT value FROM json_each(?{}))",
-            args.len()
-        ));
-    }
-    if let Some(t) = filter.started_from {
-        args.push(Value::Real(t));
-        conds.push(format!(
-            "json_extract(r.doc, '$.start_time') >= ?{}",
-            args.len()
-        ));
-    }
-    if let Some(t) = filter.started_before {
-        args.push(Value::Real(t));
-        conds.push(format!(
-            "json_extract(r.doc, '$.start_time') < ?{}",
-            args.len()
-        ));
-    }
-    (filter.where_clause(&conds), args)
+    let (clause, args) = sql::rollout_filter::<Sqlite>(filter);
+    let args = args
+        .into_iter()
+        .map(|arg| match arg {
+            SqlArg::Text(t) => Value::Text(t),
+            SqlArg::Real(x) => Value::Real(x),
+            SqlArg::Texts(list) => json_list(list.iter().map(String::as_str)),
+        })
+        .collect();
+    (clause, args)
 }
 
 fn read_views(conn: &Connection, sql: &str, args: &[Value]) -> rusqlite::Result<Vec<RolloutView>> {

@@ -6,7 +6,9 @@
 //! * v2: the database is the authority for history: rollouts carry their status as a column
 //!   (indexed, so start-up reads only live rollouts and status queries do not parse every
 //!   document), and the running totals are kept in `kv` so that a restart does not count;
-//! * v3: `span_packs`, a finished rollout's spans as one row (see `pack.rs`).
+//! * v3: `span_packs`, a finished rollout's spans as one row (see `pack.rs`);
+//! * v4: rollouts carry their mode, start and end times as indexed columns, so that the
+//!   dashboard's filters and sorts read a page, not every document.
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
@@ -15,7 +17,7 @@ use crate::model::{AttemptStatus, RolloutStatus};
 use crate::persist::{Counts, StorageError};
 
 /// The schema version this binary writes and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const V1: &str = "
 CREATE TABLE rollouts (rollout_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
@@ -53,6 +55,17 @@ CREATE INDEX rollouts_by_status ON rollouts (status);
 ";
 
 const V3: &str = "CREATE TABLE span_packs (rollout_id TEXT PRIMARY KEY, packed BLOB NOT NULL);";
+
+const V4: &str = "
+ALTER TABLE rollouts ADD COLUMN mode TEXT;
+ALTER TABLE rollouts ADD COLUMN start_time REAL;
+ALTER TABLE rollouts ADD COLUMN end_time REAL;
+UPDATE rollouts SET mode = json_extract(doc, '$.mode'),
+    start_time = json_extract(doc, '$.start_time'), end_time = json_extract(doc, '$.end_time');
+CREATE INDEX rollouts_by_mode ON rollouts (mode);
+CREATE INDEX rollouts_by_start ON rollouts (start_time);
+CREATE INDEX rollouts_by_end ON rollouts (end_time);
+";
 
 /// The `kv` key of the running totals.
 pub const COUNTS_KEY: &str = "counts";
@@ -93,6 +106,7 @@ pub fn migrate(conn: &mut Connection, shown: &str) -> Result<(), StorageError> {
                 .execute_batch(V2)
                 .and_then(|()| write_counts(&tx, &count_rows(&tx)?)),
             3 => tx.execute_batch(V3),
+            4 => tx.execute_batch(V4),
             _ => unreachable!("a migration per version up to SCHEMA_VERSION"),
         }
         .map_err(|e| {
@@ -116,7 +130,7 @@ fn count_rows(conn: &Connection) -> rusqlite::Result<Counts> {
     let mut q = conn.prepare("SELECT status, count(*) FROM rollouts GROUP BY status")?;
     for row in q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
         let (status, n) = row?;
-        if let Some(s) = RolloutStatus::ALL.iter().find(|s| s.as_str() == status) {
+        if let Some(s) = RolloutStatus::parse(&status) {
             counts.rollouts[s.index()] += usize::try_from(n).unwrap_or(0);
         }
     }
@@ -124,7 +138,7 @@ fn count_rows(conn: &Connection) -> rusqlite::Result<Counts> {
         conn.prepare("SELECT json_extract(doc, '$.status'), count(*) FROM attempts GROUP BY 1")?;
     for row in q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
         let (status, n) = row?;
-        if let Some(s) = AttemptStatus::ALL.iter().find(|s| s.as_str() == status) {
+        if let Some(s) = AttemptStatus::parse(&status) {
             counts.attempts[s.index()] += usize::try_from(n).unwrap_or(0);
         }
     }

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::err;
 use super::schema;
+use crate::model::RolloutMode;
 use crate::persist::{Change, StorageError};
 
 /// Settings ([`Change::Meta`]) are `kv` rows under this prefix.
@@ -38,11 +39,20 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> rusqlite::Result<()> {
     match change {
         Change::Rollout(r) => {
             tx.prepare_cached(
-                "INSERT INTO rollouts (rollout_id, status, doc) VALUES (?1, ?2, ?3) \
+                "INSERT INTO rollouts (rollout_id, status, doc, mode, start_time, end_time) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                  ON CONFLICT (rollout_id) DO UPDATE SET status = excluded.status, \
-                 doc = excluded.doc",
+                 doc = excluded.doc, mode = excluded.mode, start_time = excluded.start_time, \
+                 end_time = excluded.end_time",
             )?
-            .execute(params![r.rollout_id, r.status.as_str(), to_json(r)?])?;
+            .execute(params![
+                r.rollout_id,
+                r.status.as_str(),
+                to_json(r)?,
+                r.mode.map(RolloutMode::as_str),
+                r.start_time,
+                r.end_time,
+            ])?;
         }
         Change::Attempt(a) => {
             tx.prepare_cached(

@@ -173,6 +173,93 @@ async fn the_list_pages_newest_first_and_filters_like_the_api() {
     assert_eq!(total(&past), 60);
 }
 
+/// The ids of an API page.
+fn ids_of(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| str_of(r, "rollout_id").to_owned())
+        .collect()
+}
+
+/// A page a backend cuts (by an indexed column) holds what the same page of the whole
+/// sorted list holds: ties keep creation order either way, a rollout without an end sorts
+/// after every end, and filters count the same.
+#[tokio::test]
+async fn a_window_is_cut_as_the_whole_list_is_sorted() {
+    let app = spawn().await;
+    // Three batches (a batch shares one start time), some claimed, some finished one by one.
+    let mut all = enqueue(&app, 4, "train").await;
+    all.extend(enqueue(&app, 3, "val").await);
+    all.extend(enqueue(&app, 4, "train").await);
+    let claimed = app.dequeue(6, Some("w-sort")).await;
+    for (i, r) in claimed.iter().enumerate().skip(1).step_by(2) {
+        let status = if i == 3 { "failed" } else { "succeeded" };
+        let attempt = str_of(&r["attempt"], "attempt_id");
+        app.update_attempt(str_of(r, "rollout_id"), attempt, json!({"status": status}))
+            .await;
+    }
+    for field in ["start_time", "end_time", "status", "rollout_id"] {
+        for order in ["asc", "desc"] {
+            for filter in ["", "&status_in=succeeded&status_in=queuing"] {
+                let whole = app
+                    .v3_get(&format!(
+                        "/rollouts?sort_by={field}&sort_order={order}{filter}"
+                    ))
+                    .await;
+                let expected = ids_of(&whole);
+                let mut cut = Vec::new();
+                for offset in (0..expected.len() + 3).step_by(3) {
+                    let page = app
+                        .v3_get(&format!(
+                            "/rollouts?sort_by={field}&sort_order={order}{filter}\
+                             &limit=3&offset={offset}"
+                        ))
+                        .await;
+                    assert_eq!(page["total"], expected.len(), "{field} {order} {filter}");
+                    cut.extend(ids_of(&page));
+                }
+                assert_eq!(cut, expected, "{field} {order} {filter}");
+            }
+        }
+    }
+    // The whole list in the API's terms: unfinished rollouts last by end time, ties in
+    // creation order.
+    let by_end = ids_of(&app.v3_get("/rollouts?sort_by=end_time").await);
+    let ended: Vec<String> = claimed
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|r| str_of(r, "rollout_id").to_owned())
+        .collect();
+    assert_eq!(by_end[..3], ended);
+    let unfinished: Vec<String> = all
+        .iter()
+        .filter(|id| !ended.contains(id))
+        .cloned()
+        .collect();
+    assert_eq!(by_end[3..], unfinished);
+    // The dashboard's newest-first pages, filtered by mode.
+    let val = page(&app, "/ui/rollouts?mode=val&limit=2", StatusCode::OK).await;
+    assert_eq!(total(&val), 3);
+    assert_eq!(listed(&val), [all[6].clone(), all[5].clone()]);
+    let val = page(
+        &app,
+        "/ui/rollouts?mode=val&limit=2&offset=2",
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(listed(&val), [all[4].clone()]);
+    let started = page(
+        &app,
+        "/ui/rollouts?status=succeeded&sort=end_time&order=desc",
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(listed(&started), [ended[2].clone(), ended[0].clone()]);
+}
+
 #[tokio::test]
 async fn bad_filters_and_unknown_ids_are_client_errors() {
     let app = spawn().await;

@@ -10,7 +10,9 @@ use agl_store::server::Storage;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TempFile, TestApp, expect_json, span, spawn_with, str_of, test_args};
+use crate::helpers::{
+    TempFile, TestApp, expect_json, fresh_database, span, spawn_with, str_of, test_args,
+};
 
 /// A store on `path` that keeps no finished rollout in memory once it is on disk.
 async fn open(path: &std::path::Path, clock: Arc<ManualClock>) -> TestApp {
@@ -282,13 +284,75 @@ async fn a_restart_reads_only_the_live_part_and_keeps_the_totals() {
 fn downgrade_to_v1(path: &std::path::Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(
-        "DROP TABLE span_packs;
+        "DROP INDEX rollouts_by_mode;
+         DROP INDEX rollouts_by_start;
+         DROP INDEX rollouts_by_end;
+         ALTER TABLE rollouts DROP COLUMN mode;
+         ALTER TABLE rollouts DROP COLUMN start_time;
+         ALTER TABLE rollouts DROP COLUMN end_time;
+         DROP TABLE span_packs;
          DROP INDEX rollouts_by_status;
          ALTER TABLE rollouts DROP COLUMN status;
          DELETE FROM kv WHERE key = 'counts';
          PRAGMA user_version = 1;",
     )
     .unwrap();
+}
+
+/// A Postgres database of schema version 1 (before rollouts had their mode and times as
+/// columns) is migrated at start: the columns are filled from the documents, so sorting
+/// and filtering by them sees every rollout written before.
+#[tokio::test]
+async fn a_v1_postgres_database_gains_its_order_columns() {
+    if !std::env::var("AGL_TEST_STORAGE").is_ok_and(|v| v == "postgres") {
+        eprintln!("skipped: the Postgres migration (AGL_TEST_STORAGE=postgres runs it)");
+        return;
+    }
+    let url = fresh_database().await;
+    let args = StoreArgs {
+        storage: Storage::Postgres(url.clone()),
+        ..test_args()
+    };
+    let app = spawn_with(args.clone(), None).await;
+    let ids = enqueued(&app, 3).await;
+    for claimed in app.dequeue(2, Some("w")).await {
+        let rid = str_of(&claimed, "rollout_id");
+        let aid = str_of(&claimed["attempt"], "attempt_id");
+        app.update_attempt(rid, aid, json!({"status": "succeeded"}))
+            .await;
+    }
+    stop(app).await;
+    let (client, connection) = tokio_postgres::connect(&url.0, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute(
+            "ALTER TABLE agl_rollouts DROP COLUMN mode, DROP COLUMN start_time, \
+             DROP COLUMN end_time; \
+             UPDATE agl_meta SET value = '1' WHERE key = 'schema_version'",
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let _ = driver.await;
+
+    let app = spawn_with(args, None).await;
+    let by_end = app
+        .v3_get("/rollouts?sort_by=end_time&sort_order=desc&limit=3")
+        .await;
+    let order: Vec<&str> = by_end["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| str_of(r, "rollout_id"))
+        .collect();
+    assert_eq!(order, [&ids[2], &ids[1], &ids[0]]);
+    let started = app
+        .v3_get("/rollouts?sort_by=start_time&sort_order=desc&limit=1")
+        .await;
+    assert_eq!(started["total"], 3);
+    stop(app).await;
 }
 
 #[tokio::test]
@@ -339,6 +403,18 @@ async fn a_v1_file_is_migrated_at_start_with_its_totals() {
     );
     let succeeded = app.v3_get("/rollouts?status_in=succeeded").await;
     assert_eq!(succeeded["total"], 2);
+    // The end times were read into their column: the queued rollout (no end) sorts first
+    // descending, the two that ended at one instant keep creation order.
+    let by_end = app
+        .v3_get("/rollouts?sort_by=end_time&sort_order=desc&limit=3")
+        .await;
+    let order: Vec<&str> = by_end["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| str_of(r, "rollout_id"))
+        .collect();
+    assert_eq!(order, [&ids[2], &ids[0], &ids[1]]);
     let rest = app.dequeue(5, None).await;
     assert_eq!(rest.len(), 1);
     assert_eq!(str_of(&rest[0], "rollout_id"), ids[2]);
