@@ -22,7 +22,9 @@ store `/`                 #overview, #queue-depth (integer), #status-counts with
                           .wf-name and .wf-bar, depth-first; a click on a row fills
                           #span-detail; reward spans' rows have class `reward`; #rewards;
                           #llm-calls .llm-call with .llm-prompt, .llm-completion, .llm-tokens,
-                          details.llm-token-ids
+                          details.llm-token-ids; past 600 rows the waterfall shows its first
+                          levels, a folded row has button.wf-more ("+N") that loads its rows
+                          below it; past 50 calls, #llm-calls [data-more] loads the next 50
 `/ui/resources`           #resources     `/ui/workers`  #workers-table tr.worker[data-worker-id]
 `/ui/api`                 #api .api-op[data-method][data-path], one per operation of
                           /openapi.json
@@ -33,6 +35,7 @@ agentops `/`              #traces tr.trace[data-trace-id] with a.trace-link -> /
 import json
 import re
 import struct
+import time
 from datetime import datetime, timezone
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlparse
@@ -564,6 +567,74 @@ def test_agentops_session_replay_link(browser, agentops_trace):
     logs = browser.find("#logs")
     for log in agentops_trace.logs:
         assert MARKER in log["text"] and MARKER in text_of(logs)
+
+
+# ---- a long rollout ---------------------------------------------------------------------
+
+
+def test_a_long_rollout_folds_and_opens_in_place(browser, store):
+    """700 spans (a root, 70 turns, each with an LLM call and 8 tools): the page shows the
+    root and the turns, a turn's "+9" button loads its rows below it in tree order, and the
+    LLM calls past the first 50 come with a button that loads them."""
+    from agltest import http
+
+    async def start(client):
+        return await client.start_rollout(input={"task": "long"}, worker_id=WORKER)
+
+    rollout = with_client(store, start)
+    rid, aid = rollout.rollout_id, rollout.attempt.attempt_id
+    t0 = time.time()
+    sequence = 0
+
+    def post(span_id, parent, name, start, attributes):
+        nonlocal sequence
+        sequence += 1
+        trace = "0af7651916cd43dd8448eb211c80319c"
+        status, body = http("POST", f"{store.base}/v1/agl/spans", {
+            "rollout_id": rid, "attempt_id": aid, "sequence_id": sequence, "trace_id": trace,
+            "span_id": span_id, "parent_id": parent, "name": name,
+            "status": {"status_code": "OK", "description": None}, "attributes": attributes,
+            "events": [], "links": [], "start_time": t0 + start, "end_time": t0 + start + 0.5,
+            "context": None, "parent": None, "resource": {"attributes": {}, "schema_url": ""},
+        })
+        assert status in (200, 201), body
+
+    post("root", None, "agent.run", 0.0, {})
+    for turn in range(70):
+        tid = f"turn{turn:02d}"
+        post(tid, "root", "turn", turn, {})
+        post(f"{tid}-call", tid, "litellm_request", turn + 0.1, {
+            "gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": f"question {turn}",
+            "gen_ai.completion.0.role": "assistant", "gen_ai.completion.0.content": f"answer {turn}",
+        })
+        for tool in range(8):
+            post(f"{tid}-tool{tool}", tid, "tool", turn + 0.2, {})
+
+    browser.open(f"{store.base}/ui/rollouts/{rid}", "store-rollout-long")
+    rows = waterfall(browser)
+    assert len(rows) == 71 and {r.depth for r in rows} == {0, 1}, [(r.id, r.depth) for r in rows]
+    assert_depth_first(rows)
+    button = browser.find('.wf-row[data-span-id="turn07"] .wf-more')
+    assert text_of(button).strip() == "+9"
+    button.click()
+    browser.wait(lambda d: len(browser.find_all("#waterfall .wf-row")) == 80, "turn07's rows")
+    rows = waterfall(browser)
+    assert_depth_first(rows)
+    at = [r.id for r in rows].index("turn07")
+    below = rows[at + 1:at + 10]
+    assert {r.id for r in below} == {"turn07-call"} | {f"turn07-tool{i}" for i in range(8)}
+    assert all(r.depth == 2 and r.parent == "turn07" for r in below)
+    assert not browser.find_all('.wf-row[data-span-id="turn07"] .wf-more')
+    # A click on an opened row still shows its details.
+    below[0].element.click()
+    browser.wait(lambda d: below[0].id in browser.find("#span-detail").text, "the opened row's details")
+
+    assert len(browser.find_all("#llm-calls .llm-call")) == 50
+    browser.find("#llm-calls [data-more]").click()
+    browser.wait(lambda d: len(browser.find_all("#llm-calls .llm-call")) == 70, "the further calls")
+    assert "answer 69" in browser.find("#llm-calls").text
+    assert not browser.find_all("#llm-calls [data-more]")
+    browser.shot("store-rollout-long-opened")
 
 
 # ---- README images ----------------------------------------------------------------------

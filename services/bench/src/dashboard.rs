@@ -310,6 +310,8 @@ struct Filled {
     big_rollout: String,
     /// An LLM-call span of the big rollout, in the middle of it.
     big_span: String,
+    /// The turn span above it (its subtree: the turn's other nine spans).
+    big_turn: String,
     /// A rollout finished early in the fill, with ordinary spans.
     ordinary: String,
     /// A start-time window holding about a tenth of the rollouts (`from`, `to`, how many
@@ -735,6 +737,7 @@ async fn fill(http: &Http, cfg: &DashboardConfig) -> anyhow::Result<Filled> {
         .saturating_sub(2)
         .div_ceil(TURN)
         .max(1);
+    let big_turn = format!("{:016x}", first + 1 + (turns / 2) * TURN);
     let big_span = format!("{:016x}", first + 1 + (turns / 2) * TURN + 1);
     fill.big_rollout_s = t.elapsed().as_secs_f64();
 
@@ -828,6 +831,7 @@ async fn fill(http: &Http, cfg: &DashboardConfig) -> anyhow::Result<Filled> {
         ids,
         big_rollout: big.rollout_id,
         big_span,
+        big_turn,
         ordinary,
         window,
     })
@@ -950,6 +954,14 @@ fn pages(filled: &Filled, rollouts: u64) -> Vec<PageSpec> {
         page(
             "span detail fragment (big rollout)",
             format!("/ui/rollouts/{}/spans/{}", enc(big), filled.big_span),
+        ),
+        page(
+            "a turn's folded rows (big rollout)",
+            format!("/ui/rollouts/{}/subtree/{}", enc(big), filled.big_turn),
+        ),
+        page(
+            "LLM calls 51 to 100 (big rollout)",
+            format!("/ui/rollouts/{}/calls?offset=50", enc(big)),
         ),
         page("resources", "/ui/resources".into()),
         page("workers", "/ui/workers".into()),

@@ -120,7 +120,7 @@ pub(super) fn page(trace_id: &str, spans: &[Arc<StoredSpan>], logs: &[Arc<Upload
         section.panel {
             h2 { "Spans" }
             div.waterfall-wrap {
-                (waterfall(&wf))
+                (waterfall(&wf, None))
                 (detail_panel())
             }
         }

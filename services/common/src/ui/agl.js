@@ -2,6 +2,8 @@
 //  * [data-live] regions are refreshed in place every few seconds while the tab is visible
 //    (the page is fetched again and the regions swapped by id: no reload, no lost scroll);
 //  * a click (or Enter) on a waterfall row loads the span's details into #span-detail;
+//  * a folded row's "+N" button loads the rows below it (and they are opened again after
+//    a live refresh); a [data-more] button is replaced by the fragment it names;
 //  * <time datetime> elements are shown in the reader's local time zone.
 "use strict";
 (function () {
@@ -25,6 +27,7 @@
           if (fresh && fresh.innerHTML !== el.innerHTML) {
             el.innerHTML = fresh.innerHTML;
             localTimes(el);
+            reopen(el);
           }
           // A region that stopped being live (a rollout finished) is not asked again.
           if (fresh && !fresh.hasAttribute("data-live")) el.removeAttribute("data-live");
@@ -52,8 +55,61 @@
       .catch(function (e) { panel.textContent = "Could not load the span: " + e; });
   }
 
+  // Span ids whose folded rows the reader opened.
+  var opened = {};
+
+  function fragment(url) {
+    return fetch(url, { credentials: "same-origin" }).then(function (r) {
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      return r.text();
+    }).then(function (text) { return new DOMParser().parseFromString(text, "text/html"); });
+  }
+
+  function unfold(button) {
+    var row = button.closest(".wf-row");
+    if (!row || button.disabled) return;
+    button.disabled = true;
+    fragment(button.dataset.subtree).then(function (doc) {
+      var after = row;
+      doc.querySelectorAll(".wf-row").forEach(function (r) {
+        var fresh = document.importNode(r, true);
+        after.after(fresh);
+        after = fresh;
+      });
+      opened[row.dataset.spanId] = true;
+      button.remove();
+      reopen(row.parentNode);
+    }).catch(function () { button.disabled = false; });
+  }
+
+  // Opens again, below `root`, the folded rows the reader had opened.
+  function reopen(root) {
+    if (!root) return;
+    root.querySelectorAll(".wf-more").forEach(function (b) {
+      var row = b.closest(".wf-row");
+      if (row && opened[row.dataset.spanId]) unfold(b);
+    });
+  }
+
+  function more(button) {
+    if (button.disabled) return;
+    button.disabled = true;
+    fragment(button.dataset.more).then(function (doc) {
+      var items = doc.querySelector(".more-items") || doc.body;
+      Array.prototype.slice.call(items.childNodes).forEach(function (n) {
+        button.parentNode.insertBefore(document.importNode(n, true), button);
+      });
+      button.remove();
+    }).catch(function () { button.disabled = false; });
+  }
+
   document.addEventListener("click", function (ev) {
-    var row = ev.target.closest && ev.target.closest(".wf-row");
+    if (!ev.target.closest) return;
+    var fold = ev.target.closest(".wf-more");
+    if (fold) { unfold(fold); return; }
+    var button = ev.target.closest("[data-more]");
+    if (button) { more(button); return; }
+    var row = ev.target.closest(".wf-row");
     if (row) showSpan(row);
   });
   document.addEventListener("keydown", function (ev) {

@@ -997,6 +997,56 @@ impl Store {
         self.scan_and_submit(&mut st, now);
         let status_set: Option<HashSet<RolloutStatus>> =
             q.status_in.as_ref().map(|s| s.iter().copied().collect());
+        let only_status = q.rollout_id_in.is_none()
+            && q.rollout_id_contains.is_none()
+            && q.mode_in.is_none()
+            && q.started_from.is_none()
+            && q.started_before.is_none();
+        if q.page.sort_by.is_none() && q.page.limit >= 0 && only_status {
+            // Creation order with at most a status filter: the total is counted already,
+            // and the window is found from its own end of `order`, so a page costs its rows
+            // (and the rows it skips over, when filtered), not a visit of every rollout.
+            let total = status_set.as_ref().map_or(st.order.len(), |set| {
+                set.iter().map(|s| st.rollout_counts[s.index()]).sum()
+            });
+            let offset = usize::try_from(q.page.offset.max(0)).unwrap_or(usize::MAX);
+            let limit = usize::try_from(q.page.limit).unwrap_or(usize::MAX);
+            let ids: &[String] = match &status_set {
+                // Unfiltered, the window is a slice.
+                None if q.newest_first => {
+                    let end = st.order.len().saturating_sub(offset);
+                    &st.order[end.saturating_sub(limit)..end]
+                }
+                None => {
+                    let start = offset.min(st.order.len());
+                    &st.order[start..(start.saturating_add(limit)).min(st.order.len())]
+                }
+                Some(_) => &st.order,
+            };
+            let walk: Box<dyn Iterator<Item = &String>> = if q.newest_first {
+                Box::new(ids.iter().rev())
+            } else {
+                Box::new(ids.iter())
+            };
+            let skip = if status_set.is_some() { offset } else { 0 };
+            let items = walk
+                .filter_map(|id| st.rollouts.get(id))
+                .filter(|e| {
+                    status_set
+                        .as_ref()
+                        .is_none_or(|set| set.contains(&e.rollout.status))
+                })
+                .skip(skip)
+                .take(limit)
+                .map(|e| e.view())
+                .collect();
+            return Ok(Page {
+                items,
+                limit: q.page.limit,
+                offset: q.page.offset,
+                total,
+            });
+        }
         let id_set: Option<HashSet<&str>> = q
             .rollout_id_in
             .as_ref()
@@ -1522,12 +1572,25 @@ impl Store {
                 |_, _| None,
             );
         }
+        // One span by id (a dashboard's span details): only the documents whose text holds
+        // the id are parsed, not every span of a long rollout.
+        let one = q.span_id.clone();
         let spans = self
             .read_disk(disk, move |d| {
                 let Some(attempt) = stored_attempt(d, &rollout_id, attempt_id)? else {
                     return Ok(Vec::new());
                 };
-                d.spans(&rollout_id, attempt.as_deref())
+                let Some(id) = one else {
+                    return d.spans(&rollout_id, attempt.as_deref());
+                };
+                d.span_texts(&rollout_id, attempt.as_deref(), false)?
+                    .iter()
+                    .filter(|text| text.contains(id.as_str()))
+                    .map(|text| {
+                        StoredSpan::from_json(text)
+                            .map_err(|e| StorageError(format!("bad span document: {e}")))
+                    })
+                    .collect()
             })
             .await?;
         filter_spans(spans.into_iter().map(Arc::new).collect(), q)

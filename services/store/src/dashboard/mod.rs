@@ -29,7 +29,7 @@ use agl_common::ui::{self, Shell};
 use crate::core::{
     PageRequest, ResourcesQuery, RolloutQuery, SpanQuery, Store, StoreError, WorkerQuery,
 };
-use crate::model::{RolloutMode, RolloutStatus};
+use crate::model::{Attempt, RolloutMode, RolloutStatus};
 
 pub(crate) const SHELL: Shell = Shell {
     service: "agl-store",
@@ -113,6 +113,8 @@ pub fn routes(store: Arc<Store>, storage: StorageInfo) -> Router {
         .route("/ui/rollouts", get(rollouts))
         .route("/ui/rollouts/{rollout_id}", get(rollout))
         .route("/ui/rollouts/{rollout_id}/spans/{span_id}", get(span))
+        .route("/ui/rollouts/{rollout_id}/subtree/{span_id}", get(subtree))
+        .route("/ui/rollouts/{rollout_id}/calls", get(calls))
         .route("/ui/resources", get(resources))
         .route("/ui/workers", get(workers))
         .route("/ui/api", get(api_reference))
@@ -355,21 +357,26 @@ fn rollout_params(raw: Option<&str>) -> RolloutParams {
     p
 }
 
-async fn rollout(
-    State(d): State<Dash>,
-    Path(rollout_id): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> PageResult {
-    let view =
-        d.store.get_rollout(&rollout_id).await?.ok_or_else(|| {
-            PageError::NotFound(format!("no rollout {rollout_id:?} in this store"))
-        })?;
+/// A rollout's attempts, the attempt a page shows (the one asked, else the latest) and that
+/// attempt's spans read for display.
+struct AttemptSpans {
+    attempts: Vec<Attempt>,
+    selected: Option<String>,
+    spans: views::ReadSpans,
+    total_spans: usize,
+}
+
+async fn attempt_spans(
+    d: &Dash,
+    rollout_id: &str,
+    raw: Option<&str>,
+) -> Result<AttemptSpans, PageError> {
     let attempts = d
         .store
-        .query_attempts(&rollout_id, &PageRequest::default())
+        .query_attempts(rollout_id, &PageRequest::default())
         .await?
         .items;
-    let params = rollout_params(raw.as_deref());
+    let params = rollout_params(raw);
     let selected = match params.attempt {
         Some(a) if attempts.iter().any(|x| x.attempt_id == a) => Some(a),
         Some(a) => {
@@ -379,40 +386,94 @@ async fn rollout(
         }
         None => attempts.last().map(|a| a.attempt_id.clone()),
     };
-    let spans = match &selected {
-        Some(attempt) => {
-            d.store
-                .query_spans(&SpanQuery {
-                    rollout_id: rollout_id.clone(),
-                    attempt_id: Some(attempt.clone()),
-                    page: PageRequest {
-                        limit: i64::try_from(MAX_SPANS + 1).unwrap_or(i64::MAX),
-                        ..PageRequest::default()
-                    },
-                    ..SpanQuery::default()
-                })
-                .await?
-        }
-        None => crate::model::Page {
-            items: Vec::new(),
-            limit: 0,
-            offset: 0,
-            total: 0,
-        },
+    let Some(attempt) = &selected else {
+        return Ok(AttemptSpans {
+            attempts,
+            selected,
+            spans: views::ReadSpans::default(),
+            total_spans: 0,
+        });
     };
-    let read = views::read_spans(&spans.items, &rollout_id, selected.as_deref());
+    let page = d
+        .store
+        .query_spans(&SpanQuery {
+            rollout_id: rollout_id.to_owned(),
+            attempt_id: Some(attempt.clone()),
+            page: PageRequest {
+                limit: i64::try_from(MAX_SPANS + 1).unwrap_or(i64::MAX),
+                ..PageRequest::default()
+            },
+            ..SpanQuery::default()
+        })
+        .await?;
+    let spans = views::read_spans(&page.items, rollout_id, selected.as_deref());
+    Ok(AttemptSpans {
+        attempts,
+        selected,
+        spans,
+        total_spans: page.total,
+    })
+}
+
+async fn rollout(
+    State(d): State<Dash>,
+    Path(rollout_id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> PageResult {
+    let view =
+        d.store.get_rollout(&rollout_id).await?.ok_or_else(|| {
+            PageError::NotFound(format!("no rollout {rollout_id:?} in this store"))
+        })?;
+    let a = attempt_spans(&d, &rollout_id, raw.as_deref()).await?;
     Ok(SHELL.page(
         &format!("Rollout {rollout_id}"),
         "/ui/rollouts",
         &views::rollout(&views::RolloutPage {
             view: &view,
-            attempts: &attempts,
-            selected: selected.as_deref(),
-            spans: &read,
-            total_spans: spans.total,
+            attempts: &a.attempts,
+            selected: a.selected.as_deref(),
+            spans: &a.spans,
+            total_spans: a.total_spans,
             now: d.store.now(),
         }),
     ))
+}
+
+/// The waterfall rows under one span (a folded row's button loads them).
+async fn subtree(
+    State(d): State<Dash>,
+    Path((rollout_id, span_id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> PageResult {
+    let a = attempt_spans(&d, &rollout_id, raw.as_deref()).await?;
+    let url = views::subtree_url(&rollout_id, a.selected.as_deref());
+    let rows = ui::waterfall::subtree(&a.spans.rows, &span_id, &url).ok_or_else(|| {
+        PageError::NotFound(format!("rollout {rollout_id:?} has no span {span_id:?}"))
+    })?;
+    Ok(ui::fragment(rows))
+}
+
+/// LLM calls of an attempt from an offset on (the "more" button of a long rollout).
+async fn calls(
+    State(d): State<Dash>,
+    Path(rollout_id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> PageResult {
+    let offset = form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "offset")
+        .map(|(_, v)| {
+            v.parse::<usize>()
+                .map_err(|_| PageError::BadRequest("offset must be a count".into()))
+        })
+        .transpose()?
+        .unwrap_or(0);
+    let a = attempt_spans(&d, &rollout_id, raw.as_deref()).await?;
+    Ok(ui::fragment(views::more_calls(
+        &rollout_id,
+        a.selected.as_deref(),
+        &a.spans.calls,
+        offset,
+    )))
 }
 
 async fn span(

@@ -306,14 +306,14 @@ pub(super) fn read_spans(docs: &[SpanDoc], rollout_id: &str, attempt: Option<&st
     let mut out = ReadSpans::default();
     // Token ids recorded on a call's child span (the proxy's raw request span).
     let mut ids_by_parent: HashMap<String, Map<String, Value>> = HashMap::new();
-    let query = attempt.map_or_else(String::new, |a| {
-        let mut q = String::from("?attempt=");
-        q.extend(form_urlencoded::byte_serialize(a.as_bytes()));
-        q
-    });
+    let query = attempt_query(attempt);
     for doc in docs.iter().take(super::MAX_SPANS) {
         let Some(span) = held(doc) else { continue };
-        let text = span.to_json();
+        // The stored text as read (a span held in memory is written out for the tests).
+        let text = match doc {
+            SpanDoc::Text(t) => std::borrow::Cow::Borrowed(t.as_str()),
+            SpanDoc::Held(_) => std::borrow::Cow::Owned(span.to_json()),
+        };
         let name = span.name().into_owned();
         let span_id = span.span_id().into_owned();
         let parent_id = span.parent_id().map(std::borrow::Cow::into_owned);
@@ -478,15 +478,65 @@ pub(super) fn rollout(p: &RolloutPage<'_>) -> Markup {
                 p.muted { "Showing the first " (p.spans.rows.len()) " of " (p.total_spans) " spans; the API serves them all." }
             }
             div.waterfall-wrap {
-                div #waterfall-region data-live=[live] { (waterfall(&p.spans.rows)) }
+                div #waterfall-region data-live=[live] {
+                    (waterfall(&p.spans.rows, Some(&subtree_url(&r.rollout_id, p.selected))))
+                }
                 (detail_panel())
             }
         }
         section.panel #llm-calls-region data-live=[live] {
             h2 { "LLM calls" }
             div #llm-calls {
-                @for c in &p.spans.calls { (llm_call(c)) }
+                (more_calls(&r.rollout_id, p.selected, &p.spans.calls, 0))
                 @if p.spans.calls.is_empty() { p.muted { "No LLM call recorded in this attempt." } }
+            }
+        }
+    }
+}
+
+/// LLM calls a rollout's page (or one "more" fragment) shows at once.
+pub(super) const CALLS_SHOWN: usize = 50;
+
+/// The `?attempt=` query of a rollout's fragments (empty without an attempt).
+fn attempt_query(attempt: Option<&str>) -> String {
+    attempt.map_or_else(String::new, |a| {
+        let mut q = String::from("?attempt=");
+        q.extend(form_urlencoded::byte_serialize(a.as_bytes()));
+        q
+    })
+}
+
+/// The URL of a span's folded waterfall rows.
+pub(super) fn subtree_url(rollout_id: &str, attempt: Option<&str>) -> impl Fn(&WfSpan) -> String {
+    let prefix = format!("/ui/rollouts/{}/subtree/", encode(rollout_id));
+    let query = attempt_query(attempt);
+    move |s| format!("{prefix}{}{query}", encode(&s.span_id))
+}
+
+/// [`CALLS_SHOWN`] calls from `offset` on, then a button that loads the next ones.
+pub(super) fn more_calls(
+    rollout_id: &str,
+    attempt: Option<&str>,
+    calls: &[LlmCall],
+    offset: usize,
+) -> Markup {
+    let end = offset.saturating_add(CALLS_SHOWN).min(calls.len());
+    let shown = calls.get(offset..end).unwrap_or_default();
+    let next = {
+        let q = attempt_query(attempt);
+        let sep = if q.is_empty() { '?' } else { '&' };
+        format!(
+            "/ui/rollouts/{}/calls{q}{sep}offset={end}",
+            encode(rollout_id)
+        )
+    };
+    html! {
+        div.more-items {
+            @for c in shown { (llm_call(c)) }
+            @if end < calls.len() {
+                button.more type="button" data-more=(next) {
+                    "Show " (CALLS_SHOWN.min(calls.len() - end)) " more of " (calls.len() - end) " further calls"
+                }
             }
         }
     }

@@ -428,6 +428,116 @@ async fn a_rollout_shows_its_waterfall_llm_calls_and_rewards() {
     assert!(!html.contains("data-live="));
 }
 
+/// A rollout of more spans than a page shows: the first levels, each folded turn with a
+/// button that loads its rows; the first 50 LLM calls and a button that loads the rest;
+/// a span's details found among them once the rollout is finished (and, on SQLite, read back
+/// from the file).
+#[tokio::test]
+async fn a_long_rollout_folds_its_waterfall_and_pages_its_calls() {
+    let app = spawn().await;
+    let started = app
+        .v3_post("/rollouts", json!({"input": 1}), StatusCode::CREATED)
+        .await;
+    let rid = str_of(&started, "rollout_id").to_owned();
+    let aid = str_of(&started["attempt"], "attempt_id").to_owned();
+    let mut seq = 0;
+    let mut post = |id: String, parent: Option<String>, name: &str, t: f64, attrs: Value| {
+        seq += 1;
+        let mut s = span(&rid, &aid, seq, &id);
+        s["parent_id"] = json!(parent);
+        s["name"] = json!(name);
+        s["start_time"] = json!(t);
+        s["end_time"] = json!(t + 0.5);
+        s["attributes"] = attrs;
+        s
+    };
+    let mut spans = vec![post("root".into(), None, "agent.run", 0.0, json!({}))];
+    for turn in 0..70 {
+        let t = f64::from(turn);
+        let id = format!("turn{turn:02}");
+        spans.push(post(id.clone(), Some("root".into()), "turn", t, json!({})));
+        spans.push(post(
+            format!("{id}-call"),
+            Some(id.clone()),
+            "litellm_request",
+            t + 0.1,
+            json!({
+                "gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": format!("question {turn}"),
+                "gen_ai.completion.0.role": "assistant", "gen_ai.completion.0.content": format!("answer {turn}"),
+            }),
+        ));
+        for tool in 0..8 {
+            spans.push(post(
+                format!("{id}-tool{tool}"),
+                Some(id.clone()),
+                "tool",
+                t + 0.2,
+                json!({}),
+            ));
+        }
+    }
+    for s in spans {
+        let r = app.post("/v1/agl/spans", s).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    app.update_attempt(&rid, &aid, json!({"status": "succeeded"}))
+        .await;
+
+    let html = page(&app, &format!("/ui/rollouts/{rid}"), StatusCode::OK).await;
+    assert_eq!(
+        html.matches("class=\"wf-row").count(),
+        71,
+        "the root and its turns"
+    );
+    assert_eq!(html.matches("class=\"wf-more\"").count(), 70);
+    let subtree = format!("/ui/rollouts/{rid}/subtree/turn07?attempt={aid}");
+    assert!(
+        html.contains(&format!("data-subtree=\"{subtree}\"")),
+        "{html}"
+    );
+    assert!(
+        html.contains("id=\"rollout-calls\">70<"),
+        "every call is counted"
+    );
+    assert_eq!(html.matches("class=\"llm-call\"").count(), 50);
+    assert!(html.contains("answer 49") && !html.contains("answer 50"));
+    let more = html
+        .split("data-more=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a button for the further calls")
+        .replace("&amp;", "&");
+    let rest = page(&app, &more, StatusCode::OK).await;
+    assert_eq!(rest.matches("class=\"llm-call\"").count(), 20);
+    assert!(rest.contains("answer 50") && rest.contains("answer 69"));
+    assert!(!rest.contains("data-more"));
+
+    let rows = page(&app, &subtree, StatusCode::OK).await;
+    assert_eq!(rows.matches("data-span-id=").count(), 9);
+    assert_eq!(rows.matches("data-parent-id=\"turn07\"").count(), 9);
+    assert_eq!(rows.matches("data-depth=\"2\"").count(), 9);
+    assert!(rows.contains("data-span-id=\"turn07-call\""));
+    page(
+        &app,
+        &format!("/ui/rollouts/{rid}/subtree/nope?attempt={aid}"),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let detail = page(
+        &app,
+        &format!("/ui/rollouts/{rid}/spans/turn42-tool3"),
+        StatusCode::OK,
+    )
+    .await;
+    assert!(detail.contains("turn42-tool3") && detail.contains("turn42"));
+    page(
+        &app,
+        &format!("/ui/rollouts/{rid}/calls?offset=lots"),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn resources_and_workers_are_listed() {
     let app = spawn().await;
