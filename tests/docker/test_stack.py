@@ -347,6 +347,44 @@ def test_agentops_sdk_spans_reach_the_store():
     assert replay.count('class="wf-row') == trace["span_count"]
 
 
+@pytest.mark.parametrize("base", [STORE, AGENTOPS])
+def test_the_images_report_the_commit_they_were_built_from(base):
+    """`agl_build_info{commit}` is the checkout's HEAD (the build reads it from the context's
+    .git files), not "unknown"."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    if head.returncode != 0:
+        pytest.skip("not a git checkout: the images cannot know their commit")
+    req = urllib.request.Request(f"{base}/metrics", headers=headers())
+    with _OPENER.open(req, timeout=10) as resp:
+        metrics = resp.read().decode()
+    info = next(l for l in metrics.splitlines() if l.startswith("agl_build_info{"))
+    assert f'commit="{head.stdout.strip()}"' in info, info
+
+
+def test_the_readmes_agentops_block_evaluates_cleanly():
+    """The README's `eval "$(docker compose exec -T agentops … --print-env)"`, run as written
+    (with this run's compose command): every line is an export a shell takes, and no value
+    ends in a carriage return (Compose adds one per line when it allocates a terminal,
+    which `-T` stops)."""
+    readme = (ROOT / "README.md").read_text()
+    line = next(l for l in readme.splitlines() if "--print-env)" in l and "docker compose exec" in l)
+    inner = line.split('"$(', 1)[1].split(')"', 1)[0]
+    assert inner.startswith("docker compose exec -T "), inner
+    args = inner[len("docker compose "):].split()
+    block = compose(*args)
+    assert "\r" not in block, repr(block)
+    exports = [l for l in block.splitlines() if l and not l.startswith("#")]
+    assert exports and all(l.startswith("export ") for l in exports), block
+    shell = subprocess.run(
+        ["sh", "-c", f'eval "$(cat)"; printf %s "$AGENTOPS_API_ENDPOINT"'],
+        input=block, capture_output=True, text=True, check=True,
+    )
+    endpoint = shell.stdout
+    assert endpoint.startswith("http://") and endpoint == endpoint.strip(), repr(endpoint)
+
+
 @pytest.mark.parametrize("service", ["store", "agentops"])
 def test_containers_run_hardened(service):
     info = inspect(service)

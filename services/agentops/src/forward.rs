@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use agl_common::otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
 use agl_common::otlp::{PayloadFormat, set_resource_attributes};
+use agl_common::telemetry::worth_logging;
 use anyhow::Context as _;
 use bytes::Bytes;
 use http::HeaderValue;
@@ -245,12 +246,6 @@ async fn worker(
             }
         }
     }
-}
-
-/// Logs the 1st, then every 100th of a repeated failure, so a dead receiver cannot flood
-/// the log (the counters have every one).
-fn worth_logging(count: u64) -> bool {
-    count == 1 || count.is_multiple_of(100)
 }
 
 /// How one batch ended.

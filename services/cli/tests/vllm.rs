@@ -77,12 +77,24 @@ fn one_shot_commands_pass_through_with_their_status() {
 }
 
 #[test]
-fn a_missing_vllm_exits_127() {
+fn a_missing_vllm_exits_127_and_points_to_the_launchers_own_help() {
     let dir = tempfile::tempdir().unwrap();
+    for flag in ["--version", "--help"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_agl"))
+            .args(["vllm", flag])
+            .env("PATH", dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(127), "{out:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("--agl-help"), "{said}");
+    }
+    // And that help needs no vLLM.
     let out = Command::new(env!("CARGO_BIN_EXE_agl"))
-        .args(["vllm", "--version"])
+        .args(["vllm", "--agl-help"])
         .env("PATH", dir.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--agl-vllm-bin"));
 }

@@ -17,6 +17,13 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::cli::{LogArgs, LogFormat};
 
+/// Whether the `count`th occurrence of a repeated problem is logged: the 1st, then every
+/// 100th, so that a dead receiver or a misconfigured client cannot flood the log (a counter
+/// keeps every one).
+pub fn worth_logging(count: u64) -> bool {
+    count == 1 || count.is_multiple_of(100)
+}
+
 /// Keeps the exporter alive; call [`Telemetry::shutdown`] last, so buffered spans are sent.
 #[must_use = "dropping the handle without shutdown() may lose buffered spans"]
 pub struct Telemetry {
@@ -79,7 +86,13 @@ pub fn init(
     let filter = EnvFilter::try_new(expand_level(&default_directive))
         .with_context(|| format!("invalid log level {default_directive:?}"))?;
 
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only for a person at a terminal: a file, a pipe or a container log gets plain
+    // text, as the official server writes it (and `NO_COLOR` turns colour off anywhere).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let fmt = match args.log_format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt

@@ -138,6 +138,7 @@ impl Collector for StoreCollector {
         let pairs = [
             (&self.otlp_spans, "stored", &c.otlp_spans_stored),
             (&self.otlp_spans, "rejected", &c.otlp_spans_rejected),
+            (&self.otlp_spans, "unattributed", &c.otlp_spans_unattributed),
             (&self.otlp_payloads, "accepted", &c.otlp_payloads_accepted),
             (&self.otlp_payloads, "rejected", &c.otlp_payloads_rejected),
             (&self.watchdog, "timeout", &c.watchdog_timeouts),

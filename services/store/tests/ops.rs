@@ -300,3 +300,40 @@ async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(value, 5.0, "five health calls counted");
 }
+
+/// Text logs written to a pipe or a file (a container's log, `2> file`) carry no colour
+/// codes: only a terminal gets them.
+#[test]
+fn text_logs_to_a_pipe_are_plain() {
+    use std::io::{BufRead as _, BufReader};
+
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_agl-store"));
+    cmd.args(["--host", "127.0.0.1", "--port", "0", "--log-format", "text"])
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .env_remove("AGL_STORAGE")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("agl-store starts");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut seen = Vec::new();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let listening = line.contains("127.0.0.1:");
+        seen.push(line);
+        if listening {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter().any(|l| l.contains("127.0.0.1:")),
+        "no address logged: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|l| !l.contains('\u{1b}')),
+        "colour codes in a piped log: {seen:?}"
+    );
+    assert!(seen.iter().any(|l| l.contains(" INFO ")), "{seen:?}");
+}

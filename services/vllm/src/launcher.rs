@@ -129,7 +129,8 @@ fn spawn_failure(bin: &str, err: &std::io::Error) -> (ExitCode, String) {
             ExitCode::from(127),
             format!(
                 "cannot run {bin:?}: not found. Install vLLM 0.10.2 or newer (pip install vllm), \
-                 or name the executable with --agl-vllm-bin PATH or AGL_VLLM_BIN"
+                 or name the executable with --agl-vllm-bin PATH or AGL_VLLM_BIN. \
+                 (--help and --version are vLLM's; --agl-help lists the launcher's own flags.)"
             ),
         ),
         std::io::ErrorKind::PermissionDenied => (

@@ -22,6 +22,7 @@ use agl_common::otlp::proto::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use agl_common::otlp::proto::trace::v1::ResourceSpans;
+use agl_common::telemetry::worth_logging;
 use anyhow::Context as _;
 use prost::Message as _;
 use tokio::sync::{mpsc, watch};
@@ -400,11 +401,6 @@ fn retryable(status: reqwest::StatusCode) -> bool {
 fn backoff(n: u32) -> Duration {
     let exp = n.saturating_sub(2).min(5);
     Duration::from_millis(200 * (1u64 << exp)).min(Duration::from_secs(5))
-}
-
-/// Logs the 1st, then every 100th of a repeated problem (the counters have every one).
-fn worth_logging(count: u64) -> bool {
-    count == 1 || count.is_multiple_of(100)
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ use std::sync::atomic::Ordering;
 
 use prost::Message as _;
 
+use agl_common::telemetry::worth_logging;
+
 use super::{ApiError, AppState, Body};
 use crate::core::UnsequencedSpan;
 use crate::otlp;
@@ -84,10 +86,24 @@ pub(super) async fn traces(
         }
     };
     if decoded.dropped > 0 {
-        tracing::warn!(
-            dropped = decoded.dropped,
-            "otlp spans without agentlightning.rollout_id or attempt_id were dropped"
-        );
+        // Counted, and warned about on the first such payload and every 100th after it: a
+        // forwarder that sends every batch (an AgentOps endpoint with agents outside any
+        // rollout) would otherwise write a warning per batch.
+        let payloads = s
+            .store
+            .counters()
+            .otlp_unattributed_payloads
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if worth_logging(payloads) {
+            tracing::warn!(
+                dropped = decoded.dropped,
+                payloads,
+                "otlp spans without agentlightning.rollout_id or attempt_id were dropped \
+                 (counted in agl_store_otlp_spans_total{{outcome=\"unattributed\"}}; \
+                 logged for the 1st payload and every 100th)"
+            );
+        }
     }
     let spans: Vec<UnsequencedSpan> = decoded
         .spans
@@ -118,10 +134,12 @@ pub(super) async fn traces(
     counters
         .otlp_spans_stored
         .fetch_add(outcome.stored as u64, Ordering::Relaxed);
-    counters.otlp_spans_rejected.fetch_add(
-        (outcome.rejected + decoded.dropped) as u64,
-        Ordering::Relaxed,
-    );
+    counters
+        .otlp_spans_rejected
+        .fetch_add(outcome.rejected as u64, Ordering::Relaxed);
+    counters
+        .otlp_spans_unattributed
+        .fetch_add(decoded.dropped as u64, Ordering::Relaxed);
     let accept = header_str(&headers, header::ACCEPT_ENCODING);
     if outcome.rejected == 0 && decoded.dropped == 0 {
         let (body, encoding) = otlp::success_body(accept);

@@ -331,6 +331,10 @@ pub struct Counters {
     pub otlp_spans_stored: AtomicU64,
     /// OTLP spans refused (unknown rollout or attempt).
     pub otlp_spans_rejected: AtomicU64,
+    /// OTLP spans without a rollout or attempt id (nothing to file them under).
+    pub otlp_spans_unattributed: AtomicU64,
+    /// OTLP payloads that carried such spans.
+    pub otlp_unattributed_payloads: AtomicU64,
     /// OTLP payloads decoded and applied.
     pub otlp_payloads_accepted: AtomicU64,
     /// OTLP payloads refused (bad content type, encoding or protobuf).

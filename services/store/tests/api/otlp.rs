@@ -242,3 +242,36 @@ async fn unknown_rollouts_are_a_partial_success_not_a_lost_batch() {
     assert_eq!(spans["total"], 1);
     assert_eq!(spans["items"][0]["name"], "good");
 }
+
+/// Spans that name no rollout (an AgentOps endpoint forwarding agents outside any rollout)
+/// are counted as unattributed, apart from the spans the store refused; the payload is
+/// still a success for its other spans.
+#[tokio::test]
+async fn spans_without_ids_are_counted_as_unattributed() {
+    let app = spawn().await;
+    for id in [1, 2] {
+        let r = app
+            .client
+            .post(app.url("/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(request(vec![], vec![otlp_span("loose", id, vec![])]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let value = |outcome: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "agl_store_otlp_spans_total{{outcome=\"{outcome}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(value("unattributed").as_deref(), Some("2"), "{metrics}");
+    assert_eq!(value("rejected").as_deref(), Some("0"), "{metrics}");
+}
