@@ -33,7 +33,9 @@ export COMPOSE_PROJECT_NAME=agl-e2e
 export AGL_STORE_PORT=14747 AGL_AGENTOPS_PORT=18002 AGL_LLM_PORT=18000
 export AGL_STORE_PG_PORT_1=14757 AGL_STORE_PG_PORT_2=14758
 export AGL_AGENTOPS_PUBLIC_URL=http://127.0.0.1:18002
-export AGL_GIT_COMMIT="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+# AGL_GIT_COMMIT is left unset, as a user's `docker compose up` leaves it: the images read
+# their commit from the build context (checked by test_the_images_report_the_commit_…).
+unset AGL_GIT_COMMIT
 # The stack runs keyed, as a shared cluster would: every service requires the key and the
 # official clients send it (UUID-shaped: the older AgentOps SDKs accept no other key).
 AGL_KEY="$(python3 -c 'import uuid; print(uuid.uuid4())')"
@@ -56,20 +58,20 @@ echo "==> base images"
 
 echo "==> build"
 build_start=$(date +%s)
-docker build -q -f docker/Dockerfile --target agl-store --build-arg AGL_GIT_COMMIT="$AGL_GIT_COMMIT" \
+docker build -q -f docker/Dockerfile --target agl-store \
   -t ghcr.io/agl-project/agl-store:0.1.0 . >/dev/null
-docker build -q -f docker/Dockerfile --target agl-agentops --build-arg AGL_GIT_COMMIT="$AGL_GIT_COMMIT" \
+docker build -q -f docker/Dockerfile --target agl-agentops \
   -t ghcr.io/agl-project/agl-agentops:0.1.0 . >/dev/null
-docker build -q -f docker/Dockerfile --target agl-vllm-proxy --build-arg AGL_GIT_COMMIT="$AGL_GIT_COMMIT" \
+docker build -q -f docker/Dockerfile --target agl-vllm-proxy \
   -t ghcr.io/agl-project/agl-vllm-proxy:0.1.0 . >/dev/null
-docker build -q -f docker/Dockerfile --target vllm-test-double --build-arg AGL_GIT_COMMIT="$AGL_GIT_COMMIT" \
+docker build -q -f docker/Dockerfile --target vllm-test-double \
   -t agl-test/vllm-test-double:local . >/dev/null
 # The launcher image on a stand-in for vllm/vllm-openai (tagged with a name of its own, so
 # it is never mistaken for the real one): the real image cannot be pulled here.
 LAUNCHER_IMAGE=agl-test/agl-vllm:standin
 docker build -q -f tests/docker/vllm-standin.Dockerfile -t agl-test/vllm-openai-standin:local \
   tests/docker >/dev/null
-docker build -q -f docker/Dockerfile --target agl-vllm --build-arg AGL_GIT_COMMIT="$AGL_GIT_COMMIT" \
+docker build -q -f docker/Dockerfile --target agl-vllm \
   --build-arg VLLM_IMAGE=agl-test/vllm-openai-standin:local -t "$LAUNCHER_IMAGE" . >/dev/null
 echo "built in $(( $(date +%s) - build_start )) s"
 

@@ -84,6 +84,9 @@ cargo build --locked -p agl-store --bin agl-store -p agl-vllm --bin agl-vllm -p 
 if [ "$(id -u)" = 0 ]; then export AGL_REQUIRE_BROWSER=1; fi
 ./scripts/browser-test.sh
 
+step "every Grafana panel's query against a real Prometheus scraping the services (Debian's prometheus)"
+./scripts/observability-test.sh
+
 step "helm chart: render, lint, validate (helm-python-sdk, kubernetes-validate)"
 ./scripts/helm-test.sh
 
