@@ -610,6 +610,11 @@ def test_a_long_rollout_folds_and_opens_in_place(browser, store):
         for tool in range(8):
             post(f"{tid}-tool{tool}", tid, "tool", turn + 0.2, {})
 
+    # Finished, so the page holds still (a running rollout's regions refresh every 3 s).
+    async def finish(client):
+        await client.update_attempt(rid, aid, status="succeeded")
+
+    with_client(store, finish)
     browser.open(f"{store.base}/ui/rollouts/{rid}", "store-rollout-long")
     rows = waterfall(browser)
     assert len(rows) == 71 and {r.depth for r in rows} == {0, 1}, [(r.id, r.depth) for r in rows]
