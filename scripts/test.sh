@@ -87,6 +87,9 @@ if [ "$(id -u)" = 0 ]; then export AGL_REQUIRE_BROWSER=1; fi
 step "every Grafana panel's query against a real Prometheus scraping the services (Debian's prometheus)"
 ./scripts/observability-test.sh
 
+step "release workflow: GitHub's workflow schema (check-jsonschema), actionlint when installed"
+./scripts/lint-workflows.sh
+
 step "helm chart: render, lint, validate (helm-python-sdk, kubernetes-validate)"
 ./scripts/helm-test.sh
 
