@@ -15,15 +15,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export AGL_STORE_BIN="${AGL_STORE_BIN:-$PWD/target/debug/agl-store}"
-export AGL_VLLM_BIN_PATH="${AGL_VLLM_BIN_PATH:-$PWD/target/debug/agl-vllm}"
-export AGL_AGENTOPS_BIN="${AGL_AGENTOPS_BIN:-$PWD/target/debug/agl-agentops}"
-for bin in "$AGL_STORE_BIN" "$AGL_VLLM_BIN_PATH" "$AGL_AGENTOPS_BIN"; do
-  if [ ! -x "$bin" ]; then
-    echo "missing binary $bin: run cargo build -p agl-store -p agl-vllm -p agl-agentops first" >&2
-    exit 1
-  fi
-done
+# shellcheck source=lib/binaries.sh
+. scripts/lib/binaries.sh
+binaries
 if ! command -v prometheus >/dev/null && [ -z "${AGL_PROMETHEUS:-}" ] || ! command -v promtool >/dev/null; then
   if [ "${AGL_REQUIRE_PROMETHEUS:-}" = 1 ]; then
     echo "no prometheus/promtool (AGL_REQUIRE_PROMETHEUS=1): install Debian's prometheus package" >&2

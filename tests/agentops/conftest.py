@@ -6,11 +6,7 @@ both). Everything listens on 127.0.0.1; every wait is a bounded poll.
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,31 +17,8 @@ AGENTOPS_BIN = os.environ.get("AGL_AGENTOPS_BIN", str(REPO / "target/debug/agl-a
 STORE_BIN = os.environ.get("AGL_STORE_BIN", str(REPO / "target/debug/agl-store"))
 
 sys.path.insert(0, str(REPO / "tests" / "lib"))
-from agltest import AgentOps, Process, parse_env_block, wait_for  # noqa: E402,F401
-
-# Talk to loopback directly, whatever proxy the environment names.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http(method, url, body=None, headers=None, timeout=10):
-    """One request; returns (status, headers, body bytes). HTTP errors are answers too."""
-    data = body
-    hdrs = dict(headers or {})
-    if body is not None and not isinstance(body, (bytes, bytearray)):
-        data = json.dumps(body).encode()
-        hdrs.setdefault("Content-Type", "application/json")
-    request = urllib.request.Request(url, data=data, headers=hdrs, method=method)
-    try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read()
-
-
-def get_json(url):
-    status, _, body = http("GET", url)
-    return status, json.loads(body) if body else None
-
+from agltest import AgentOps, Process, get_json, parse_env_block, run_sdk_agent, wait_for  # noqa: E402,F401
+from agltest import request as http  # noqa: E402,F401  (status, headers, body)
 
 class AgentOpsServer(AgentOps):
     """agl-agentops on 127.0.0.1, port 0 (the shared helper), with the inspection calls this
@@ -110,26 +83,9 @@ def store_server():
 
 
 def run_agent(env_block, extra_env=None, timeout=120):
-    """Runs agent_run.py with this interpreter (the venv's SDK) against env_block."""
-    home = tempfile.mkdtemp(prefix="agl-agentops-home-")
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": home,
-        "AGENTOPS_LOGGING_TO_FILE": "false",
-        "PYTHONUNBUFFERED": "1",
-        **env_block,
-        **(extra_env or {}),
-    }
-    done = subprocess.run(
-        [sys.executable, str(HERE / "agent_run.py")],
-        env=env,
-        cwd=home,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    output = done.stdout + "\n--- stderr ---\n" + done.stderr
-    assert done.returncode == 0, output
-    reports = [l for l in done.stdout.splitlines() if l.startswith("AGL-REPORT ")]
+    """Runs agent_run.py with this interpreter (the venv's SDK) against env_block; returns
+    its report and its output."""
+    output = run_sdk_agent(HERE / "agent_run.py", env_block, extra_env, timeout)
+    reports = [l for l in output.splitlines() if l.startswith("AGL-REPORT ")]
     assert reports, output
     return json.loads(reports[-1][len("AGL-REPORT ") :]), output

@@ -35,7 +35,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
 
-from agltest import REPO, AgentOps, Llm, Missing, Store, http, reward_span, wait_for  # noqa: E402
+from agltest import REPO, AgentOps, Llm, Missing, Store, http, reward_span, run_sdk_agent, wait_for  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("AGL_CHROMIUM", "/usr/bin/chromium")
@@ -260,22 +260,8 @@ def demo(store, llm):
 def run_agentops_agent(server):
     """agentops_agent.py with this interpreter (the venv's SDK) against server; returns the
     report, the Session Replay URL the SDK logged, and the output."""
-    home = tempfile.mkdtemp(prefix="agl-browser-agentops-")
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": home,
-        "AGENTOPS_LOGGING_TO_FILE": "false",
-        "PYTHONUNBUFFERED": "1",
-        "AGL_TEST_MARKER": MARKER,
-        **server.env,
-    }
-    done = subprocess.run(
-        [sys.executable, str(HERE / "agentops_agent.py")],
-        env=env, cwd=home, capture_output=True, text=True, timeout=120,
-    )
-    output = done.stdout + "\n--- stderr ---\n" + done.stderr
-    assert done.returncode == 0, output
-    reports = [line for line in done.stdout.splitlines() if line.startswith("AGL-REPORT ")]
+    output = run_sdk_agent(HERE / "agentops_agent.py", server.env, {"AGL_TEST_MARKER": MARKER})
+    reports = [line for line in output.splitlines() if line.startswith("AGL-REPORT ")]
     assert reports, output
     report = json.loads(reports[-1][len("AGL-REPORT "):])
     links = re.findall(r"Session Replay for [^:]*: (\S+/sessions\?trace_id=[0-9a-f]{32})", output)

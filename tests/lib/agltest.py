@@ -54,19 +54,47 @@ class Missing(Exception):
     """A binary the fixtures need is not there (the conftest turns it into a test failure)."""
 
 
-def http(method, url, body=None, headers=None, timeout=10):
-    """One request; returns (status, body bytes). HTTP errors are answers too."""
+def request(method, url, body=None, headers=None, timeout=10):
+    """One request (a JSON body unless bytes); returns (status, response headers as a dict,
+    body bytes). HTTP errors are answers too."""
     data = body
     hdrs = dict(headers or {})
     if body is not None and not isinstance(body, (bytes, bytearray)):
         data = json.dumps(body).encode()
         hdrs.setdefault("Content-Type", "application/json")
-    request = urllib.request.Request(url, data=data, headers=hdrs, method=method)
+    req = urllib.request.Request(url, data=data, headers=hdrs, method=method)
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            return response.status, response.read()
+        with _OPENER.open(req, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as err:
-        return err.code, err.read()
+        return err.code, dict(err.headers), err.read()
+
+
+def http(method, url, body=None, headers=None, timeout=10):
+    """One request; returns (status, body bytes). HTTP errors are answers too."""
+    status, _, data = request(method, url, body, headers, timeout)
+    return status, data
+
+
+def run_sdk_agent(script, env_block, extra_env=None, timeout=120):
+    """Runs an agent script with this interpreter (the venv's SDKs) in a fresh home, with
+    only PATH and `env_block` (what `agl agentops --print-env` exports) in its environment;
+    asserts it succeeded and returns its stdout and stderr joined."""
+    home = tempfile.mkdtemp(prefix="agl-sdk-agent-")
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": home,
+        "AGENTOPS_LOGGING_TO_FILE": "false",
+        "PYTHONUNBUFFERED": "1",
+        **env_block,
+        **(extra_env or {}),
+    }
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, cwd=home, capture_output=True, text=True, timeout=timeout
+    )
+    output = done.stdout + "\n--- stderr ---\n" + done.stderr
+    assert done.returncode == 0, output
+    return output
 
 
 def get_json(url):

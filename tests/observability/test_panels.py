@@ -25,7 +25,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
 
-from agltest import REPO, AgentOps, Llm, Process, Store, free_port, get_json, http, wait_for  # noqa: E402
+from agltest import (  # noqa: E402
+    REPO, AgentOps, Llm, Process, Store, free_port, get_json, http, run_sdk_agent, wait_for,
+)
 
 OBSERVABILITY = REPO / "docker/observability"
 DASHBOARDS = sorted((OBSERVABILITY / "grafana/dashboards").glob("*.json"))
@@ -146,12 +148,7 @@ def traffic(store, llm, agentops):
             await client.close()
 
     asyncio.run(run())
-    home = tempfile.mkdtemp(prefix="agl-observability-agentops-")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "AGENTOPS_LOGGING_TO_FILE": "false",
-           **agentops.env}
-    done = subprocess.run([sys.executable, str(AGENT)], env=env, cwd=home, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_sdk_agent(AGENT, agentops.env)
 
     def forwarded():
         status, text = http("GET", agentops.base + "/metrics")

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use crate::driver::Http;
 use crate::payload::{self, kv, s};
 use crate::procstat::{self, RssSampler};
+use crate::report::{self, ms};
 use crate::results::{
     DashboardBackend, DashboardFill, DashboardResult, DiskUsage, Machine, PageLatency, ResultFile,
     ServerLatency, unix_now,
@@ -1251,18 +1252,6 @@ impl Histograms {
 /// The goal every page is held to: server time under 50 ms.
 pub const GOAL_MS: f64 = 50.0;
 
-fn ms(v: f64) -> String {
-    if !v.is_finite() {
-        "–".into()
-    } else if v < 10.0 {
-        format!("{v:.2}")
-    } else if v < 100.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.0}")
-    }
-}
-
 fn size(bytes: usize) -> String {
     if bytes < 10 * 1024 {
         format!("{:.1} KB", bytes as f64 / 1024.0)
@@ -1274,15 +1263,7 @@ fn size(bytes: usize) -> String {
 }
 
 fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(' ');
-        }
-        out.push(c);
-    }
-    out
+    report::grouped(&n.to_string())
 }
 
 /// Whether a page met the goal: by the server's histogram (99 % of its requests within

@@ -197,10 +197,14 @@ fn rate(v: f64) -> String {
     if v < 100.0 {
         return format!("{v:.1}");
     }
-    let digits = format!("{v:.0}");
+    grouped(&format!("{v:.0}"))
+}
+
+/// A string of digits in groups of three: `12 345`.
+pub(crate) fn grouped(digits: &str) -> String {
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(' ');
         }
         out.push(c);
@@ -208,7 +212,8 @@ fn rate(v: f64) -> String {
     out
 }
 
-fn ms(v: f64) -> String {
+/// Milliseconds with three significant digits or so.
+pub(crate) fn ms(v: f64) -> String {
     if !v.is_finite() {
         "–".into()
     } else if v < 10.0 {

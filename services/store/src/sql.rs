@@ -33,6 +33,46 @@ pub trait Dialect {
     fn contains(column: &str, param: &str) -> String;
 }
 
+/// SQLite's dialect: `?N` parameters, a list as a JSON array read with `json_each`, and the
+/// row id as creation order.
+pub struct Sqlite;
+
+impl Dialect for Sqlite {
+    const CREATED: &'static str = "rowid";
+
+    fn param(n: usize) -> String {
+        format!("?{n}")
+    }
+
+    fn in_list(column: &str, param: &str) -> String {
+        format!("{column} IN (SELECT value FROM json_each({param}))")
+    }
+
+    fn contains(column: &str, param: &str) -> String {
+        format!("instr({column}, {param}) > 0")
+    }
+}
+
+/// Postgres's dialect: `$N` parameters, a list as a `text[]`, and the `created` sequence
+/// column as creation order.
+pub struct Postgres;
+
+impl Dialect for Postgres {
+    const CREATED: &'static str = "created";
+
+    fn param(n: usize) -> String {
+        format!("${n}")
+    }
+
+    fn in_list(column: &str, param: &str) -> String {
+        format!("{column} = ANY({param})")
+    }
+
+    fn contains(column: &str, param: &str) -> String {
+        format!("strpos({column}, {param}) > 0")
+    }
+}
+
 /// The `WHERE` clause of `filter` over the rollouts table aliased `r` (empty when nothing
 /// is filtered) and its parameters in order.
 pub fn rollout_filter<D: Dialect>(filter: RolloutFilter<'_>) -> (String, Vec<SqlArg>) {
@@ -103,21 +143,6 @@ mod tests {
     use super::*;
     use crate::model::{RolloutMode, RolloutStatus};
 
-    struct Numbered;
-
-    impl Dialect for Numbered {
-        const CREATED: &'static str = "created";
-        fn param(n: usize) -> String {
-            format!("${n}")
-        }
-        fn in_list(column: &str, param: &str) -> String {
-            format!("{column} = ANY({param})")
-        }
-        fn contains(column: &str, param: &str) -> String {
-            format!("strpos({column}, {param}) > 0")
-        }
-    }
-
     #[test]
     fn one_value_is_an_equality_and_parameters_are_numbered_in_order() {
         let statuses = [RolloutStatus::Running];
@@ -129,7 +154,7 @@ mod tests {
             started_from: Some(1.5),
             ..RolloutFilter::default()
         };
-        let (sql, args) = rollout_filter::<Numbered>(filter);
+        let (sql, args) = rollout_filter::<Postgres>(filter);
         assert_eq!(
             sql,
             "WHERE r.status = $1 AND r.mode = ANY($2) AND strpos(r.rollout_id, $3) > 0 \
@@ -155,18 +180,25 @@ mod tests {
             any: true,
             ..RolloutFilter::default()
         };
-        let (sql, _) = rollout_filter::<Numbered>(filter);
+        let (sql, _) = rollout_filter::<Postgres>(filter);
         assert_eq!(sql, "WHERE r.rollout_id = ANY($1) OR r.start_time < $2");
         assert_eq!(
-            rollout_filter::<Numbered>(RolloutFilter::default()),
+            rollout_filter::<Postgres>(RolloutFilter::default()),
             (String::new(), vec![])
         );
     }
 
     #[test]
     fn equal_keys_keep_creation_order_and_no_end_is_last() {
-        let order = |by, descending| rollout_order::<Numbered>(RolloutOrder { by, descending });
+        let order = |by, descending| rollout_order::<Postgres>(RolloutOrder { by, descending });
         assert_eq!(order(RolloutColumn::Created, true), "r.created DESC");
+        assert_eq!(
+            rollout_order::<Sqlite>(RolloutOrder {
+                by: RolloutColumn::Status,
+                descending: false
+            }),
+            "r.status ASC, r.rowid ASC"
+        );
         assert_eq!(
             order(RolloutColumn::StartTime, true),
             "r.start_time DESC, r.created ASC"

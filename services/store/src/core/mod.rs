@@ -1577,8 +1577,9 @@ impl Store {
             );
         }
         // One span by id (a dashboard's span details): only the documents whose text holds
-        // the id are parsed, not every span of a long rollout.
-        let one = q.span_id.clone();
+        // the id are parsed, not every span of a long rollout. (Under OR another filter may
+        // match a span without that id: then every document is read.)
+        let one = q.span_id.clone().filter(|_| !q.any);
         let spans = self
             .read_disk(disk, move |d| {
                 let Some(attempt) = stored_attempt(d, &rollout_id, attempt_id)? else {

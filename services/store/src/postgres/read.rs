@@ -13,7 +13,7 @@ use crate::model::{Attempt, ResourcesUpdate, Rollout, RolloutView, StoredSpan, W
 use crate::persist::{
     Counts, History, RolloutFilter, RolloutOrder, RolloutRows, StorageError, Totals,
 };
-use crate::sql::{self, Dialect, SqlArg};
+use crate::sql::{self, Postgres, SqlArg};
 
 /// A pooled connection.
 pub(super) async fn client(pool: &Pool) -> Result<Object, StorageError> {
@@ -36,25 +36,6 @@ fn span_doc(text: &str) -> Result<StoredSpan, StorageError> {
 /// Rollouts with their latest attempts; a filter and an order follow.
 const ROLLOUT_VIEWS: &str = "SELECT r.doc, (SELECT a.doc FROM agl_attempts a \
     WHERE a.rollout_id = r.rollout_id ORDER BY a.sequence_id DESC LIMIT 1) FROM agl_rollouts r";
-
-/// Postgres's way of writing the rollout queries of [`crate::sql`].
-struct Postgres;
-
-impl Dialect for Postgres {
-    const CREATED: &'static str = "created";
-
-    fn param(n: usize) -> String {
-        format!("${n}")
-    }
-
-    fn in_list(column: &str, param: &str) -> String {
-        format!("{column} = ANY({param})")
-    }
-
-    fn contains(column: &str, param: &str) -> String {
-        format!("strpos({column}, {param}) > 0")
-    }
-}
 
 /// The `WHERE` clause of a rollout filter and its parameters, in order.
 fn rollout_filter_sql(filter: RolloutFilter<'_>) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {

@@ -480,29 +480,16 @@ async fn write(
     let d = &decision.counts;
     let mut p = Pipeline::default();
     if !new_rollouts.is_empty() {
-        let [ids, statuses, docs, modes] = &new_rollouts.text;
-        let [timeouts, unresponsive, starts, ends] = &new_rollouts.float;
         p.push(
             "INSERT INTO agl_rollouts (rollout_id, status, doc, timeout_s, unresponsive_s, \
              mode, start_time, end_time) \
              SELECT id, status, doc, t, u, NULLIF(mode, ''), s, e \
              FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], \
              $6::text[], $7::float8[], $8::float8[]) AS v(id, status, doc, t, u, mode, s, e)",
-            vec![
-                ids,
-                statuses,
-                docs,
-                timeouts,
-                unresponsive,
-                modes,
-                starts,
-                ends,
-            ],
+            rollout_args(&new_rollouts),
         );
     }
     if !old_rollouts.is_empty() {
-        let [ids, statuses, docs, modes] = &old_rollouts.text;
-        let [timeouts, unresponsive, starts, ends] = &old_rollouts.float;
         p.push(
             "UPDATE agl_rollouts r SET status = v.status, doc = v.doc, timeout_s = v.t, \
              unresponsive_s = v.u, mode = NULLIF(v.mode, ''), start_time = v.s, \
@@ -510,16 +497,7 @@ async fn write(
              FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], \
              $6::text[], $7::float8[], $8::float8[]) \
              AS v(id, status, doc, t, u, mode, s, e) WHERE r.rollout_id = v.id",
-            vec![
-                ids,
-                statuses,
-                docs,
-                timeouts,
-                unresponsive,
-                modes,
-                starts,
-                ends,
-            ],
+            rollout_args(&old_rollouts),
         );
     }
     if !attempts.is_empty() {
@@ -633,6 +611,23 @@ fn queue_runs(changes: &[Change]) -> Vec<(bool, Vec<&str>)> {
     ops.chunk_by(|a, b| a.0 == b.0)
         .map(|run| (run[0].0, run.iter().map(|(_, id)| *id).collect()))
         .collect()
+}
+
+/// The parameters of the rollout statements, in their `unnest` order: id, status, document,
+/// timeout, unresponsive limit, mode, start and end time.
+fn rollout_args(c: &Columns) -> Vec<&(dyn ToSql + Sync)> {
+    let [ids, statuses, docs, modes] = &c.text;
+    let [timeouts, unresponsive, starts, ends] = &c.float;
+    vec![
+        ids,
+        statuses,
+        docs,
+        timeouts,
+        unresponsive,
+        modes,
+        starts,
+        ends,
+    ]
 }
 
 /// Rows of one kind, column by column, bound as arrays.

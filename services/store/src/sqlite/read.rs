@@ -17,7 +17,7 @@ use super::pack;
 use super::schema::{self, live_statuses_sql};
 use crate::model::{Attempt, ResourcesUpdate, Rollout, RolloutView, StoredSpan, Worker};
 use crate::persist::{History, RolloutFilter, RolloutOrder, RolloutRows, Snapshot, StorageError};
-use crate::sql::{self, Dialect, SqlArg};
+use crate::sql::{self, SqlArg, Sqlite};
 
 /// Resources versions read at start-up (besides the latest).
 const RESOURCES_AT_START: i64 = 64;
@@ -456,25 +456,6 @@ const LATEST_ATTEMPT: &str = latest_attempt!();
 
 /// Rollouts with their latest attempts; a filter and an order follow.
 const ROLLOUT_VIEWS: &str = concat!("SELECT r.doc, (", latest_attempt!(), ") FROM rollouts r");
-
-/// SQLite's way of writing the rollout queries of [`crate::sql`].
-struct Sqlite;
-
-impl Dialect for Sqlite {
-    const CREATED: &'static str = "rowid";
-
-    fn param(n: usize) -> String {
-        format!("?{n}")
-    }
-
-    fn in_list(column: &str, param: &str) -> String {
-        format!("{column} IN (SELECT value FROM json_each({param}))")
-    }
-
-    fn contains(column: &str, param: &str) -> String {
-        format!("instr({column}, {param}) > 0")
-    }
-}
 
 /// The `WHERE` clause of a rollout filter and its parameters, in order.
 fn rollout_filter_sql(filter: RolloutFilter<'_>) -> (String, Vec<Value>) {

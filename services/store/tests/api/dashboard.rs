@@ -6,7 +6,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, span, spawn, str_of};
+use crate::helpers::{TestApp, item_ids, span, spawn, str_of};
 
 /// The page's text, asserting the status and that it is HTML.
 async fn page(app: &TestApp, path: &str, status: StatusCode) -> String {
@@ -173,14 +173,9 @@ async fn the_list_pages_newest_first_and_filters_like_the_api() {
     assert_eq!(total(&past), 60);
 }
 
-/// The ids of an API page.
+/// The rollout ids of an API page.
 fn ids_of(page: &Value) -> Vec<String> {
-    page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| str_of(r, "rollout_id").to_owned())
-        .collect()
+    item_ids(page, "rollout_id")
 }
 
 /// A page a backend cuts (by an indexed column) holds what the same page of the whole

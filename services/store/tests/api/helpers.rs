@@ -272,6 +272,16 @@ pub fn span(rollout: &str, attempt: &str, seq: i64, span_id: &str) -> Value {
     })
 }
 
+/// The `key` of every item of an API page, in page order (`rollout_id`, `span_id`, …).
+pub fn item_ids(page: &Value, key: &str) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items in {page}"))
+        .iter()
+        .map(|item| str_of(item, key).to_owned())
+        .collect()
+}
+
 pub fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key]
         .as_str()

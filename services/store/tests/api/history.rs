@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TempFile, TestApp, expect_json, fresh_database, span, spawn_with, str_of, test_args,
+    TempFile, TestApp, expect_json, fresh_database, item_ids, span, spawn_with, str_of, test_args,
 };
 
 /// A store on `path` that keeps no finished rollout in memory once it is on disk.
@@ -129,13 +129,7 @@ async fn finished_rollouts_leave_memory_and_read_back_as_they_were() {
     // Queries over history: creation order, filters, sorting and pages.
     let all = app.v3_get("/rollouts").await;
     assert_eq!(all["total"], 6);
-    let listed: Vec<&str> = all["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| str_of(r, "rollout_id"))
-        .collect();
-    assert_eq!(listed, ids);
+    assert_eq!(item_ids(&all, "rollout_id"), ids);
     // A page in creation order is cut by the file; its total counts every match.
     let window = app
         .v3_get("/rollouts?status_in=succeeded&status_in=running&limit=2&offset=3")
@@ -341,13 +335,10 @@ async fn a_v1_postgres_database_gains_its_order_columns() {
     let by_end = app
         .v3_get("/rollouts?sort_by=end_time&sort_order=desc&limit=3")
         .await;
-    let order: Vec<&str> = by_end["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| str_of(r, "rollout_id"))
-        .collect();
-    assert_eq!(order, [&ids[2], &ids[1], &ids[0]]);
+    assert_eq!(
+        item_ids(&by_end, "rollout_id"),
+        [ids[2].as_str(), &ids[1], &ids[0]]
+    );
     let started = app
         .v3_get("/rollouts?sort_by=start_time&sort_order=desc&limit=1")
         .await;
@@ -408,13 +399,10 @@ async fn a_v1_file_is_migrated_at_start_with_its_totals() {
     let by_end = app
         .v3_get("/rollouts?sort_by=end_time&sort_order=desc&limit=3")
         .await;
-    let order: Vec<&str> = by_end["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| str_of(r, "rollout_id"))
-        .collect();
-    assert_eq!(order, [&ids[2], &ids[0], &ids[1]]);
+    assert_eq!(
+        item_ids(&by_end, "rollout_id"),
+        [ids[2].as_str(), &ids[0], &ids[1]]
+    );
     let rest = app.dequeue(5, None).await;
     assert_eq!(rest.len(), 1);
     assert_eq!(str_of(&rest[0], "rollout_id"), ids[2]);
@@ -626,14 +614,7 @@ async fn a_finished_rollouts_spans_are_one_row_on_disk_and_read_back_the_same() 
     // A late span brings the rollout back; leaving again, it is packed with all its spans.
     app.v3_post("/spans", span(&rid, &aid, 0, "04"), StatusCode::CREATED)
         .await;
-    let ids = |page: &Value| -> Vec<String> {
-        page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| str_of(s, "span_id").to_owned())
-            .collect()
-    };
+    let ids = |page: &Value| item_ids(page, "span_id");
     let after = app.v3_get(&format!("/spans?rollout_id={rid}")).await;
     assert_eq!(ids(&after), ["04", "02", "01", "03"]);
     let desc = format!("/spans?rollout_id={rid}&sort_by=sequence_id&sort_order=desc");
