@@ -56,6 +56,24 @@ echo "==> compose files are valid"
 echo "==> base images"
 ./scripts/docker-bases.sh
 
+if [ "${AGL_RECORD_DOCS:-0}" = 1 ]; then
+  # What a new user waits for: the first `docker compose build` without any build cache,
+  # then the rebuild after a one-line source edit (on a scratch copy of the context).
+  echo "==> first build (no cache) and rebuild after an edit, for docs/docker.md"
+  t=$(date +%s)
+  "${COMPOSE[@]}" -f compose.yaml build --no-cache store agentops >/dev/null
+  first_build_s=$(( $(date +%s) - t ))
+  scratch=$(mktemp -d)
+  tar --exclude=./target --exclude='./.venv*' -cf - . | tar -xf - -C "$scratch"
+  echo "// edited" >>"$scratch/services/store/src/main.rs"
+  t=$(date +%s)
+  docker build -q -f "$scratch/docker/Dockerfile" --target agl-store -t agl-test/edited:local "$scratch" >/dev/null
+  edit_build_s=$(( $(date +%s) - t ))
+  rm -rf "$scratch"
+  docker rmi agl-test/edited:local >/dev/null 2>&1 || true
+  echo "first build ${first_build_s} s, after an edit ${edit_build_s} s"
+fi
+
 echo "==> build"
 build_start=$(date +%s)
 docker build -q -f docker/Dockerfile --target agl-store \
@@ -73,7 +91,8 @@ docker build -q -f tests/docker/vllm-standin.Dockerfile -t agl-test/vllm-openai-
   tests/docker >/dev/null
 docker build -q -f docker/Dockerfile --target agl-vllm \
   --build-arg VLLM_IMAGE=agl-test/vllm-openai-standin:local -t "$LAUNCHER_IMAGE" . >/dev/null
-echo "built in $(( $(date +%s) - build_start )) s"
+build_s=$(( $(date +%s) - build_start ))
+echo "built in ${build_s} s"
 
 size() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.1f", $1/1000000}'; }
 store_mb=$(size ghcr.io/agl-project/agl-store:0.1.0)
@@ -165,7 +184,10 @@ $("${COMPOSE[@]}" version --short 2>/dev/null || "${COMPOSE[@]}" version | head 
 | \`ghcr.io/agl-project/agl-vllm\` (launcher) on top of \`vllm/vllm-openai\` | + ${launcher_add_mb} MB (needs ${glibc_max:-?}) |
 | \`up -d\` to store and AgentOps healthy (images built) | ${up_s} s |
 | \`llm-proxy\` (gpu profile, before the vLLM test double) to healthy | ${proxy_up_s} s |
-| \`down\` (SIGTERM, drain, exit) | ${down_s} s |
+| \`docker build\` of the five images above (this run, with whatever build cache the machine had) | ${build_s} s |
+| \`docker compose build\` of store and AgentOps on a clean machine (no build cache; base images present) | ${first_build_s} s |
+| the same after a source edit (the dependency layer cached) | ${edit_build_s} s |
+| \`down\` (SIGTERM, drain, exit; AgentOps keeps serving for its drain period, 5 s unless \`AGL_AGENTOPS_DRAIN_SECONDS\` says otherwise, so that exiting agents can flush) | ${down_s} s |
 
 agl-store, agl-agentops and agl-vllm-proxy: distroless cc (glibc only), user 65532,
 read-only root filesystem in compose, all capabilities dropped, exec-form entrypoint,
