@@ -162,7 +162,7 @@ AGL_E2E_LAUNCHER_CONTAINER="$LAUNCHER_CONTAINER" AGL_E2E_NETWORK="${COMPOSE_PROJ
 AGL_E2E_STORE_PG_1=http://127.0.0.1:14757 AGL_E2E_STORE_PG_2=http://127.0.0.1:14758 \
 AGL_E2E_COMPOSE="$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "${COMPOSE[@]}" "${FILES[@]}" --profile gpu --profile postgres)" \
 LITELLM_LOCAL_MODEL_COST_MAP=True \
-  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/docker
+  "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider tests/docker
 
 echo "==> down (SIGTERM handled within the grace period)"
 down_start=$(python3 -c 'import time; print(time.time())')
