@@ -31,6 +31,9 @@ async def test_upstream_trainer_runs_against_the_store_as_two_processes(server_v
     runners = subprocess.Popen(
         [sys.executable, str(EXAMPLE), "--store", store, "--runners", "2"],
         env=role_env("runner"), stdout=runner_log, stderr=subprocess.STDOUT, start_new_session=True,
+        # A terminal delivers Ctrl+C; a test run started in the background inherits SIGINT
+        # ignored (and Python then never raises KeyboardInterrupt): give it back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         algorithm = subprocess.run(
