@@ -48,24 +48,21 @@ def panel_queries():
 
 
 def shipped_jobs():
-    """job name -> (metrics path, the service the shipped config scrapes), read from the YAML
-    with promtool's own check first (a job list is all this test needs of it)."""
+    """job name -> its metrics path and the service it scrapes (the host of its static
+    target or DNS name), from the shipped config once promtool has checked it."""
+    import yaml
+
     config = OBSERVABILITY / "prometheus.yml"
     check = subprocess.run([PROMTOOL, "check", "config", "--syntax-only", str(config)],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    jobs, job = {}, None
-    for raw in config.read_text().splitlines():
-        line = raw.strip()
-        if line.startswith("- job_name:"):
-            job = line.split(":", 1)[1].strip()
-            jobs[job] = {"path": "/metrics", "service": None}
-        elif job and line.startswith("metrics_path:"):
-            jobs[job]["path"] = line.split(":", 1)[1].strip()
-        elif job and line.startswith("- targets:"):
-            jobs[job]["service"] = line.split('"')[1].split(":")[0]
-        elif job and line.startswith("- names:"):
-            jobs[job]["service"] = line.split('"')[1]
+    jobs = {}
+    for job in yaml.safe_load(config.read_text())["scrape_configs"]:
+        hosts = [t for c in job.get("static_configs", []) for t in c["targets"]]
+        hosts += [n for c in job.get("dns_sd_configs", []) for n in c["names"]]
+        assert len(hosts) == 1, f"job {job['job_name']}: one service expected, got {hosts}"
+        jobs[job["job_name"]] = {"path": job.get("metrics_path", "/metrics"),
+                                 "service": hosts[0].split(":")[0]}
     return jobs
 
 

@@ -23,6 +23,8 @@ use opentelemetry_proto::tonic::trace::v1::{Span, Status, status};
 use parking_lot::Mutex;
 use serde::Deserialize;
 
+use agl_common::ui;
+
 use crate::driver::Http;
 use crate::payload::{self, kv, s};
 use crate::procstat::{self, RssSampler};
@@ -838,23 +840,14 @@ async fn fill(http: &Http, cfg: &DashboardConfig) -> anyhow::Result<Filled> {
     })
 }
 
-/// `2026-12-04T19:30:05.123456`, UTC, as the list's `from` and `to` take it.
+/// `2026-12-04T19:30:05.123456`, UTC, as the list's `from` and `to` take it (microseconds,
+/// so that the window's bounds fall between two rollouts' start times).
 fn utc_iso(unix: f64) -> String {
     let whole = unix.floor();
     let micros = ((unix - whole) * 1e6).floor() as u64;
     let secs = whole as i64;
-    let days = secs.div_euclid(86_400);
+    let (y, m, d) = ui::format::civil(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}",
         rem / 3600,
@@ -863,27 +856,9 @@ fn utc_iso(unix: f64) -> String {
     )
 }
 
-/// Reads back a [`utc_iso`] time (the round trip the list's filter makes).
+/// Reads back a [`utc_iso`] time as the store does (the round trip the list's filter makes).
 fn parse_iso(text: &str) -> f64 {
-    let (date, time) = text.split_once('T').unwrap_or((text, "0:0:0"));
-    let mut d = date.splitn(3, '-').map(|v| v.parse::<i64>().unwrap_or(0));
-    let (y, m, day) = (
-        d.next().unwrap_or(1970),
-        d.next().unwrap_or(1),
-        d.next().unwrap_or(1),
-    );
-    let mut t = time.splitn(3, ':');
-    let h: f64 = t.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let mi: f64 = t.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let sec: f64 = t.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    // Days from civil.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    (days * 86_400) as f64 + h * 3600.0 + mi * 60.0 + sec
+    ui::format::parse_local(text).unwrap_or(f64::NAN)
 }
 
 // ---- the measurement --------------------------------------------------------------------
@@ -906,7 +881,7 @@ fn pages(filled: &Filled, rollouts: u64) -> Vec<PageSpec> {
         kind: "api",
         path,
     };
-    let enc = |v: &str| form_encode(v);
+    let enc = ui::path_segment;
     // Half-way down the list, on a page boundary.
     let offset = (rollouts / 2) / 50 * 50;
     // Six characters of a rollout id from the middle of the queue (past its prefix).
@@ -985,19 +960,6 @@ fn pages(filled: &Filled, rollouts: u64) -> Vec<PageSpec> {
             format!("/v1/agl/spans?rollout_id={}", enc(big)),
         ),
     ]
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn form_encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Nearest-rank percentile of sorted values.

@@ -2,7 +2,7 @@
 //! the civil calendar of an epoch time is a few lines (Howard Hinnant's algorithm).
 
 /// `(year, month, day)` of days since 1970-01-01.
-fn civil(days: i64) -> (i64, u32, u32) {
+pub fn civil(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -59,16 +59,19 @@ pub fn parse_local(s: &str) -> Option<f64> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || mi > 59 || sec >= 61.0 {
         return None;
     }
-    // Days from civil (the inverse of `civil`).
+    #[allow(clippy::cast_precision_loss)]
+    Some((days_from_civil(y, m, day) * 86_400 + h * 3600 + mi * 60) as f64 + sec)
+}
+
+/// Days since 1970-01-01 of a date (the inverse of [`civil`]).
+pub fn days_from_civil(y: i64, m: i64, day: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
     let mp = (m + 9) % 12;
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    #[allow(clippy::cast_precision_loss)]
-    Some((days * 86_400 + h * 3600 + mi * 60) as f64 + sec)
+    era * 146_097 + doe - 719_468
 }
 
 /// A duration for people: `830 µs`, `12.4 ms`, `3.21 s`, `4 min 05 s`, `2 h 03 min`.

@@ -104,6 +104,21 @@ impl Shell {
     }
 }
 
+/// `s` as one URL path segment (or query value): everything but RFC 3986's unreserved
+/// characters percent-encoded, so that ids with `/`, `?` or spaces stay one segment.
+pub fn path_segment(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 /// An HTML response with the headers every dashboard page carries: never cached (the data
 /// is live), no framing, no sniffing, and scripts only from this origin.
 pub fn html_response(status: StatusCode, markup: Markup) -> Response {

@@ -196,6 +196,29 @@ pub struct RolloutQuery {
 }
 
 impl RolloutQuery {
+    /// Whether no filter but the status one is given (the store counts rollouts by status).
+    fn filters_only_status(&self) -> bool {
+        let RolloutFilter {
+            status_in: _,
+            rollout_id_in,
+            rollout_id_contains,
+            mode_in,
+            started_from,
+            started_before,
+            any: _,
+        } = self.filter();
+        rollout_id_in.is_none()
+            && rollout_id_contains.is_none()
+            && mode_in.is_none()
+            && started_from.is_none()
+            && started_before.is_none()
+    }
+
+    /// Whether the answer is creation order read backwards.
+    fn reversed(&self) -> bool {
+        self.newest_first && self.page.sort_by.is_none()
+    }
+
     /// The order a backend can cut a window in, if the query has one.
     fn window_order(&self) -> Option<RolloutOrder> {
         match &self.page.sort_by {
@@ -991,7 +1014,7 @@ impl Store {
             let mut matches = self
                 .read_disk(disk, move |d| d.rollouts(q2.filter()))
                 .await?;
-            if q.newest_first && q.page.sort_by.is_none() {
+            if q.reversed() {
                 matches.reverse();
             }
             return paginate(matches, &q.page, |v, field| rollout_key(&v.rollout, field));
@@ -1001,12 +1024,7 @@ impl Store {
         self.scan_and_submit(&mut st, now);
         let status_set: Option<HashSet<RolloutStatus>> =
             q.status_in.as_ref().map(|s| s.iter().copied().collect());
-        let only_status = q.rollout_id_in.is_none()
-            && q.rollout_id_contains.is_none()
-            && q.mode_in.is_none()
-            && q.started_from.is_none()
-            && q.started_before.is_none();
-        if q.page.sort_by.is_none() && q.page.limit >= 0 && only_status {
+        if q.page.sort_by.is_none() && q.page.limit >= 0 && q.filters_only_status() {
             // Creation order with at most a status filter: the total is counted already,
             // and the window is found from its own end of `order`, so a page costs its rows
             // (and the rows it skips over, when filtered), not a visit of every rollout.
@@ -1088,7 +1106,7 @@ impl Store {
                 combine(&conds, q.any)
             })
             .collect();
-        if q.newest_first && q.page.sort_by.is_none() {
+        if q.reversed() {
             matches.reverse();
         }
         let page = paginate(matches, &q.page, |e, field| rollout_key(&e.rollout, field))?;

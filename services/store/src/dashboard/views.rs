@@ -3,12 +3,11 @@
 //! whatever clients sent).
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use agl_common::ui::format::{bytes, duration};
 use agl_common::ui::maud::{Markup, html};
 use agl_common::ui::waterfall::{WfSpan, detail_panel, waterfall};
-use agl_common::ui::{badge, json_block, json_value, pager, time};
+use agl_common::ui::{badge, json_block, json_value, pager, path_segment as encode, time};
 use serde_json::{Map, Value};
 
 use super::calls::{self, LlmCall};
@@ -370,19 +369,6 @@ pub(super) fn read_spans(docs: &[SpanDoc], rollout_id: &str, attempt: Option<&st
     }
     let start = |c: &LlmCall| c.start.unwrap_or(f64::INFINITY);
     out.calls.sort_by(|a, b| start(a).total_cmp(&start(b)));
-    out
-}
-
-fn encode(s: &str) -> String {
-    // A path segment: everything but unreserved characters escaped.
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
     out
 }
 
