@@ -12,9 +12,9 @@ server of its own on AGL_SERVER_PORT; `AGL_CURRENT_ROLE` picks the side this pro
 
 The agent needs no GPU: it answers arithmetic questions with a prompt template (the
 resource being trained), through a deterministic stand-in for a model that only computes
-when the prompt asks it to show its work. Its spans go through upstream's tracer
-(`OtelTracer`) into the store; its return value is its reward. The algorithm is a
-prompt search: each candidate template is published as a resources version, the training
+when the prompt asks it to show its work (`tasks.py`, shared with the 1.0 example). Its
+spans go through upstream's tracer (`OtelTracer`) into the store; its return value is its
+reward. The algorithm is a prompt search: each candidate template is published as a resources version, the training
 questions are enqueued under it, and the rewards the store holds decide the best one, which
 is then checked on the validation questions. The algorithm prints one JSON line,
 `AGL-RESULT {...}`, with the mean reward of every template and the winner.
@@ -26,29 +26,12 @@ import argparse
 import asyncio
 import json
 import os
-import re
 from typing import Any, Dict, List
 
 import agentlightning as agl
 from agentlightning.emitter.reward import find_final_reward
 
-CANDIDATES = [
-    "Q: {question}\nA:",
-    "Answer in one word: {question}",
-    "Show your work step by step, then give the result of {question}.",
-]
-
-TRAIN = [{"question": f"{a} + {b}", "answer": a + b} for a, b in [(2, 3), (7, 5), (11, 30), (4, 4)]]
-VAL = [{"question": f"{a} + {b}", "answer": a + b} for a, b in [(9, 9), (21, 1)]]
-
-
-def model(prompt: str) -> str:
-    """A stand-in for an LLM: it only works the sum out when the prompt asks for its work;
-    otherwise it guesses the first number it sees."""
-    numbers = [int(n) for n in re.findall(r"-?\d+", prompt)]
-    if "step by step" in prompt and len(numbers) >= 2:
-        return f"{numbers[0]} + {numbers[1]} = {numbers[0] + numbers[1]}"
-    return str(numbers[0]) if numbers else "?"
+from tasks import CANDIDATES, TRAIN, VAL, model, reward
 
 
 @agl.rollout
@@ -58,8 +41,7 @@ def arithmetic_agent(task: Dict[str, Any], prompt_template: agl.PromptTemplate) 
     agl.emit_message(f"prompt: {prompt}")
     answer = model(prompt)
     agl.emit_object({"question": task["question"], "answer": answer})
-    said = re.findall(r"-?\d+", answer)
-    return 1.0 if said and int(said[-1]) == task["answer"] else 0.0
+    return reward(answer, task["answer"])
 
 
 class TemplateSearch(agl.Algorithm):
