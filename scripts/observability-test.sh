@@ -4,10 +4,13 @@
 # vLLM test double on loopback, Debian's prometheus scraping them with the jobs of
 # docker/observability/prometheus.yml, drives traffic with the official clients
 # (agentlightning 0.3.0, the openai SDK, the AgentOps SDK 0.4.21), and evaluates every
-# panel's query through Prometheus' API: each must return a finite value.
+# panel's query through Prometheus' API: each must return a finite value. Then each
+# dashboard, as a Prometheus console page, in headless Chromium (Debian's chromium and
+# chromium-driver; skipped without them unless AGL_REQUIRE_BROWSER=1): every panel must draw.
 # The venv is the browser suite's (.venv-browser, the same pinned packages).
 #
 # Usage: ./scripts/observability-test.sh [pytest args]
+#   AGL_README_SCREENSHOTS=1 ... -k drawn   rewrites docs/images/grafana-agl.png
 #   AGL_STORE_BIN, AGL_VLLM_BIN_PATH, AGL_AGENTOPS_BIN   binaries (default: target/debug/)
 #   AGL_PROMETHEUS         prometheus (default: from PATH); promtool from PATH
 #   AGL_REQUIRE_PROMETHEUS=1  fail, instead of skipping, without Prometheus

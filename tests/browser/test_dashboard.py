@@ -34,7 +34,6 @@ agentops `/`              #traces tr.trace[data-trace-id] with a.trace-link -> /
 
 import json
 import re
-import struct
 import time
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -45,16 +44,15 @@ import pytest
 from conftest import (
     MARKER,
     QUEUED,
-    README_MODE,
     REWARD,
     ROLLOUT_STATUSES,
-    WINDOW,
     WORKER,
     all_rollouts,
     status_counts,
     with_client,
 )
 from agltest import free_port, get_json
+from aglbrowser import README_MODE, WINDOW, png_size
 
 PAGE = 50
 
@@ -82,13 +80,6 @@ def contains_run(haystack, needle):
     """True when needle occurs in haystack as a contiguous run."""
     n = len(needle)
     return any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
-
-
-def png_size(path):
-    with open(path, "rb") as f:
-        head = f.read(24)
-    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    return struct.unpack(">II", head[16:24])
 
 
 def text_of(element):

@@ -6,13 +6,21 @@ agl-vllm proxy with the openai SDK, a trace from the AgentOps SDK 0.4.21 forward
 store), and each panel query is evaluated through Prometheus' HTTP API: it must return at
 least one series with a finite value.
 
+Grafana itself cannot be installed here (no registry, no Debian package), so the dashboards
+are also drawn by what this machine has: each is turned into a Prometheus console page
+(its panels in its grid, each a graph of its queries, named by their legends) and opened
+in headless Chromium, which must draw a line for every panel. That page's screenshot is the
+README's picture of the dashboard (`AGL_README_SCREENSHOTS=1` writes it to docs/images).
+
 Run by scripts/observability-test.sh (in the test command).
 """
 
 import asyncio
+import html
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +28,7 @@ import tempfile
 import time
 import urllib.parse
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -28,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
 from agltest import (  # noqa: E402
     REPO, AgentOps, Llm, Process, Store, free_port, get_json, http, run_sdk_agent, wait_for,
 )
+from aglbrowser import README_MODE, Browser, missing_browser  # noqa: E402
 
 OBSERVABILITY = REPO / "docker/observability"
 DASHBOARDS = sorted((OBSERVABILITY / "grafana/dashboards").glob("*.json"))
@@ -90,9 +100,13 @@ def stack():
     config = Path(data) / "prometheus.yml"
     config.write_text(f"global:\n  scrape_interval: {SCRAPE_SECONDS}s\n  scrape_timeout: {SCRAPE_SECONDS}s\n"
                       "scrape_configs:\n" + "".join(scrape))
+    # Console pages are read at each request: the drawing test writes them here.
+    consoles = Path(data) / "consoles"
+    consoles.mkdir()
     port = free_port()
     prometheus = Process([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={data}/tsdb",
-                          f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"])
+                          f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+                          f"--web.console.templates={consoles}", f"--web.console.libraries={consoles}"])
     api = f"http://127.0.0.1:{port}/api/v1"
 
     def agl_targets_up():
@@ -104,10 +118,11 @@ def stack():
 
     try:
         wait_for(agl_targets_up, "Prometheus to scrape every agl service", timeout=60)
+        started = time.time()
         traffic(store, llm, agentops)
         # Two scrapes after the traffic: every rate has a step to measure.
         time.sleep(3 * SCRAPE_SECONDS)
-        yield api
+        yield SimpleNamespace(api=api, base=f"http://127.0.0.1:{port}", consoles=consoles, started=started)
     finally:
         prometheus.stop()
         llm.stop()
@@ -163,9 +178,104 @@ def test_the_dashboards_are_found():
 
 @pytest.mark.parametrize("expr", panel_queries())
 def test_every_panel_query_returns_data(stack, expr):
-    status, body = get_json(stack + "/query?query=" + urllib.parse.quote(expr))
+    status, body = get_json(stack.api + "/query?query=" + urllib.parse.quote(expr))
     assert status == 200 and body["status"] == "success", body
     result = body["data"]["result"]
     assert result, f"no series for {expr}"
     values = [float(series["value"][1]) for series in result]
     assert any(math.isfinite(v) for v in values), f"{expr}: only {values}"
+
+
+# ---- the dashboards drawn ----------------------------------------------------------------
+
+# Grafana's units, as the console graphs' axis formatters and unit suffixes say them.
+UNITS = {
+    "bytes": ("PromConsole.NumberFormatter.humanize1024", "B"),
+    "s": ("PromConsole.NumberFormatter.humanize", "s"),
+    "reqps": ("PromConsole.NumberFormatter.humanize", "/s"),
+    "percentunit": ("PromConsole.NumberFormatter.humanize", ""),
+}
+GRAPH_WIDTH, GRAPH_HEIGHT = 560, 150
+
+
+def grid_order(dashboard):
+    """The panels as Grafana lays them out: row by row, left to right."""
+    return sorted(dashboard["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+
+
+def console_page(dashboard, seconds):
+    """A Grafana dashboard as a Prometheus console page: its panels in its grid order (two
+    across, as its 12-wide panels sit), each a PromConsole.Graph of its queries over the
+    last `seconds`, the series named by the queries' legends (`{{label}}` is the console's
+    `[[label]]`). The page is a Go template to Prometheus: nothing in it may read `{{`."""
+    cells = []
+    for index, panel in enumerate(grid_order(dashboard)):
+        exprs = [t["expr"] for t in panel["targets"]]
+        names = [re.sub(r"\{\{\s*(\w+)\s*\}\}", r"[[ \1 ]]", t.get("legendFormat") or "") or None
+                 for t in panel["targets"]]
+        formatter, units = UNITS.get(panel.get("fieldConfig", {}).get("defaults", {}).get("unit"),
+                                     ("PromConsole.NumberFormatter.humanize", ""))
+        params = (f'{{node: document.getElementById("panel-{index}"), expr: {json.dumps(exprs)}, '
+                  f'name: {json.dumps(names)}, width: {GRAPH_WIDTH}, height: {GRAPH_HEIGHT}, '
+                  f'duration: {seconds}, min: 0, xTitle: "", yUnits: {json.dumps(units)}, '
+                  f'yAxisFormatter: {formatter}}}')
+        title = html.escape(panel["title"])
+        cells.append(f'<div class="agl-panel"><h2>{title}</h2><div id="panel-{index}"></div>'
+                     f"<script>new PromConsole.Graph({params});</script></div>")
+    assert "{{" not in "".join(cells)
+    static = "/classic/static"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(dashboard["title"])}</title>
+<link rel="icon" href="{static}/img/favicon.ico">
+<link rel="stylesheet" href="{static}/rickshaw/rickshaw.min.css">
+<link rel="stylesheet" href="{static}/css/prom_console.css">
+<script src="{static}/d3/d3.min.js"></script>
+<script src="{static}/rickshaw/rickshaw.min.js"></script>
+<script>var PATH_PREFIX = "";</script>
+<script src="{static}/js/prom_console.js"></script>
+<style>
+body {{ font: 13px sans-serif; margin: 16px; background: #fff; }}
+h1 {{ font-size: 18px; margin: 0 0 12px; }}
+.agl-grid {{ display: grid; grid-template-columns: 1fr 1fr; gap: 12px 20px; }}
+.agl-panel {{ border: 1px solid #ddd; border-radius: 4px; padding: 8px; overflow: hidden; }}
+.agl-panel h2 {{ font-size: 13px; margin: 0 0 6px; }}
+.prom_graph_link {{ display: none; }}
+</style></head>
+<body><h1>{html.escape(dashboard["title"])} <small>(the Grafana dashboard's panels drawn by Prometheus' console graphs; the last {seconds} s)</small></h1>
+<div class="agl-grid">
+{chr(10).join(cells)}
+</div></body></html>
+"""
+
+
+def test_every_panel_is_drawn_in_a_browser(stack):
+    """Each dashboard as a console page in headless Chromium: every panel draws a graph with
+    at least one line (no "No timeseries returned", no load error), the page logs no error;
+    its screenshot is the README's image of the dashboard."""
+    missing = missing_browser()
+    if missing:
+        if os.environ.get("AGL_REQUIRE_BROWSER") == "1":
+            pytest.fail(missing)
+        pytest.skip(missing)
+    browser = Browser()
+    try:
+        for path in DASHBOARDS:
+            dashboard = json.loads(path.read_text())
+            panels = grid_order(dashboard)
+            # From the first scrape on: the whole run, no empty minutes before it.
+            seconds = math.ceil(time.time() - stack.started) + 2
+            (stack.consoles / f"{path.stem}.html").write_text(console_page(dashboard, seconds))
+            browser.open(f"{stack.base}/consoles/{path.stem}.html")
+            # Every panel either drew or said why not (each graph fetches on its own).
+            settled = ("return [...document.querySelectorAll('.agl-panel')].every(p =>"
+                       " p.querySelector('svg path.path, .prom_graph_error'))")
+            browser.wait(lambda d: d.execute_script(settled), f"{len(panels)} panels drawn", timeout=30)
+            for index, panel in enumerate(panels):
+                errors = [e.text for e in browser.find_all(f"#panel-{index} .prom_graph_error")]
+                assert not errors, f"panel {panel['title']!r}: {errors}"
+                assert browser.find_all(f"#panel-{index} svg path.path"), f"panel {panel['title']!r} drew no line"
+            browser.assert_clean(f"drawing {path.name}")
+            shot = browser.page_shot(f"grafana-{path.stem}", force=README_MODE)
+            assert shot and shot.stat().st_size > 10_000, shot
+    finally:
+        browser.quit()
