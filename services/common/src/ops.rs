@@ -250,6 +250,31 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// Writes the current span's trace context into `headers` (W3C `traceparent`, and
+/// `tracestate` when there is one), replacing any a caller sent, so that the service a
+/// request is passed on to continues this trace: a trace backend then shows the proxy's
+/// request with the store's and vLLM's spans below it. Without an exporter there is no
+/// trace context and nothing is written.
+pub fn inject_trace_context(headers: &mut HeaderMap) {
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut HeaderInjector(headers));
+    });
+}
+
 /// The name of the server span each request runs in.
 pub const REQUEST_SPAN: &str = "request";
 

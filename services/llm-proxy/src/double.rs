@@ -879,6 +879,7 @@ fn interesting_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
         .filter(|(name, _)| {
             let n = name.as_str();
             n.starts_with("x-")
+                || n == "traceparent"
                 || n == "authorization"
                 || n == "content-type"
                 || n == "accept-encoding"

@@ -337,3 +337,89 @@ fn text_logs_to_a_pipe_are_plain() {
     );
     assert!(seen.iter().any(|l| l.contains(" INFO ")), "{seen:?}");
 }
+
+/// The v1 gateway passes the request's trace on to the model server: the `traceparent` it
+/// sends vLLM names the caller's trace and the store's exported span of the call as parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_continues_the_trace_to_the_model_server() {
+    let received: Received = Arc::default();
+    let asked = Arc::new(Mutex::new(Vec::<Option<String>>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = format!("http://{}", listener.local_addr().unwrap());
+    let model_server = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post({
+                let asked = Arc::clone(&asked);
+                move |headers: axum::http::HeaderMap| {
+                    asked.lock().unwrap().push(
+                        headers
+                            .get("traceparent")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned),
+                    );
+                    async {
+                        axum::Json(serde_json::json!({
+                            "id": "c", "object": "chat.completion", "created": 0, "model": "m",
+                            "prompt_token_ids": [1, 2],
+                            "choices": [{"index": 0, "finish_reason": "stop", "token_ids": [3],
+                                         "message": {"role": "assistant", "content": "ok"}}],
+                        }))
+                    }
+                }
+            }),
+        )
+        .route("/v1/traces", post(collect))
+        .with_state(Arc::clone(&received));
+    tokio::spawn(async move { axum::serve(listener, model_server).await });
+
+    let mut server = start(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)]);
+    let client = agl_common::tls::http_client().build().unwrap();
+    let models = serde_json::json!([{"model": "Qwen/Qwen2.5-7B-Instruct", "endpoint": format!("{collector}/v1")}]);
+    let r = client
+        .post(format!("{}/api/models", server.base))
+        .json(&models)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = client
+        .post(format!("{}/api/rollouts", server.base))
+        .json(&serde_json::json!([{"input": {"q": 1}}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let rollout: Value = r.json().await.unwrap();
+    let rollout_id = rollout[0]["rollout_id"].as_str().unwrap().to_owned();
+    let r = client
+        .post(format!(
+            "{}/proxy/rollout/{rollout_id}/attempt/0/mode/train/openai/v1/chat/completions",
+            server.base
+        ))
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    server.sigterm();
+    assert!(server.wait_exit().success(), "exit 0 after SIGTERM");
+
+    let sent = asked.lock().unwrap().first().cloned().flatten();
+    let sent = sent.expect("the gateway sent no traceparent to the model server");
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "{sent}");
+    let requests = received.lock().unwrap();
+    let call = requests
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .find(|s| s.name.starts_with("POST /proxy/"))
+        .expect("the gateway's request span was exported");
+    assert_eq!(parts[2], hex::encode(&call.span_id), "{sent}");
+}

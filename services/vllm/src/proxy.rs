@@ -460,6 +460,8 @@ async fn forward(
     }
 
     let mut headers = upstream_headers(&parts.headers, generation.is_some());
+    // vLLM started with --otlp-traces-endpoint continues the proxy's trace.
+    agl_common::ops::inject_trace_context(&mut headers);
     let mut tracking = None;
     match (&rollout, &generation) {
         (Some((rollout_id, attempt_id)), _) => {

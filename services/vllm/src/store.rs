@@ -84,9 +84,13 @@ impl StoreClient {
         attempt_id: &str,
     ) -> Result<i64, String> {
         let url = format!("{}/v1/agl/spans/next", self.base);
+        // The store's span for this request is a child of the proxy's call.
+        let mut trace = http::HeaderMap::new();
+        agl_common::ops::inject_trace_context(&mut trace);
         let response = self
             .client
             .post(&url)
+            .headers(trace)
             .json(&serde_json::json!({"rollout_id": rollout_id, "attempt_id": attempt_id}))
             .send()
             .await

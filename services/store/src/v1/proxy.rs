@@ -211,11 +211,15 @@ impl V1Proxy {
     /// Sends the call with upstream's retries; the response to relay, and the retries it
     /// took, or the answer to give instead (502, 504).
     async fn send(&self, url: &str, body: &Bytes) -> Result<(reqwest::Response, usize), Response> {
+        // The model server (vLLM with --otlp-traces-endpoint) continues this request's trace.
+        let mut trace = header::HeaderMap::new();
+        agl_common::ops::inject_trace_context(&mut trace);
         for attempt in 0..ATTEMPTS {
             let last = attempt + 1 == ATTEMPTS;
             let sent = self
                 .client
                 .post(url)
+                .headers(trace.clone())
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(body.clone())
                 .send()

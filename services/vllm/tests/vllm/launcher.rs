@@ -578,3 +578,121 @@ async fn taken_ports_are_clear_errors() {
     assert!(launched.output().contains("unknown flag --agl-nope"));
     drop(held);
 }
+
+/// One trace from the proxy through the store and vLLM: with an OTLP exporter configured,
+/// the `traceparent` the proxy sends with its sequence-id request to the store and with the
+/// call to vLLM names the trace of the request span it exports, and a span of it as the
+/// parent, so a trace backend shows the store's and vLLM's spans under the proxy's request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_is_one_trace_from_the_proxy_through_the_store_and_vllm() {
+    use agl_common::otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
+    use agl_common::otlp::proto::trace::v1::Span;
+    use agl_vllm::double::{Double, DoubleConfig};
+    use axum::routing::post as route_post;
+    use prost::Message as _;
+
+    // A store stand-in: sequence ids (recording the traceparent they were asked with),
+    // the recorded calls' export, and an OTLP collector for the proxy's own spans.
+    let asked = Arc::new(Mutex::new(Vec::<Option<String>>::new()));
+    let exported = Arc::new(Mutex::new(Vec::<Span>::new()));
+    let app = axum::Router::new()
+        .route(
+            "/v1/agl/spans/next",
+            route_post({
+                let asked = Arc::clone(&asked);
+                move |headers: axum::http::HeaderMap| {
+                    let traceparent = headers
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    asked.lock().push(traceparent);
+                    async { axum::Json(json!({"sequence_id": 1})) }
+                }
+            }),
+        )
+        .route("/v1/traces", route_post(|| async { "" }))
+        .route(
+            "/collector/v1/traces",
+            route_post({
+                let exported = Arc::clone(&exported);
+                move |body: bytes::Bytes| {
+                    let request = ExportTraceServiceRequest::decode(body).expect("otlp protobuf");
+                    exported.lock().extend(
+                        request
+                            .resource_spans
+                            .into_iter()
+                            .flat_map(|r| r.scope_spans)
+                            .flat_map(|s| s.spans),
+                    );
+                    async { "" }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let double = Double::start(DoubleConfig::default()).await.unwrap();
+
+    let scratch = Scratch::new();
+    let collector = format!("{store}/collector/v1/traces");
+    let args = [
+        "proxy",
+        "--port",
+        "0",
+        "--upstream",
+        &double.url(),
+        "--store-url",
+        &store,
+    ];
+    let mut launched = Launched::start(
+        &scratch,
+        &args,
+        &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &collector)],
+    );
+    let proxy = launched.proxy_url().await;
+    let url = format!("{proxy}/rollout/ro-1/attempt/at-1/v1/chat/completions");
+    let (status, _, body) = post(&url, &chat("follow me")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    // The exporter flushes on the way out.
+    launched.signal(Signal::Term);
+    assert_eq!(
+        launched.exit(Duration::from_secs(20)).await,
+        0,
+        "{}",
+        launched.output()
+    );
+
+    let spans = exported.lock().clone();
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    let request = spans
+        .iter()
+        .find(|s| s.name.starts_with("POST /rollout/"))
+        .unwrap_or_else(|| panic!("no request span among {names:?}"));
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let trace = hex(&request.trace_id);
+    let in_trace: Vec<String> = spans
+        .iter()
+        .filter(|s| s.trace_id == request.trace_id)
+        .map(|s| hex(&s.span_id))
+        .collect();
+    let to_vllm = double
+        .state()
+        .exchanges()
+        .into_iter()
+        .find_map(|e| e.headers.get("traceparent").cloned());
+    let to_store = asked.lock().first().cloned().flatten();
+    for (to, traceparent) in [("the store", to_store), ("vLLM", to_vllm)] {
+        let traceparent = traceparent.unwrap_or_else(|| panic!("no traceparent sent to {to}"));
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{to}: {traceparent}");
+        assert_eq!(
+            parts[1], trace,
+            "{to}: {traceparent} is not the request's trace"
+        );
+        assert!(
+            in_trace.iter().any(|id| id == parts[2]),
+            "{to}: parent {} is not a span of the proxy's ({in_trace:?})",
+            parts[2]
+        );
+    }
+}
