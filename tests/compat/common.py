@@ -13,6 +13,7 @@ The suites run inside a virtualenv holding one official ``agentlightning`` relea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -250,3 +251,30 @@ def start_model_server(log_dir: Path) -> ServerProcess:
     port = free_port()
     argv = [str(binary), "fake-vllm", "serve", PROXY_MODEL, "--host", "127.0.0.1", "--port", str(port)]
     return ServerProcess(argv, f"http://127.0.0.1:{port}", "/health", log_dir / f"model-{port}.log", 30.0).start()
+
+
+@contextlib.contextmanager
+def local_controller(store_url: str, run_dir: Path, agents: Path, poll_interval: float = 0.2):
+    """Upstream 1.0's `agl-controller runner_type=local` against `store_url` while the block
+    runs, importing agent classes from `agents` (put on its PYTHONPATH); yields the path of
+    its log. SIGTERM on the way out (it then kills its live agents and marks them failed)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(agents), os.environ.get("PYTHONPATH", "")]))
+    log_path = run_dir / "controller.log"
+    with open(log_path, "wb") as log:
+        controller = subprocess.Popen(
+            [
+                sys.executable, "-m", "agentlightning.controller", "runner_type=local",
+                f"agl_server.url={store_url}", f"local_runner.poll_interval={poll_interval}",
+                f"hydra.run.dir={run_dir / 'hydra'}",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, cwd=str(run_dir), env=env, start_new_session=True,
+        )
+    try:
+        yield log_path
+    finally:
+        controller.send_signal(signal.SIGTERM)
+        try:
+            controller.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            controller.kill()
+            controller.wait()

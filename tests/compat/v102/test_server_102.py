@@ -9,14 +9,9 @@ test double (`agl-vllm fake-vllm`), which answers with token ids as vLLM does.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
 from agentlightning.client import AgentLightningSyncClient
 from agentlightning.schemas import (
     Event,
@@ -31,7 +26,7 @@ from agentlightning.schemas import (
     RolloutStatusPatch,
 )
 
-from common import IS_OFFICIAL, PROXY_MODEL, unique
+from common import IS_OFFICIAL, PROXY_MODEL, local_controller, unique
 
 HERE = Path(__file__).resolve().parent
 
@@ -273,9 +268,6 @@ def wait_terminal(api, rollout_id: str, timeout: float) -> Rollout:
 def test_local_controller_runs_agents_against_the_store(fresh_server_v102, model_server, tmp_path):
     """`agl-controller runner_type=local` claims each queued rollout, runs its agent class in a
     process of its own (which posts its reward to the store), and records the outcome."""
-    controller_log = tmp_path / "controller.log"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
     with client(fresh_server_v102) as api:
         register(api, model_server)
         local = RolloutLocalConfig(
@@ -300,35 +292,12 @@ def test_local_controller_runs_agents_against_the_store(fresh_server_v102, model
                 config=RolloutConfig(timeout_seconds=120, local=local),
             ),
         )
-        with open(controller_log, "wb") as log:
-            controller = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "agentlightning.controller",
-                    "runner_type=local",
-                    f"agl_server.url={fresh_server_v102.base_url}",
-                    "local_runner.poll_interval=0.2",
-                    f"hydra.run.dir={tmp_path / 'hydra'}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=str(tmp_path),
-                env=env,
-                start_new_session=True,
-            )
-        try:
-            finished = wait_terminal(api, good.rollout_id, timeout=90)
-            failed = wait_terminal(api, bad.rollout_id, timeout=90)
-        except AssertionError:
-            raise AssertionError(controller_log.read_text(errors="replace")[-4000:]) from None
-        finally:
-            controller.send_signal(signal.SIGTERM)
+        with local_controller(fresh_server_v102.base_url, tmp_path, HERE) as controller_log:
             try:
-                controller.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                controller.kill()
-                controller.wait()
+                finished = wait_terminal(api, good.rollout_id, timeout=90)
+                failed = wait_terminal(api, bad.rollout_id, timeout=90)
+            except AssertionError:
+                raise AssertionError(controller_log.read_text(errors="replace")[-4000:]) from None
 
         assert finished.status.state == "succeeded", finished.status
         assert finished.status.last_attempt_id == "0"

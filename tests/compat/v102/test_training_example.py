@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from agentlightning.client import AgentLightningSyncClient
 
-from common import PROXY_MODEL
+from common import PROXY_MODEL, local_controller
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples/training"
 sys.path.insert(0, str(EXAMPLES))
@@ -26,31 +25,14 @@ from tasks import CANDIDATES, TRAIN, model  # noqa: E402
 
 def test_upstream_controller_and_rollout_manager_train_against_the_store(fresh_server_v102, tmp_path):
     store = fresh_server_v102.base_url
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(EXAMPLES), os.environ.get("PYTHONPATH", "")]))
-    controller_log = open(tmp_path / "controller.log", "wb")
-    controller = subprocess.Popen(
-        [
-            sys.executable, "-m", "agentlightning.controller", "runner_type=local",
-            f"agl_server.url={store}", "local_runner.poll_interval=0.5", f"hydra.run.dir={tmp_path / 'hydra'}",
-        ],
-        env=env, stdout=controller_log, stderr=subprocess.STDOUT, cwd=str(tmp_path), start_new_session=True,
-    )
-    try:
+    with local_controller(store, tmp_path, EXAMPLES, poll_interval=0.5) as controller_log:
         trainer = subprocess.run(
             # The model registered under the name the store's gateway serves, as the README says.
             [sys.executable, str(EXAMPLES / "train_v1.py"), "--store", store, "--model", PROXY_MODEL],
-            env=env, capture_output=True, text=True, timeout=100,
+            env=dict(os.environ, PYTHONPATH=str(EXAMPLES)), capture_output=True, text=True, timeout=100,
         )
-    finally:
-        controller.send_signal(signal.SIGTERM)
-        try:
-            controller.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            controller.kill()
-            controller.wait()
-        controller_log.close()
     output = trainer.stdout + trainer.stderr
-    log = (tmp_path / "controller.log").read_text(errors="replace")
+    log = controller_log.read_text(errors="replace")
     assert trainer.returncode == 0, f"{output[-4000:]}\ncontroller:\n{log[-3000:]}"
     results = [line for line in trainer.stdout.splitlines() if line.startswith("AGL-RESULT ")]
     assert results, output
