@@ -7,6 +7,8 @@
 # panel's query through Prometheus' API: each must return a finite value. Then each
 # dashboard, as a Prometheus console page, in headless Chromium (Debian's chromium and
 # chromium-driver; skipped without them unless AGL_REQUIRE_BROWSER=1): every panel must draw.
+# And the profile's wiring from the files (tests/observability/test_wiring.py): addresses,
+# mounts, the collector's pipeline into Jaeger, Grafana's datasources and dashboards.
 # The venv is the browser suite's (.venv-browser, the same pinned packages).
 #
 # Usage: ./scripts/observability-test.sh [pytest args]
