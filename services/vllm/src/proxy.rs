@@ -610,7 +610,7 @@ async fn sequence(
         Err(why) => {
             let counter = proxy.metrics.untracked.with_label_values(&["store_error"]);
             counter.inc();
-            if counter.get() == 1 || counter.get().is_multiple_of(100) {
+            if agl_common::telemetry::worth_logging(counter.get()) {
                 tracing::warn!(
                     rollout_id,
                     attempt_id,

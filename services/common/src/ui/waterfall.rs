@@ -159,6 +159,23 @@ fn fitting_depth(depths: impl Iterator<Item = usize>, base: usize) -> Option<usi
     fits
 }
 
+/// How `rows` rows at `depths` are shown: all of them within [`ROWS_SHOWN`]; past it the
+/// levels that fit (the deepest level shown, no row limit), and if not even the first level
+/// fits, its first [`ROWS_SHOWN`] rows.
+fn folding(
+    depths: impl Iterator<Item = usize>,
+    base: usize,
+    rows: usize,
+) -> (Option<usize>, usize) {
+    if rows <= ROWS_SHOWN {
+        return (None, usize::MAX);
+    }
+    match fitting_depth(depths, base) {
+        Some(d) => (Some(d), usize::MAX),
+        None => (Some(0), ROWS_SHOWN),
+    }
+}
+
 /// The rows at the positions `range` of `order`, those deeper than `base + max_depth`
 /// folded into their ancestor at that level, at most `limit` of them.
 struct Rows<'a> {
@@ -240,15 +257,9 @@ pub fn waterfall(spans: &[WfSpan], subtree: Option<&dyn Fn(&WfSpan) -> String>) 
         scale: Scale::of(spans),
         subtree,
     };
-    // Past the budget: the levels that fit; if not even the top level does, its first rows.
     let (max_depth, limit) = match subtree {
-        Some(_) if order.len() > ROWS_SHOWN => {
-            match fitting_depth(order.iter().map(|&(_, d)| d), 0) {
-                Some(d) => (Some(d), usize::MAX),
-                None => (Some(0), ROWS_SHOWN),
-            }
-        }
-        _ => (None, usize::MAX),
+        Some(_) => folding(order.iter().map(|&(_, d)| d), 0, order.len()),
+        None => (None, usize::MAX),
     };
     let roots = order.iter().filter(|&&(_, d)| d == 0).count();
     html! {
@@ -291,16 +302,11 @@ pub fn subtree(spans: &[WfSpan], span_id: &str, url: &dyn Fn(&WfSpan) -> String)
     let sizes = subtree_sizes(&order);
     let range = at + 1..at + 1 + sizes[at];
     let base = order[at].1 + 1;
-    let max_depth = if sizes[at] > ROWS_SHOWN {
-        Some(fitting_depth(order[range.clone()].iter().map(|&(_, d)| d), base).unwrap_or(0))
-    } else {
-        None
-    };
-    let limit = if max_depth == Some(0) {
-        ROWS_SHOWN
-    } else {
-        usize::MAX
-    };
+    let (max_depth, limit) = folding(
+        order[range.clone()].iter().map(|&(_, d)| d),
+        base,
+        sizes[at],
+    );
     let rows = Rows {
         spans,
         order: &order,
